@@ -1,0 +1,34 @@
+// bridge-controller: the control plane (see controller/controller_server.h).
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/process.h"
+#include "controller/controller_server.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:7000", "gRPC listen address (port 0 picks one)");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9100", "Prometheus /metrics listen address");
+ABSL_FLAG(std::string, store, "sqlite:./data/controller.db",
+          "Session store: sqlite:PATH or etcd:HOST:PORT[,HOST:PORT]");
+
+int main(int argc, char** argv) {
+  bridge::BlockShutdownSignals();
+  bridge::LoadConfig(argc, argv, "bridge-controller", {});
+  bridge::controller::ControllerOptions opts;
+  opts.listen = absl::GetFlag(FLAGS_listen);
+  opts.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  opts.store = absl::GetFlag(FLAGS_store);
+  auto server = bridge::controller::ControllerServer::Start(opts);
+  if (!server.ok()) {
+    bridge::LogError("cannot start", {{"error", server.status()}});
+    return 1;
+  }
+  bridge::PrintReady("bridge-controller", {{"grpc", (*server)->grpc_address()},
+                                           {"metrics", (*server)->metrics_address()}});
+  int sig = bridge::WaitForShutdownSignal();
+  bridge::LogInfo("shutting down", {{"signal", sig}});
+  (*server)->Shutdown();
+  bridge::LogInfo("stopped");
+  return 0;
+}

@@ -1,0 +1,126 @@
+// The only translation unit that includes httplib.h on the server side.
+#include "gateway/gateway_server.h"
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_server.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "controller_probe.h"
+#include "httplib.h"
+
+namespace bridge::gateway {
+namespace {
+
+constexpr char kWebhookPath[] = "/webhook/whatsapp";
+
+class GatewayServerImpl final : public GatewayServer {
+ public:
+  ~GatewayServerImpl() override { Shutdown(); }
+
+  absl::Status Init(const GatewayOptions& opts) {
+    opts_ = opts;
+    RegisterBuildInfo("bridge-gateway");
+    auto hp = SplitHostPort(opts.listen);
+    if (!hp.ok()) return hp.status();
+    if (auto s = MakeServer(); !s.ok()) return s;
+    probe_ = std::make_unique<ControllerProbe>(opts.controller);
+    Routes();
+    int port = hp->second == 0 ? server_->bind_to_any_port(hp->first)
+                               : (server_->bind_to_port(hp->first, hp->second) ? hp->second : -1);
+    if (port <= 0) {
+      return absl::UnavailableError(absl::StrCat("http: cannot listen on ", opts.listen));
+    }
+    address_ = absl::StrCat(hp->first, ":", port);
+    thread_ = std::thread([this] { server_->listen_after_bind(); });
+    LogInfo("gateway serving", {{"http", address_},
+                                {"tls", tls_ ? "on" : "off"},
+                                {"controller", opts.controller}});
+    return absl::OkStatus();
+  }
+
+  std::string http_address() const override { return address_; }
+
+  void Shutdown() override {
+    if (!thread_.joinable()) return;
+    server_->stop();
+    thread_.join();
+  }
+
+ private:
+  absl::Status MakeServer() {
+    if (opts_.tls_cert_path.empty() != opts_.tls_key_path.empty()) {
+      return absl::InvalidArgumentError("SSL_CERT_PATH and SSL_KEY_PATH go together");
+    }
+    if (!opts_.tls_cert_path.empty()) {
+      auto tls = std::make_unique<httplib::SSLServer>(opts_.tls_cert_path.c_str(),
+                                                      opts_.tls_key_path.c_str());
+      if (!tls->is_valid()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("cannot load TLS cert/key from ", opts_.tls_cert_path));
+      }
+      server_ = std::move(tls);
+      tls_ = true;
+    } else {
+      server_ = std::make_unique<httplib::Server>();
+    }
+    server_->set_payload_max_length(static_cast<size_t>(opts_.max_body_bytes));
+    return absl::OkStatus();
+  }
+
+  void Routes() {
+    server_->Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content("ok\n", "text/plain");
+    });
+    server_->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+      absl::Status s = probe_->Check();
+      res.status = s.ok() ? 200 : 503;
+      res.set_content(s.ok() ? "ready\n" : absl::StrCat("not ready: ", s.message(), "\n"),
+                      "text/plain");
+    });
+    server_->Get("/metrics", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(SerializeMetrics(), "text/plain; version=0.0.4");
+    });
+    server_->Get(kWebhookPath, [this](const httplib::Request& req, httplib::Response& res) {
+      Verify(req, res);
+    });
+    server_->Post(kWebhookPath, [](const httplib::Request&, httplib::Response& res) {
+      // Until ingest lands, ask Meta to retry later rather than lose anything.
+      res.status = 503;
+      res.set_header("Retry-After", "60");
+      res.set_content("webhook ingest is not implemented in this build yet\n", "text/plain");
+    });
+  }
+
+  // PROTOCOLS.md A1: echo hub.challenge verbatim when the token matches.
+  void Verify(const httplib::Request& req, httplib::Response& res) {
+    const std::string mode = req.get_param_value("hub.mode");
+    const std::string token = req.get_param_value("hub.verify_token");
+    if (mode == "subscribe" && !opts_.verify_token.empty() && token == opts_.verify_token) {
+      res.set_content(req.get_param_value("hub.challenge"), "text/plain");
+      LogInfo("webhook verified");
+      return;
+    }
+    LogWarn("webhook verification refused", {{"mode", mode}});
+    res.status = 403;
+    res.set_content("verification failed\n", "text/plain");
+  }
+
+  GatewayOptions opts_;
+  std::unique_ptr<httplib::Server> server_;
+  std::unique_ptr<ControllerProbe> probe_;
+  bool tls_ = false;
+  std::string address_;
+  std::thread thread_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Start(const GatewayOptions& opts) {
+  auto server = std::make_unique<GatewayServerImpl>();
+  if (auto s = server->Init(opts); !s.ok()) return s;
+  return server;
+}
+
+}  // namespace bridge::gateway

@@ -1,0 +1,39 @@
+// The media plane: attaches to the controller over WorkerLink, runs the turns
+// of the sessions assigned to it (Graph API media, Ogg/Opus codec, the
+// ElevenLabs agent WebSocket) and serves bridge.v1.Media/Converse.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace bridge::media_worker {
+
+struct WorkerOptions {
+  std::string listen = "0.0.0.0:7100";
+  std::string metrics_listen = "0.0.0.0:9101";
+  std::string controller = "127.0.0.1:7000";
+  std::string advertise;  // defaults to the bound gRPC address
+  std::string worker_id;  // defaults to hostname-pid
+  int capacity = 100;
+  std::string elevenlabs_api_key;
+  std::string elevenlabs_agent_id;
+  std::string elevenlabs_base_url = "https://api.elevenlabs.io";
+  std::string whatsapp_access_token;
+  std::string whatsapp_phone_number_id;
+  std::string whatsapp_graph_base_url = "https://graph.facebook.com";
+  std::string whatsapp_graph_api_version = "v23.0";
+};
+
+class WorkerServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<WorkerServer>> Start(const WorkerOptions& opts);
+  virtual ~WorkerServer() = default;
+
+  virtual std::string grpc_address() const = 0;
+  virtual std::string metrics_address() const = 0;
+  virtual void Shutdown() = 0;
+};
+
+}  // namespace bridge::media_worker

@@ -1,0 +1,76 @@
+#include "grpc_probe.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
+
+namespace bridge::testing {
+namespace {
+std::shared_ptr<grpc::Channel> Channel(const std::string& target) {
+  return grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+}
+void SetDeadline(grpc::ClientContext* ctx) {
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+}
+}  // namespace
+
+absl::StatusOr<std::string> HealthStatus(const std::string& target, const std::string& service) {
+  auto stub = grpc::health::v1::Health::NewStub(Channel(target));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(service);
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::Status s = stub->Check(&ctx, req, &resp);
+  if (!s.ok()) {
+    if (s.error_code() == grpc::StatusCode::NOT_FOUND) return std::string("SERVICE_UNKNOWN");
+    return absl::UnavailableError(s.error_message());
+  }
+  return grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status());
+}
+
+absl::StatusOr<std::vector<std::string>> ReflectedServices(const std::string& target) {
+  using namespace grpc::reflection::v1alpha;
+  auto stub = ServerReflection::NewStub(Channel(target));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  auto stream = stub->ServerReflectionInfo(&ctx);
+  ServerReflectionRequest req;
+  req.set_list_services("");
+  stream->Write(req);
+  stream->WritesDone();
+  ServerReflectionResponse resp;
+  std::vector<std::string> names;
+  while (stream->Read(&resp)) {
+    for (const auto& s : resp.list_services_response().service()) names.push_back(s.name());
+  }
+  grpc::Status s = stream->Finish();
+  if (!s.ok()) return absl::UnavailableError(s.error_message());
+  return names;
+}
+
+std::pair<int, std::string> CallEmpty(const std::string& target, const std::string& method) {
+  grpc::GenericStub stub(Channel(target));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  grpc::ByteBuffer request, response;  // empty message
+  grpc::Slice empty("");
+  request = grpc::ByteBuffer(&empty, 1);
+  absl::Mutex mu;
+  bool done = false;
+  grpc::Status result;
+  stub.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   absl::MutexLock lock(&mu);
+                   result = s;
+                   done = true;
+                 });
+  absl::MutexLock lock(&mu);
+  mu.Await(absl::Condition(&done));
+  return {result.error_code(), result.error_message()};
+}
+
+}  // namespace bridge::testing

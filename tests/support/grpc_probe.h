@@ -1,0 +1,22 @@
+// gRPC client helpers for tests: health status and the service list that
+// server reflection reports (what grpcurl would show an operator).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace bridge::testing {
+
+// SERVING / NOT_SERVING / SERVICE_UNKNOWN..., or an error.
+absl::StatusOr<std::string> HealthStatus(const std::string& target, const std::string& service);
+
+// Every service name the server lists through reflection.
+absl::StatusOr<std::vector<std::string>> ReflectedServices(const std::string& target);
+
+// Calls a unary RPC with an empty request through a generic stub and returns
+// the gRPC status code and message (for UNIMPLEMENTED checks).
+std::pair<int, std::string> CallEmpty(const std::string& target, const std::string& method);
+
+}  // namespace bridge::testing

@@ -1,0 +1,21 @@
+// bridgectl's operator commands over bridge.v1.Sessions on the controller.
+#pragma once
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace bridgectl {
+
+struct SessionsCommandOptions {
+  std::string controller;
+  bool json = false;
+  bool reveal_ids = false;
+};
+
+// args: {"sessions"} | {"session", ID} | {"end", ID} | {"workers"} | {"drain", ID}.
+// Returns the exit code: 0 ok, 1 the call failed, 2 bad usage.
+int RunSessionsCommand(const std::vector<std::string>& args, const SessionsCommandOptions& opts,
+                       std::ostream& out, std::ostream& err);
+
+}  // namespace bridgectl
