@@ -8,6 +8,7 @@
 #include "child_process.h"
 #include "gmock/gmock.h"
 #include "grpc_probe.h"
+#include "grpcpp/support/status.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
 

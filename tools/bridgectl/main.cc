@@ -7,8 +7,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "audio_command.h"
-#include "sessions_command.h"
+#include "bridgectl/audio_command.h"
+#include "bridgectl/sessions_command.h"
 
 ABSL_FLAG(std::string, controller, "127.0.0.1:7000", "Controller gRPC target");
 ABSL_FLAG(std::string, worker, "", "Worker gRPC target (talk)");
@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   // `audio` takes its own options (--rate, --json...) that absl must not see.
   if (argc >= 2 && std::string(argv[1]) == "audio") {
     std::vector<std::string> args(argv + 2, argv + argc);
-    return bridgectl::RunAudioCommand(args, std::cout, std::cerr);
+    return bridge::bridgectl::RunAudioCommand(args, std::cout, std::cerr);
   }
   absl::SetProgramUsageMessage(kUsage);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
@@ -46,14 +46,14 @@ int main(int argc, char** argv) {
     std::cerr << kUsage << std::endl;
     return 2;
   }
-  bridgectl::SessionsCommandOptions opts{absl::GetFlag(FLAGS_controller),
+  bridge::bridgectl::SessionsCommandOptions opts{absl::GetFlag(FLAGS_controller),
                                          absl::GetFlag(FLAGS_json),
                                          absl::GetFlag(FLAGS_reveal_ids)};
   if (args[0] == "talk") {
     std::cerr << "bridgectl talk: Media.Converse is not implemented in this build yet" << std::endl;
     return 1;
   }
-  int rc = bridgectl::RunSessionsCommand(args, opts, std::cout, std::cerr);
+  int rc = bridge::bridgectl::RunSessionsCommand(args, opts, std::cout, std::cerr);
   if (rc == 2) std::cerr << kUsage << std::endl;
   return rc;
 }

@@ -1,4 +1,4 @@
-#include "sessions_command.h"
+#include "bridgectl/sessions_command.h"
 
 #include <cstdio>
 
@@ -9,7 +9,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
 
-namespace bridgectl {
+namespace bridge::bridgectl {
 namespace {
 
 namespace v1 = ::bridge::v1;
@@ -96,4 +96,4 @@ int RunSessionsCommand(const std::vector<std::string>& args, const SessionsComma
   return 0;
 }
 
-}  // namespace bridgectl
+}  // namespace bridge::bridgectl

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-namespace bridgectl {
+namespace bridge::bridgectl {
 
 struct SessionsCommandOptions {
   std::string controller;
@@ -18,4 +18,4 @@ struct SessionsCommandOptions {
 int RunSessionsCommand(const std::vector<std::string>& args, const SessionsCommandOptions& opts,
                        std::ostream& out, std::ostream& err);
 
-}  // namespace bridgectl
+}  // namespace bridge::bridgectl

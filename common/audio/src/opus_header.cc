@@ -10,9 +10,9 @@
 namespace bridge::audio {
 namespace {
 
-constexpr std::string_view kProblemPayloadUrl = "bridge.audio/DecodeProblem";
+constexpr absl::string_view kProblemPayloadUrl = "bridge.audio/DecodeProblem";
 
-constexpr std::array<std::pair<DecodeProblem, std::string_view>, 7> kNames = {{
+constexpr std::array<std::pair<DecodeProblem, absl::string_view>, 7> kNames = {{
     {DecodeProblem::kNone, "none"},
     {DecodeProblem::kNotOgg, "not_ogg"},
     {DecodeProblem::kNotOpus, "not_opus"},
@@ -35,14 +35,14 @@ void PutLe32(std::string* s, uint32_t v) {
   for (int i = 0; i < 4; ++i) s->push_back(char((v >> (8 * i)) & 0xff));
 }
 
-absl::Status BadHeader(std::string_view what) {
+absl::Status BadHeader(absl::string_view what) {
   return internal::ProblemStatus(DecodeProblem::kBadHeader,
                                  absl::StrCat("bad Opus header: ", what));
 }
 
 }  // namespace
 
-std::string_view DecodeProblemName(DecodeProblem problem) {
+absl::string_view DecodeProblemName(DecodeProblem problem) {
   for (const auto& [p, name] : kNames) {
     if (p == problem) return name;
   }
@@ -50,7 +50,7 @@ std::string_view DecodeProblemName(DecodeProblem problem) {
 }
 
 DecodeProblem ProblemOf(const absl::Status& status) {
-  std::optional<absl::Cord> payload = status.GetPayload(kProblemPayloadUrl);
+  const auto payload = status.GetPayload(kProblemPayloadUrl);
   if (status.ok() || !payload) return DecodeProblem::kNone;
   for (const auto& [p, name] : kNames) {
     if (*payload == name) return p;
@@ -60,7 +60,7 @@ DecodeProblem ProblemOf(const absl::Status& status) {
 
 namespace internal {
 
-absl::Status ProblemStatus(DecodeProblem problem, std::string_view message) {
+absl::Status ProblemStatus(DecodeProblem problem, absl::string_view message) {
   absl::StatusCode code = absl::StatusCode::kInvalidArgument;
   if (problem == DecodeProblem::kTruncated ||
       problem == DecodeProblem::kCorrupt) {
@@ -69,22 +69,27 @@ absl::Status ProblemStatus(DecodeProblem problem, std::string_view message) {
     code = absl::StatusCode::kUnimplemented;
   }
   absl::Status status(code, message);
-  status.SetPayload(kProblemPayloadUrl,
-                    absl::Cord(DecodeProblemName(problem)));
+  status.SetPayload(kProblemPayloadUrl, absl::Cord(DecodeProblemName(problem)));
   return status;
 }
 
-bool HasPrefix(absl::Span<const uint8_t> data, std::string_view prefix) {
+bool HasPrefix(absl::Span<const uint8_t> data, absl::string_view prefix) {
   return data.size() >= prefix.size() &&
          std::memcmp(data.data(), prefix.data(), prefix.size()) == 0;
 }
 
-std::string_view CodecName(absl::Span<const uint8_t> first_packet) {
-  static constexpr std::pair<std::string_view, std::string_view> kMagic[] = {
-      {"OpusHead", "Opus"},      {"\x01vorbis", "Vorbis"},
-      {"Speex   ", "Speex"},     {"\x7f" "FLAC", "FLAC"},
-      {"fLaC", "FLAC"},          {"\x80theora", "Theora"},
-      {"fishead", "Skeleton"},   {"\x80kate", "Kate"},
+absl::string_view CodecName(absl::Span<const uint8_t> first_packet) {
+  static constexpr std::pair<absl::string_view, absl::string_view> kMagic[] = {
+      {"OpusHead", "Opus"},
+      {"\x01vorbis", "Vorbis"},
+      {"Speex   ", "Speex"},
+      {"\x7f"
+       "FLAC",
+       "FLAC"},
+      {"fLaC", "FLAC"},
+      {"\x80theora", "Theora"},
+      {"fishead", "Skeleton"},
+      {"\x80kate", "Kate"},
   };
   for (const auto& [magic, name] : kMagic) {
     if (HasPrefix(first_packet, magic)) return name;
@@ -112,8 +117,8 @@ absl::StatusOr<StreamInfo> ParseOpusHead(absl::Span<const uint8_t> p) {
     // voice notes are never coded that way.
     return ProblemStatus(
         DecodeProblem::kUnsupported,
-        absl::StrCat("Opus channel mapping family ", info.mapping_family,
-                     " (", info.channels, " channels) is not supported"));
+        absl::StrCat("Opus channel mapping family ", info.mapping_family, " (",
+                     info.channels, " channels) is not supported"));
   }
   if (info.channels > 2) {
     return BadHeader(absl::StrCat("channel mapping family 0 with ",
@@ -143,10 +148,10 @@ std::string BuildOpusHead(const StreamInfo& info) {
   return s;
 }
 
-std::string BuildOpusTags(std::string_view vendor) {
+std::string BuildOpusTags(absl::string_view vendor) {
   std::string s = "OpusTags";
   PutLe32(&s, uint32_t(vendor.size()));
-  s.append(vendor);
+  s.append(vendor.data(), vendor.size());
   PutLe32(&s, 0);  // no user comments
   return s;
 }

@@ -5,23 +5,23 @@
 
 #include <cstdint>
 #include <string>
-#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "audio/ogg_opus_decoder.h"
 
 namespace bridge::audio::internal {
 
 // An error status that ProblemOf() maps back to `problem`.
-absl::Status ProblemStatus(DecodeProblem problem, std::string_view message);
+absl::Status ProblemStatus(DecodeProblem problem, absl::string_view message);
 
-bool HasPrefix(absl::Span<const uint8_t> data, std::string_view prefix);
+bool HasPrefix(absl::Span<const uint8_t> data, absl::string_view prefix);
 
 // Names the codec of an Ogg stream from its first packet ("Opus", "Vorbis",
 // ...; "unknown" otherwise).
-std::string_view CodecName(absl::Span<const uint8_t> first_packet);
+absl::string_view CodecName(absl::Span<const uint8_t> first_packet);
 
 // Parses OpusHead into everything but StreamInfo::vendor.
 absl::StatusOr<StreamInfo> ParseOpusHead(absl::Span<const uint8_t> packet);
@@ -30,7 +30,7 @@ absl::StatusOr<std::string> ParseOpusTagsVendor(
     absl::Span<const uint8_t> packet);
 
 std::string BuildOpusHead(const StreamInfo& info);
-std::string BuildOpusTags(std::string_view vendor);
+std::string BuildOpusTags(absl::string_view vendor);
 
 }  // namespace bridge::audio::internal
 

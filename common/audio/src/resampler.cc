@@ -37,8 +37,8 @@ absl::StatusOr<std::unique_ptr<Resampler>> Resampler::Create(int in_rate,
     int err = 0;
     st = speex_resampler_init(1, in_rate, out_rate, quality, &err);
     if (st == nullptr) {
-      return absl::InternalError(absl::StrCat(
-          "speex_resampler_init: ", speex_resampler_strerror(err)));
+      return absl::InternalError(absl::StrCat("speex_resampler_init: ",
+                                              speex_resampler_strerror(err)));
     }
     // Drop the filter's leading delay so output sample k lines up with input
     // time k / out_rate; Flush() feeds zeros to push the tail out instead.
@@ -58,6 +58,7 @@ void Resampler::Run(const int16_t* in, int64_t n, std::vector<int16_t>* out) {
     speex_resampler_process_int(st_.get(), 0, in, &in_len, out->data() + base,
                                 &out_len);
     out->resize(base + out_len);
+    if (in_len == 0 && out_len == 0) break;  // cannot happen; never spin
     out_total_ += out_len;
     in += in_len;
     n -= in_len;
@@ -86,8 +87,8 @@ void Resampler::Flush(std::vector<int16_t>* out) {
     Run(zeros.data(), int64_t(zeros.size()), out);
   }
   if (out_total_ > target) {
-    out->resize(out->size() - size_t(std::min<int64_t>(
-                                  out_total_ - target, int64_t(out->size()))));
+    out->resize(out->size() - size_t(std::min<int64_t>(out_total_ - target,
+                                                       int64_t(out->size()))));
   }
   out_total_ = target;
 }

@@ -10,7 +10,8 @@
 // skipped with a warning). A file cut short (no EOS page) keeps all the audio
 // it holds, including whole packets of an unfinished last page.
 //
-// Output length: round((EOS granule - first granule - pre-skip) * rate / 48000).
+// Output length: round((EOS granule - first granule - pre-skip) * rate /
+// 48000).
 #ifndef BRIDGE_AUDIO_OGG_OPUS_DECODER_H_
 #define BRIDGE_AUDIO_OGG_OPUS_DECODER_H_
 
@@ -18,11 +19,11 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 namespace bridge::audio {
@@ -40,7 +41,7 @@ enum class DecodeProblem {
 
 // "none", "not_ogg", "not_opus", "bad_header", "truncated", "corrupt",
 // "unsupported".
-std::string_view DecodeProblemName(DecodeProblem problem);
+absl::string_view DecodeProblemName(DecodeProblem problem);
 // The problem a decoder error carries; kNone for OK and for statuses that do
 // not come from judging the input (bad arguments, misuse).
 DecodeProblem ProblemOf(const absl::Status& status);
@@ -52,7 +53,7 @@ struct StreamInfo {
   uint16_t pre_skip = 0;       // 48 kHz samples dropped at the start
   int16_t output_gain_q8 = 0;  // dB in Q7.8
   int mapping_family = 0;
-  std::string vendor;          // empty until OpusTags is read
+  std::string vendor;  // empty until OpusTags is read
 };
 
 // Output rates: 8000, 16000, 24000, 48000 (decoded natively by libopus) and

@@ -23,8 +23,8 @@ bool IsOpusRate(int rate);
 // Encodes 20 ms mono frames with OPUS_APPLICATION_VOIP.
 class OpusPacketEncoder {
  public:
-  // sample_rate: 8000/16000/24000/48000 (12000 works too). bitrate 6000..510000.
-  // complexity 0..10.
+  // sample_rate: 8000/16000/24000/48000 (12000 works too). bitrate
+  // 6000..510000. complexity 0..10.
   static absl::StatusOr<std::unique_ptr<OpusPacketEncoder>> Create(
       int sample_rate, int bitrate_bps, int complexity);
   ~OpusPacketEncoder();

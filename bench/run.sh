@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs every benchmark in one go and rewrites the results file (default
+# docs/benchmarks.md). Called by `tools/bridge.sh bench`; BUILD_DIR must hold
+# a built tree. Reference tools run in the same invocation, on the same
+# machine, on the same fixtures, so the numbers sit side by side.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
+OUT="${1:-$ROOT/docs/benchmarks.md}"
+FIX="$(cd "$ROOT/../shared/fixtures/audio" && pwd)"
+SPAWNS="${BENCH_SPAWNS:-30}"
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+
+say "codec micro-benchmarks (google-benchmark)"
+"$BUILD_DIR/bench/audio_bench" --benchmark_min_time=0.5 \
+  --benchmark_out="$TMP/audio.json" --benchmark_out_format=json >&2
+
+# time_per_run NAME CMD...: mean wall time per run over $SPAWNS runs, in µs.
+time_per_run() {
+  local name=$1
+  shift
+  "$@" >/dev/null 2>&1 || { say "$name failed: $*"; echo -e "$name\tNA"; return; }
+  local start end
+  start=$(date +%s%N)
+  for _ in $(seq "$SPAWNS"); do "$@" >/dev/null 2>&1; done
+  end=$(date +%s%N)
+  echo -e "$name\t$(((end - start) / SPAWNS / 1000))"
+}
+
+say "one process per note: bridgectl, opus-tools, ffmpeg ($SPAWNS runs each)"
+CTL="$BUILD_DIR/tools/bridgectl"
+NOTE="$FIX/voice_note_hello.ogg"
+PCM="$FIX/agent_reply_16k.s16le"
+{
+  time_per_run decode_bridgectl "$CTL" audio decode "$NOTE" "$TMP/o.raw" --rate 16000
+  time_per_run decode_opusdec opusdec --quiet --rate 16000 "$NOTE" "$TMP/o.raw"
+  # What the Node guide does per note: fluent-ffmpeg spawning ffmpeg to s16le 16 kHz mono.
+  time_per_run decode_ffmpeg ffmpeg -nostdin -v error -y -i "$NOTE" -f s16le -acodec pcm_s16le \
+    -ar 16000 -ac 1 "$TMP/o.raw"
+  time_per_run encode_bridgectl "$CTL" audio encode "$PCM" "$TMP/o.ogg" --rate 16000
+  time_per_run encode_opusenc opusenc --quiet --raw --raw-rate 16000 --raw-chan 1 --bitrate 24 \
+    --framesize 20 "$PCM" "$TMP/o.ogg"
+  time_per_run encode_ffmpeg ffmpeg -nostdin -v error -y -f s16le -ar 16000 -ac 1 -i "$PCM" \
+    -c:a libopus -b:a 24k -application voip -frame_duration 20 -f ogg "$TMP/o.ogg"
+} >"$TMP/spawn.tsv"
+
+python3 "$ROOT/bench/report.py" --audio "$TMP/audio.json" --spawn "$TMP/spawn.tsv" \
+  --spawns "$SPAWNS" --command "tools/bridge.sh bench" >"$OUT"
+say "wrote $OUT"

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# `tools/bridge.sh up` brings up the controller, two workers and the gateway,
+# each answering on the address its READY line gave, and on SIGTERM stops every
+# one of them (no orphans) and exits 0. All ports are 0, so two runs in
+# parallel do not collide. Waits on output, never sleeps to synchronise.
+set -euo pipefail
+ROOT="$1"
+BUILD="$2"
+WORK="$(mktemp -d)"
+OUT="$WORK/up.out"
+cleanup() {
+  [[ -n "${PGID:-}" ]] && kill -KILL -- "-$PGID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; echo "--- bridge.sh output ---"; cat "$OUT"; exit 1; }
+
+export BUILD_DIR="$BUILD" BRIDGE_SKIP_BUILD=1 BRIDGE_RUN_DIR="$WORK/run" BRIDGE_DATA_DIR="$WORK"
+export CONTROLLER_PORT=0 CONTROLLER_METRICS_PORT=0 WORKER1_PORT=0 WORKER1_METRICS_PORT=0
+export WORKER2_PORT=0 WORKER2_METRICS_PORT=0 GATEWAY_PORT=0
+setsid "$ROOT/tools/bridge.sh" up >"$OUT" 2>&1 </dev/null &
+PID=$!
+PGID=$PID
+
+# Await the banner; tail -F wakes on every line, and the timeout only guards a hang.
+timeout 120 grep -q -m1 'is up' < <(tail -n +1 -F "$OUT" 2>/dev/null) || fail "the cluster did not come up"
+
+for name in bridge-controller bridge-worker bridge-gateway; do
+  grep -q "READY $name" "$OUT" || fail "no READY line from $name"
+done
+[[ $(grep -c "READY bridge-worker" "$OUT") -eq 2 ]] || fail "expected two workers"
+
+webhook=$(sed -n 's|.*webhook *\(http://[^ ]*\)/webhook/whatsapp.*|\1|p' "$OUT" | head -1)
+[[ -n "$webhook" ]] || fail "no webhook URL printed"
+curl -fsS "$webhook/healthz" | grep -q ok || fail "gateway /healthz"
+curl -fsS "$webhook/readyz" | grep -q ready || fail "gateway /readyz (controller not reachable?)"
+
+kill -TERM "$PID"
+rc=0
+wait "$PID" || rc=$?
+[[ $rc -eq 0 ]] || fail "bridge.sh up exited $rc after SIGTERM"
+# Zombies awaiting their reaper are gone already; anything else is an orphan.
+left=$(ps -o pid=,stat=,args= -g "$PGID" | awk '$2 !~ /^Z/' || true)
+[[ -z "$left" ]] || fail "processes left behind: $left"
+grep -q "all stopped" "$OUT" || fail "no 'all stopped'"
+echo "PASS: four processes up, healthy, and stopped cleanly"

@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# whatsapp-elevenlabs-bridge: the one entry point.
+#
+#   tools/bridge.sh up      install what is missing, build, run the cluster in the foreground
+#   tools/bridge.sh test    install what is missing, build, run every test (ctest)
+#   tools/bridge.sh bench   install what is missing, build, run bench/, rewrite docs/benchmarks.md
+#   tools/bridge.sh build   install and build only
+#
+# Environment: BUILD_DIR (default ./build), BRIDGE_JOBS (default: all cores),
+# CTEST_ARGS (extra ctest arguments, e.g. "-R Audio"); for `up`, see README.md.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
+JOBS="${BRIDGE_JOBS:-$(nproc)}"
+
+# Build and run-time packages (DESIGN.md §8). opus-tools is the tests' oracle.
+BUILD_PACKAGES=(
+  cmake ninja-build ccache g++ pkg-config git
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
+  libabsl-dev libre2-dev libcpp-httplib-dev libwebsocketpp-dev libasio-dev libssl-dev
+  libopus-dev libogg-dev libspeexdsp-dev prometheus-cpp-dev nlohmann-json3-dev libsqlite3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+)
+TEST_PACKAGES=(opus-tools curl procps)
+BENCH_PACKAGES=(opus-tools ffmpeg python3)
+
+say() { printf 'bridge.sh: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+missing_packages() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+
+# Installs what is missing with apt-get; silent when everything is there.
+ensure_packages() {
+  local missing
+  missing=$(missing_packages "$@" | tr '\n' ' ')
+  [[ -z "${missing// /}" ]] && return 0
+  local sudo=()
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null && sudo -n true 2>/dev/null ||
+      die "missing Debian packages: $missing; run as root or: sudo apt-get install -y $missing"
+    sudo=(sudo -n)
+  fi
+  say "installing: $missing"
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq || say "apt-get update failed; trying the cached package lists"
+  # shellcheck disable=SC2086
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends $missing >/dev/null ||
+    die "apt-get could not install: $missing"
+}
+
+build() {
+  if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
+    say "configuring $BUILD_DIR"
+    cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  fi
+  say "building ($JOBS jobs)"
+  cmake --build "$BUILD_DIR" -j "$JOBS" >&2 || die "build failed (see the errors above)"
+}
+
+cmd_test() {
+  ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+  build
+  say "running tests"
+  # ctest prints its own summary line ("100% tests passed, 0 tests failed out of N").
+  # shellcheck disable=SC2086
+  ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" --timeout 600 ${CTEST_ARGS:-}
+}
+
+cmd_bench() {
+  ensure_packages "${BUILD_PACKAGES[@]}" "${BENCH_PACKAGES[@]}"
+  build
+  BUILD_DIR="$BUILD_DIR" "$ROOT/bench/run.sh" "$ROOT/docs/benchmarks.md"
+}
+
+# ---- up: the cluster in the foreground ------------------------------------
+
+PIDS=()
+NAMES=()
+PREFIXERS=()
+RUN_DIR=""
+
+stop_all() {
+  trap - INT TERM EXIT
+  ((${#PIDS[@]})) || exit 0
+  say "stopping ${NAMES[*]}"
+  local i
+  for i in "${!PIDS[@]}"; do kill -TERM "${PIDS[$i]}" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    local alive=0
+    for i in "${!PIDS[@]}"; do kill -0 "${PIDS[$i]}" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for i in "${!PIDS[@]}"; do
+    if kill -0 "${PIDS[$i]}" 2>/dev/null; then
+      say "${NAMES[$i]} did not stop in 5 s; killing it"
+      kill -KILL "${PIDS[$i]}" 2>/dev/null || true
+    fi
+  done
+  wait "${PIDS[@]}" "${PREFIXERS[@]}" 2>/dev/null || true
+  rm -f "$RUN_DIR"/*.fifo
+  say "all stopped"
+  exit 0
+}
+
+# start NAME BINARY ARGS...: runs it with name-prefixed output and a log file.
+# The prefixer reads a FIFO as its own job, so stop_all can wait for it too.
+start() {
+  local name=$1
+  shift
+  local log="$RUN_DIR/$name.log" fifo="$RUN_DIR/$name.fifo"
+  : >"$log"
+  rm -f "$fifo"
+  mkfifo "$fifo"
+  while IFS= read -r line; do
+    printf '%-12s | %s\n' "$name" "$line"
+    printf '%s\n' "$line" >>"$log"
+  done <"$fifo" &
+  PREFIXERS+=($!)
+  "$@" >"$fifo" 2>&1 &
+  PIDS+=($!)
+  NAMES+=("$name")
+}
+
+# wait_ready NAME: waits for the READY line and prints its key=value pairs.
+wait_ready() {
+  local name=$1 log="$RUN_DIR/$1.log" i
+  for i in $(seq 600); do
+    if grep -q '^READY ' "$log" 2>/dev/null; then
+      grep -m1 '^READY ' "$log" | cut -d' ' -f3-
+      return 0
+    fi
+    local idx
+    for idx in "${!NAMES[@]}"; do
+      if [[ ${NAMES[$idx]} == "$name" ]] && ! kill -0 "${PIDS[$idx]}" 2>/dev/null; then
+        die "$name exited before it was ready (see $log)"
+      fi
+    done
+    sleep 0.1
+  done
+  die "$name was not ready after 60 s (see $log)"
+}
+
+field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+
+cmd_up() {
+  [[ ${1:-} == "--cluster" ]] && die "--cluster (etcd, three controllers) is not built yet"
+  if [[ -z ${BRIDGE_SKIP_BUILD:-} ]]; then
+    ensure_packages "${BUILD_PACKAGES[@]}"
+    build
+  fi
+  local data="${BRIDGE_DATA_DIR:-$ROOT/data}"
+  RUN_DIR="${BRIDGE_RUN_DIR:-$data/run}"
+  mkdir -p "$RUN_DIR"
+  trap stop_all INT TERM EXIT
+  local bin="$BUILD_DIR"
+  local host="${BRIDGE_HOST:-127.0.0.1}"
+
+  start controller "$bin/controller/bridge-controller" \
+    --listen="$host:${CONTROLLER_PORT:-7000}" --metrics_listen="$host:${CONTROLLER_METRICS_PORT:-9100}" \
+    --store="sqlite:$data/controller.db"
+  local c
+  c=$(wait_ready controller)
+  local cgrpc
+  cgrpc=$(field "$c" grpc)
+  start worker-1 "$bin/media_worker/bridge-worker" --worker_id=worker-1 --controller="$cgrpc" \
+    --listen="$host:${WORKER1_PORT:-7100}" --metrics_listen="$host:${WORKER1_METRICS_PORT:-9101}"
+  start worker-2 "$bin/media_worker/bridge-worker" --worker_id=worker-2 --controller="$cgrpc" \
+    --listen="$host:${WORKER2_PORT:-7101}" --metrics_listen="$host:${WORKER2_METRICS_PORT:-9102}"
+  local w1 w2
+  w1=$(wait_ready worker-1)
+  w2=$(wait_ready worker-2)
+  start gateway "$bin/gateway/bridge-gateway" --controller="$cgrpc" \
+    --listen="$host:${GATEWAY_PORT:-3000}"
+  local g ghttp
+  g=$(wait_ready gateway)
+  ghttp=$(field "$g" http)
+
+  cat >&2 <<EOF
+
+  whatsapp-elevenlabs-bridge is up (Ctrl-C stops everything)
+
+  webhook      http://$ghttp/webhook/whatsapp   (health: /healthz, /readyz, metrics: /metrics)
+  controller   grpc $cgrpc   metrics http://$(field "$c" metrics)/metrics
+  worker-1     grpc $(field "$w1" grpc)   metrics http://$(field "$w1" metrics)/metrics
+  worker-2     grpc $(field "$w2" grpc)   metrics http://$(field "$w2" metrics)/metrics
+  logs         $RUN_DIR/*.log
+
+  try (grpcurl, or ../shared/tools/grpc-cli/grpc.js with the same arguments):
+    grpcurl -plaintext $cgrpc list
+    grpcurl -plaintext $cgrpc grpc.health.v1.Health/Check
+    grpcurl -plaintext $cgrpc bridge.v1.Sessions/ListSessions
+    $bin/tools/bridgectl --controller=$cgrpc workers
+    $bin/tools/bridgectl audio info ../shared/fixtures/audio/voice_note_hello.ogg
+
+EOF
+  # Stay in the foreground until a child dies or we are told to stop.
+  wait -n "${PIDS[@]}" || true
+  say "a process exited; stopping the rest"
+  stop_all
+}
+
+case "${1:-}" in
+  up) shift; cmd_up "$@" ;;
+  test) cmd_test ;;
+  bench) cmd_bench ;;
+  build) ensure_packages "${BUILD_PACKAGES[@]}"; build ;;
+  *)
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
