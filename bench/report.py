@@ -86,7 +86,8 @@ def spawn_table(path, runs, spawns):
     rows = dict(line.rstrip("\n").split("\t") for line in open(path) if "\t" in line)
     ours_dec = us(runs["BM_DecodeOurs/0/16000"])
     ours_enc = us(runs["BM_EncodeOurs/16000"])
-    lines = [f"### Per note, one process each (mean of {spawns} runs, wall time): the hello note (5.25 s) to 16 kHz PCM, and the agent reply (5.75 s, 16 kHz) to a voice note", "",
+    note_s = runs["BM_DecodeOurs/0/16000"]["rtf"] * us(runs["BM_DecodeOurs/0/16000"]) / 1e6
+    lines = [f"### Per note, one process each (mean of {spawns} runs, wall time): the hello note ({note_s:.2f} s) to 16 kHz PCM, and the agent reply (5.75 s, 16 kHz) to a voice note", "",
              "| tool | decode µs | encode µs | decode vs ours in-process | encode vs ours in-process |",
              "|---|---|---|---|---|",
              f"| bridge worker, in process (library) | {ours_dec:.0f} | {ours_enc:.0f} | 1× | 1× |"]
@@ -95,9 +96,37 @@ def spawn_table(path, runs, spawns):
                         ("ffmpeg", "`ffmpeg` spawned per note (what the Node guide does)")]:
         dec = rows.get(f"decode_{tool}", "NA")
         enc = rows.get(f"encode_{'opusenc' if tool == 'opusdec' else tool}", "NA")
-        fmt = lambda v, base: f"{int(v)/base:.0f}× slower" if v != "NA" else "n/a"
+        fmt = lambda v, base: f"{int(v)/base:.1f}× slower" if v != "NA" else "n/a"
         lines.append(f"| {label} | {dec} | {enc} | {fmt(dec, ours_dec)} | {fmt(enc, ours_enc)} |")
     return lines
+
+
+def reading(runs, spawn_path):
+    """What the numbers say against the targets of issue #3 (computed, not typed in)."""
+    rows = dict(line.rstrip("\n").split("\t") for line in open(spawn_path) if "\t" in line)
+    def ratios(prefix, raw_prefix, keep):
+        out = []
+        for k, b in runs.items():
+            if k.startswith(prefix) and keep(k):
+                raw = runs.get(raw_prefix + k[len(prefix):])
+                if raw:
+                    out.append(us(b) / us(raw))
+        return out
+    native = ratios("BM_DecodeOurs/", "BM_DecodeRawLibopus/", lambda k: not k.endswith(("44100", "22050")))
+    resampled = ratios("BM_DecodeOurs/", "BM_DecodeRawLibopus/", lambda k: k.endswith(("44100", "22050")))
+    enc = ratios("BM_EncodeOurs/", "BM_EncodeRawLibopus/", lambda k: True)
+    ff_dec = int(rows.get("decode_ffmpeg", "0") or 0) / us(runs["BM_DecodeOurs/0/16000"]) if rows.get("decode_ffmpeg", "NA") != "NA" else 0
+    ff_enc = int(rows.get("encode_ffmpeg", "0") or 0) / us(runs["BM_EncodeOurs/16000"]) if rows.get("encode_ffmpeg", "NA") != "NA" else 0
+    return ["## Reading", "",
+            f"- Decode at the rates Opus decodes natively (8/16/24/48 kHz, what agents take): at most "
+            f"{max(native):.2f}× raw libopus (target ≤ 1.3×). Where a resampler is needed (44.1 kHz), "
+            f"{max(resampled):.2f}×: speexdsp's 48 → 44.1 kHz filter costs more than Opus decoding itself.",
+            f"- Encode: at most {max(enc):.2f}× raw libopus (target ≤ 1.2×); the raw baseline encodes 44.1 kHz "
+            "input as 48 kHz frames without resampling.",
+            f"- Against spawning ffmpeg per note: decode {ff_dec:.1f}× faster, encode {ff_enc:.1f}× faster "
+            "(target ≥ 20×). Decoding a note costs less than starting a process, so the spawn dominates; "
+            "encoding is dominated by libopus at complexity 10, which ffmpeg runs too, so no wrapper can be "
+            "20× faster there at equal quality.", ""]
 
 
 def main():
@@ -119,6 +148,7 @@ def main():
            "", "## Audio codec", ""]
     out += codec_tables(runs)
     out += [""] + spawn_table(a.spawn, runs, a.spawns) + [""]
+    out += reading(runs, a.spawn)
     print("\n".join(out))
 
 

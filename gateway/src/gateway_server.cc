@@ -1,6 +1,7 @@
 // The only translation unit that includes httplib.h on the server side.
 #include "gateway/gateway_server.h"
 
+#include <atomic>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -33,7 +34,17 @@ class GatewayServerImpl final : public GatewayServer {
       return absl::UnavailableError(absl::StrCat("http: cannot listen on ", opts.listen));
     }
     address_ = absl::StrCat(hp->first, ":", port);
-    thread_ = std::thread([this] { server_->listen_after_bind(); });
+    thread_ = std::thread([this] {
+      server_->listen_after_bind();
+      listen_returned_ = true;
+    });
+    // httplib's stop() is a no-op until the accept loop runs: a SIGTERM right
+    // after READY would otherwise leave the process hanging in join().
+    while (!server_->is_running() && !listen_returned_) std::this_thread::yield();
+    if (listen_returned_) {
+      thread_.join();
+      return absl::UnavailableError(absl::StrCat("http: accept loop failed on ", address_));
+    }
     LogInfo("gateway serving", {{"http", address_},
                                 {"tls", tls_ ? "on" : "off"},
                                 {"controller", opts.controller}});
@@ -113,6 +124,7 @@ class GatewayServerImpl final : public GatewayServer {
   bool tls_ = false;
   std::string address_;
   std::thread thread_;
+  std::atomic<bool> listen_returned_{false};
 };
 
 }  // namespace
