@@ -5,6 +5,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "common/service.h"
 #include "controller/controller_server.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7000", "gRPC listen address (port 0 picks one)");
@@ -19,16 +20,5 @@ int main(int argc, char** argv) {
   opts.listen = absl::GetFlag(FLAGS_listen);
   opts.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   opts.store = absl::GetFlag(FLAGS_store);
-  auto server = bridge::controller::ControllerServer::Start(opts);
-  if (!server.ok()) {
-    bridge::LogError("cannot start", {{"error", server.status()}});
-    return 1;
-  }
-  bridge::PrintReady("bridge-controller", {{"grpc", (*server)->grpc_address()},
-                                           {"metrics", (*server)->metrics_address()}});
-  int sig = bridge::WaitForShutdownSignal();
-  bridge::LogInfo("shutting down", {{"signal", sig}});
-  (*server)->Shutdown();
-  bridge::LogInfo("stopped");
-  return 0;
+  return bridge::RunUntilSignal("bridge-controller", bridge::controller::ControllerServer::Start(opts));
 }

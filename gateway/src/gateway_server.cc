@@ -52,6 +52,9 @@ class GatewayServerImpl final : public GatewayServer {
   }
 
   std::string http_address() const override { return address_; }
+  std::vector<std::pair<std::string, std::string>> endpoints() const override {
+    return {{"http", address_}};
+  }
 
   void Shutdown() override {
     if (!thread_.joinable()) return;

@@ -3,6 +3,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "common/service.h"
 #include "gateway/gateway_server.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:3000", "HTTP(S) listen address (env PORT sets the port)");
@@ -35,15 +36,5 @@ int main(int argc, char** argv) {
     bridge::LogError("--max_body_bytes must be at least 1024");
     return 2;
   }
-  auto server = bridge::gateway::GatewayServer::Start(opts);
-  if (!server.ok()) {
-    bridge::LogError("cannot start", {{"error", server.status()}});
-    return absl::IsInvalidArgument(server.status()) ? 2 : 1;
-  }
-  bridge::PrintReady("bridge-gateway", {{"http", (*server)->http_address()}});
-  int sig = bridge::WaitForShutdownSignal();
-  bridge::LogInfo("shutting down", {{"signal", sig}});
-  (*server)->Shutdown();
-  bridge::LogInfo("stopped");
-  return 0;
+  return bridge::RunUntilSignal("bridge-gateway", bridge::gateway::GatewayServer::Start(opts));
 }

@@ -3,6 +3,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "common/service.h"
 #include "media_worker/worker_server.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7100", "gRPC listen address (port 0 picks one)");
@@ -52,16 +53,5 @@ int main(int argc, char** argv) {
     bridge::LogError("--capacity must be at least 1");
     return 2;
   }
-  auto server = bridge::media_worker::WorkerServer::Start(opts);
-  if (!server.ok()) {
-    bridge::LogError("cannot start", {{"error", server.status()}});
-    return 1;
-  }
-  bridge::PrintReady("bridge-worker", {{"grpc", (*server)->grpc_address()},
-                                       {"metrics", (*server)->metrics_address()}});
-  int sig = bridge::WaitForShutdownSignal();
-  bridge::LogInfo("shutting down", {{"signal", sig}});
-  (*server)->Shutdown();
-  bridge::LogInfo("stopped");
-  return 0;
+  return bridge::RunUntilSignal("bridge-worker", bridge::media_worker::WorkerServer::Start(opts));
 }

@@ -51,6 +51,9 @@ class WorkerServerImpl final : public WorkerServer {
 
   std::string grpc_address() const override { return grpc_->address(); }
   std::string metrics_address() const override { return metrics_->address(); }
+  std::vector<std::pair<std::string, std::string>> endpoints() const override {
+    return {{"grpc", grpc_address()}, {"metrics", metrics_address()}};
+  }
   void Shutdown() override { grpc_->Shutdown(absl::Seconds(1)); }
 
  private:

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/service.h"
 
 namespace bridge::controller {
 
@@ -16,15 +17,13 @@ struct ControllerOptions {
   std::string store = "sqlite:./data/controller.db";
 };
 
-class ControllerServer {
+// Endpoints: grpc=, metrics=.
+class ControllerServer : public Service {
  public:
   static absl::StatusOr<std::unique_ptr<ControllerServer>> Start(const ControllerOptions& opts);
-  virtual ~ControllerServer() = default;
 
   virtual std::string grpc_address() const = 0;
   virtual std::string metrics_address() const = 0;
-  // Stops accepting, finishes what is in flight (bounded), releases the store.
-  virtual void Shutdown() = 0;
 };
 
 }  // namespace bridge::controller

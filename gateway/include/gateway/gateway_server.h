@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/service.h"
 
 namespace bridge::gateway {
 
@@ -22,13 +23,12 @@ struct GatewayOptions {
   int64_t max_body_bytes = 1 << 20;
 };
 
-class GatewayServer {
+// Endpoints: http= (webhook, health and metrics on one port).
+class GatewayServer : public Service {
  public:
   static absl::StatusOr<std::unique_ptr<GatewayServer>> Start(const GatewayOptions& opts);
-  virtual ~GatewayServer() = default;
 
   virtual std::string http_address() const = 0;
-  virtual void Shutdown() = 0;
 };
 
 }  // namespace bridge::gateway

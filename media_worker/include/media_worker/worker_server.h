@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/service.h"
 
 namespace bridge::media_worker {
 
@@ -26,14 +27,13 @@ struct WorkerOptions {
   std::string whatsapp_graph_api_version = "v23.0";
 };
 
-class WorkerServer {
+// Endpoints: grpc=, metrics=.
+class WorkerServer : public Service {
  public:
   static absl::StatusOr<std::unique_ptr<WorkerServer>> Start(const WorkerOptions& opts);
-  virtual ~WorkerServer() = default;
 
   virtual std::string grpc_address() const = 0;
   virtual std::string metrics_address() const = 0;
-  virtual void Shutdown() = 0;
 };
 
 }  // namespace bridge::media_worker
