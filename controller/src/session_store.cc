@@ -1,0 +1,23 @@
+#include "controller/session_store.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "sqlite_store.h"
+
+namespace bridge::controller {
+
+absl::StatusOr<std::unique_ptr<SessionStore>> OpenSessionStore(const std::string& spec) {
+  absl::string_view s = spec;
+  if (absl::ConsumePrefix(&s, "sqlite:")) {
+    if (s.empty()) return absl::InvalidArgumentError("--store=sqlite: needs a path");
+    return OpenSqliteStore(std::string(s));
+  }
+  if (absl::StartsWith(s, "etcd:")) {
+    return absl::UnimplementedError("--store=etcd: the etcd store is not built yet");
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--store='", spec, "': expected sqlite:PATH or etcd:HOST:PORT[,...]"));
+}
+
+}  // namespace bridge::controller
