@@ -1,77 +1,48 @@
 #include "controller/controller_server.h"
 
-#include "bridge/v1/ingest.grpc.pb.h"
-#include "bridge/v1/sessions.grpc.pb.h"
-#include "bridge/v1/worker_link.grpc.pb.h"
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "common/grpc_server.h"
-#include "common/grpc_unimplemented.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "coordinator.h"
+#include "services.h"
 
 namespace bridge::controller {
 namespace {
 
-namespace v1 = ::bridge::v1;
-
-class IngestService final : public v1::Ingest::CallbackService {
-  grpc::ServerUnaryReactor* Deliver(grpc::CallbackServerContext* ctx, const v1::DeliverRequest*,
-                                    v1::DeliverResponse*) override {
-    return UnimplementedUnary(ctx, "bridge.v1.Ingest/Deliver");
-  }
-};
-
-class WorkerLinkService final : public v1::WorkerLink::CallbackService {
-  grpc::ServerBidiReactor<v1::WorkerMessage, v1::ControllerMessage>* Attach(
-      grpc::CallbackServerContext*) override {
-    return new UnimplementedBidiReactor<v1::WorkerMessage, v1::ControllerMessage>(
-        "bridge.v1.WorkerLink/Attach");
-  }
-};
-
-class SessionsService final : public v1::Sessions::CallbackService {
-  grpc::ServerUnaryReactor* ListSessions(grpc::CallbackServerContext* ctx,
-                                         const v1::ListSessionsRequest*,
-                                         v1::ListSessionsResponse*) override {
-    return UnimplementedUnary(ctx, "bridge.v1.Sessions/ListSessions");
-  }
-  grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* ctx,
-                                       const v1::GetSessionRequest*,
-                                       v1::GetSessionResponse*) override {
-    return UnimplementedUnary(ctx, "bridge.v1.Sessions/GetSession");
-  }
-  grpc::ServerUnaryReactor* EndSession(grpc::CallbackServerContext* ctx,
-                                       const v1::EndSessionRequest*,
-                                       v1::EndSessionResponse*) override {
-    return UnimplementedUnary(ctx, "bridge.v1.Sessions/EndSession");
-  }
-  grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx,
-                                        const v1::ListWorkersRequest*,
-                                        v1::ListWorkersResponse*) override {
-    return UnimplementedUnary(ctx, "bridge.v1.Sessions/ListWorkers");
-  }
-  grpc::ServerUnaryReactor* DrainWorker(grpc::CallbackServerContext* ctx,
-                                        const v1::DrainWorkerRequest*,
-                                        v1::DrainWorkerResponse*) override {
-    return UnimplementedUnary(ctx, "bridge.v1.Sessions/DrainWorker");
-  }
-  grpc::ServerWriteReactor<v1::SessionEvent>* WatchSessions(
-      grpc::CallbackServerContext*, const v1::WatchSessionsRequest*) override {
-    return new UnimplementedWriteReactor<v1::SessionEvent>("bridge.v1.Sessions/WatchSessions");
-  }
-};
-
 class ControllerServerImpl final : public ControllerServer {
  public:
+  ~ControllerServerImpl() override { Shutdown(); }
+
   absl::Status Init(const ControllerOptions& opts) {
     RegisterBuildInfo("bridge-controller");
+    auto store = OpenSessionStore(opts.store);
+    if (!store.ok()) return store.status();
+    store_ = *std::move(store);
+    CoordinatorOptions co;
+    co.session_idle_timeout = opts.session_idle_timeout;
+    co.session_max_duration = opts.session_max_duration;
+    co.heartbeat_timeout = opts.heartbeat_timeout;
+    coordinator_ = std::make_unique<Coordinator>(store_.get(), co);
+    if (auto s = coordinator_->Load(); !s.ok()) return s;
+    ingest_ = NewIngestService(coordinator_.get());
+    worker_link_ = NewWorkerLinkService(coordinator_.get());
+    sessions_ = NewSessionsService(coordinator_.get());
+
     auto metrics = MetricsServer::Start(opts.metrics_listen);
     if (!metrics.ok()) return metrics.status();
     metrics_ = *std::move(metrics);
-    auto grpc = GrpcServer::Start(opts.listen, {{&ingest_, "bridge.v1.Ingest"},
-                                                {&worker_link_, "bridge.v1.WorkerLink"},
-                                                {&sessions_, "bridge.v1.Sessions"}});
+    auto grpc = GrpcServer::Start(opts.listen, {{ingest_.get(), "bridge.v1.Ingest"},
+                                                {worker_link_.get(), "bridge.v1.WorkerLink"},
+                                                {sessions_.get(), "bridge.v1.Sessions"}});
     if (!grpc.ok()) return grpc.status();
     grpc_ = *std::move(grpc);
+    ticker_ = std::thread([this] {
+      while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(1))) coordinator_->Tick(absl::Now());
+    });
     LogInfo("controller serving", {{"grpc", grpc_->address()},
                                    {"metrics", metrics_->address()},
                                    {"store", opts.store}});
@@ -83,14 +54,29 @@ class ControllerServerImpl final : public ControllerServer {
   std::vector<std::pair<std::string, std::string>> endpoints() const override {
     return {{"grpc", grpc_address()}, {"metrics", metrics_address()}};
   }
-  void Shutdown() override { grpc_->Shutdown(absl::Seconds(1)); }
+
+  // Stop serving first (in-flight Delivers finish or fail over to a retry),
+  // then housekeeping, then the store, which flushes its last batch.
+  void Shutdown() override {
+    if (grpc_) grpc_->Shutdown(absl::Seconds(1));
+    if (ticker_.joinable()) {
+      stop_.Notify();
+      ticker_.join();
+    }
+    coordinator_.reset();
+    store_.reset();
+  }
 
  private:
-  IngestService ingest_;
-  WorkerLinkService worker_link_;
-  SessionsService sessions_;
+  std::unique_ptr<SessionStore> store_;
+  std::unique_ptr<Coordinator> coordinator_;
+  std::unique_ptr<v1::Ingest::CallbackService> ingest_;
+  std::unique_ptr<v1::WorkerLink::CallbackService> worker_link_;
+  std::unique_ptr<v1::Sessions::CallbackService> sessions_;
   std::unique_ptr<MetricsServer> metrics_;
   std::unique_ptr<GrpcServer> grpc_;
+  absl::Notification stop_;
+  std::thread ticker_;
 };
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "absl/flags/flag.h"
+#include "absl/time/time.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/process.h"
@@ -12,6 +13,11 @@ ABSL_FLAG(std::string, listen, "0.0.0.0:7000", "gRPC listen address (port 0 pick
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9100", "Prometheus /metrics listen address");
 ABSL_FLAG(std::string, store, "sqlite:./data/controller.db",
           "Session store: sqlite:PATH or etcd:HOST:PORT[,HOST:PORT]");
+ABSL_FLAG(absl::Duration, session_idle_timeout, absl::Minutes(30),
+          "A session with no activity for this long ends (its agent socket closes)");
+ABSL_FLAG(absl::Duration, session_max_duration, absl::Hours(24), "A session ends after this long");
+ABSL_FLAG(absl::Duration, heartbeat_timeout, absl::Seconds(15),
+          "A worker silent for this long is declared dead and its turns re-run elsewhere");
 
 int main(int argc, char** argv) {
   bridge::BlockShutdownSignals();
@@ -20,5 +26,8 @@ int main(int argc, char** argv) {
   opts.listen = absl::GetFlag(FLAGS_listen);
   opts.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   opts.store = absl::GetFlag(FLAGS_store);
+  opts.session_idle_timeout = absl::GetFlag(FLAGS_session_idle_timeout);
+  opts.session_max_duration = absl::GetFlag(FLAGS_session_max_duration);
+  opts.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
   return bridge::RunUntilSignal("bridge-controller", bridge::controller::ControllerServer::Start(opts));
 }

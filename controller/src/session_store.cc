@@ -3,9 +3,24 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "sqlite_store.h"
 
 namespace bridge::controller {
+
+absl::StatusOr<int64_t> SessionStore::Commit(Txn txn) {
+  absl::Mutex mu;
+  bool done = false;
+  absl::StatusOr<int64_t> result;
+  CommitAsync(std::move(txn), [&](absl::StatusOr<int64_t> r) {
+    absl::MutexLock lock(&mu);
+    result = std::move(r);
+    done = true;
+  });
+  absl::MutexLock lock(&mu);
+  mu.Await(absl::Condition(&done));
+  return result;
+}
 
 absl::StatusOr<std::unique_ptr<SessionStore>> OpenSessionStore(const std::string& spec) {
   absl::string_view s = spec;

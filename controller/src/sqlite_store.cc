@@ -125,13 +125,15 @@ class SqliteStore final : public SessionStore {
     return out;
   }
 
-  absl::StatusOr<int64_t> Commit(const Txn& txn) override {
-    Pending p{&txn};
-    absl::MutexLock lock(&queue_mu_);
-    if (stopping_) return absl::UnavailableError("sqlite: store is closing");
-    queue_.push_back(&p);
-    queue_mu_.Await(absl::Condition(&p.done));
-    return p.result;
+  void CommitAsync(Txn txn, std::function<void(absl::StatusOr<int64_t>)> done) override {
+    {
+      absl::MutexLock lock(&queue_mu_);
+      if (!stopping_) {
+        queue_.push_back(Pending{std::move(txn), std::move(done)});
+        return;
+      }
+    }
+    done(absl::UnavailableError("sqlite: store is closing"));
   }
 
   absl::StatusOr<int64_t> ExpireNow() override {
@@ -146,9 +148,9 @@ class SqliteStore final : public SessionStore {
 
  private:
   struct Pending {
-    const Txn* txn;
+    Txn txn;
+    std::function<void(absl::StatusOr<int64_t>)> done;
     absl::StatusOr<int64_t> result = absl::InternalError("not run");
-    bool done = false;
   };
 
   absl::Status Error(const char* what) {
@@ -168,7 +170,7 @@ class SqliteStore final : public SessionStore {
   // into the next SQLite transaction together.
   void WriterLoop() {
     for (;;) {
-      std::vector<Pending*> batch;
+      std::vector<Pending> batch;
       {
         absl::MutexLock lock(&queue_mu_);
         auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
@@ -176,24 +178,23 @@ class SqliteStore final : public SessionStore {
         };
         queue_mu_.Await(absl::Condition(&ready));
         if (queue_.empty()) return;  // stopping, nothing left
-        batch.assign(queue_.begin(), queue_.end());
+        batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
         queue_.clear();
       }
       RunBatch(batch);
-      absl::MutexLock lock(&queue_mu_);
-      for (Pending* p : batch) p->done = true;
+      for (Pending& p : batch) p.done(std::move(p.result));
     }
   }
 
-  void RunBatch(const std::vector<Pending*>& batch) {
+  void RunBatch(std::vector<Pending>& batch) {
     absl::MutexLock lock(&db_mu_);
     const int64_t start_rev = revision_;
     int64_t rev = start_rev;
     absl::Status s = Exec("BEGIN IMMEDIATE");
-    for (Pending* p : batch) {
+    for (Pending& p : batch) {
       if (!s.ok()) break;
-      p->result = Apply(*p->txn, rev + 1);
-      if (p->result.ok()) rev = *p->result;
+      p.result = Apply(p.txn, rev + 1);
+      if (p.result.ok()) rev = *p.result;
     }
     if (s.ok() && rev != start_rev) {
       Stmt m(db_, "INSERT INTO meta(name, value) VALUES('revision', ?) "
@@ -204,7 +205,7 @@ class SqliteStore final : public SessionStore {
     if (s.ok()) s = Exec("COMMIT");
     if (!s.ok()) {
       (void)Exec("ROLLBACK");
-      for (Pending* p : batch) p->result = s;  // nothing of the batch is durable
+      for (Pending& p : batch) p.result = s;  // nothing of the batch is durable
       return;
     }
     revision_ = rev;
@@ -260,7 +261,7 @@ class SqliteStore final : public SessionStore {
   absl::Mutex db_mu_;  // the connection: one statement at a time
   std::atomic<int64_t> revision_{0};
   absl::Mutex queue_mu_;
-  std::deque<Pending*> queue_ ABSL_GUARDED_BY(queue_mu_);
+  std::deque<Pending> queue_ ABSL_GUARDED_BY(queue_mu_);
   bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
   std::thread writer_;
 };

@@ -81,8 +81,10 @@ TEST(ServicesTest, ControllerServesHealthReflectionMetricsAndStops) {
   ExpectGrpcBasics(grpc, {"bridge.v1.Ingest", "bridge.v1.WorkerLink", "bridge.v1.Sessions"});
   ExpectMetrics(ready["metrics"], "bridge-controller");
   auto [code, msg] = CallEmpty(grpc, "/bridge.v1.Sessions/ListWorkers");
-  EXPECT_EQ(code, grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(msg, HasSubstr("ListWorkers"));
+  EXPECT_EQ(code, grpc::StatusCode::OK) << msg;
+  std::tie(code, msg) = CallEmpty(grpc, "/bridge.v1.Sessions/GetSession");
+  EXPECT_EQ(code, grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(msg, HasSubstr("no session"));
   ExpectCleanExit(*c);
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/service.h"
 
 namespace bridge::controller {
@@ -15,6 +16,9 @@ struct ControllerOptions {
   std::string listen = "0.0.0.0:7000";
   std::string metrics_listen = "0.0.0.0:9100";
   std::string store = "sqlite:./data/controller.db";
+  absl::Duration session_idle_timeout = absl::Minutes(30);
+  absl::Duration session_max_duration = absl::Hours(24);
+  absl::Duration heartbeat_timeout = absl::Seconds(15);
 };
 
 // Endpoints: grpc=, metrics=.

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -61,9 +62,12 @@ class SessionStore {
   // Keys starting with `prefix`, in key order, at most `limit` (0: all).
   virtual absl::StatusOr<std::vector<KeyValue>> Range(const std::string& prefix,
                                                       size_t limit = 0) = 0;
-  // Applies the transaction durably before returning. FailedPrecondition when
-  // a compare fails (nothing applied). Returns the new store revision.
-  virtual absl::StatusOr<int64_t> Commit(const Txn& txn) = 0;
+  // Applies the transaction durably, then calls `done` (on the store's own
+  // thread: keep it short) with the new store revision, or FailedPrecondition
+  // when a compare failed (nothing applied). Never blocks the caller.
+  virtual void CommitAsync(Txn txn, std::function<void(absl::StatusOr<int64_t>)> done) = 0;
+  // The same, waiting for the result.
+  absl::StatusOr<int64_t> Commit(Txn txn);
   // Drops keys whose expiry has passed; returns how many.
   virtual absl::StatusOr<int64_t> ExpireNow() = 0;
   virtual int64_t revision() const = 0;

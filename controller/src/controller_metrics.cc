@@ -1,0 +1,64 @@
+#include "controller_metrics.h"
+
+#include "common/metrics.h"
+
+namespace bridge::controller {
+namespace {
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+  static const auto* b = new prometheus::Histogram::BucketBoundaries{
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+  return *b;
+}
+}  // namespace
+
+ControllerMetrics::ControllerMetrics() {
+  auto& r = *MetricsRegistry();
+  ingest_events = &prometheus::BuildCounter()
+                       .Name("bridge_controller_ingest_events_total")
+                       .Help("Webhook events ingested, by kind and outcome")
+                       .Register(r);
+  messages_accepted = &ingest_events->Add({{"kind", "message"}, {"outcome", "queued"}});
+  messages_duplicate = &ingest_events->Add({{"kind", "message"}, {"outcome", "duplicate"}});
+  statuses = &ingest_events->Add({{"kind", "status"}, {"outcome", "recorded"}});
+  other_events = &ingest_events->Add({{"kind", "other"}, {"outcome", "ignored"}});
+  ingest_failures = &ingest_events->Add({{"kind", "batch"}, {"outcome", "store_error"}});
+  ingest_commit_seconds = &prometheus::BuildHistogram()
+                               .Name("bridge_controller_ingest_commit_seconds")
+                               .Help("Time to make one webhook batch durable")
+                               .Register(r)
+                               .Add({}, LatencyBuckets());
+  queue_wait_seconds = &prometheus::BuildHistogram()
+                            .Name("bridge_turn_queue_wait_seconds")
+                            .Help("From a turn's arrival to its dispatch to a worker")
+                            .Register(r)
+                            .Add({}, LatencyBuckets());
+  turns = &prometheus::BuildCounter()
+               .Name("bridge_controller_turns_total")
+               .Help("Turn results reported by workers, by outcome")
+               .Register(r);
+  turns_done = &turns->Add({{"outcome", "done"}});
+  turns_failed = &turns->Add({{"outcome", "failed"}});
+  turns_retried = &turns->Add({{"outcome", "retried"}});
+  sessions_active = &prometheus::BuildGauge()
+                         .Name("bridge_controller_sessions")
+                         .Help("Sessions not ended")
+                         .Register(r)
+                         .Add({});
+  turns_pending = &prometheus::BuildGauge()
+                       .Name("bridge_controller_turns_pending")
+                       .Help("Turns queued or in flight")
+                       .Register(r)
+                       .Add({});
+  workers_serving = &prometheus::BuildGauge()
+                         .Name("bridge_controller_workers")
+                         .Help("Workers attached and serving")
+                         .Register(r)
+                         .Add({});
+  workers_dead = &prometheus::BuildCounter()
+                      .Name("bridge_controller_workers_lost_total")
+                      .Help("Workers declared dead (stream broken or heartbeats missed)")
+                      .Register(r)
+                      .Add({});
+}
+
+}  // namespace bridge::controller

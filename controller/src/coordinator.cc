@@ -1,0 +1,564 @@
+#include "coordinator.h"
+
+#include <atomic>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace bridge::controller {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+// Store keys. Sessions and turns sort by id and sequence, so a prefix range
+// returns a session's queue in arrival order.
+std::string SessionKey(const std::string& id) { return absl::StrCat("s/", id); }
+std::string TurnPrefix(const std::string& session) { return absl::StrCat("t/", session, "/"); }
+std::string TurnKey(const std::string& session, const std::string& turn_id) {
+  return absl::StrCat(TurnPrefix(session), turn_id);
+}
+std::string DedupKey(const std::string& message_id) { return absl::StrCat("d/", message_id); }
+
+// One session per business number and user; users without a phone number
+// (usernames, 2026) are keyed by their business-scoped id.
+std::string UserKey(const v1::InboundMessage& m) {
+  return absl::StrCat(m.phone_number_id(), "/",
+                      m.from().wa_id().empty() ? "u:" + m.from().user_id() : m.from().wa_id());
+}
+
+google::protobuf::Timestamp Ts(absl::Time t) {
+  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
+}
+
+std::string NewSessionId() {
+  static std::atomic<uint64_t> counter{0};
+  return absl::StrFormat("s_%x%04x", absl::ToUnixMicros(absl::Now()), counter++ & 0xffff);
+}
+
+// Collects the outcome of a batch's commits and answers once all are in.
+struct IngestBatch {
+  absl::Mutex mu;
+  int remaining ABSL_GUARDED_BY(mu) = 0;
+  v1::DeliverResponse response ABSL_GUARDED_BY(mu);
+  absl::Status error ABSL_GUARDED_BY(mu);
+  absl::Time started = absl::Now();
+  std::function<void(absl::StatusOr<v1::DeliverResponse>)> done;
+};
+
+}  // namespace
+
+std::string MaskId(const std::string& id) {
+  if (id.size() <= 7) return std::string(id.size(), '*');
+  return absl::StrCat(id.substr(0, 4), std::string(id.size() - 7, '*'), id.substr(id.size() - 3));
+}
+
+Coordinator::Coordinator(SessionStore* store, CoordinatorOptions options)
+    : store_(store), options_(options) {}
+
+Coordinator::~Coordinator() = default;
+
+absl::Status Coordinator::Load() {
+  auto sessions = store_->Range("s/");
+  if (!sessions.ok()) return sessions.status();
+  auto turns = store_->Range("t/");
+  if (!turns.ok()) return turns.status();
+  absl::MutexLock lock(&mu_);
+  for (const KeyValue& kv : *sessions) {
+    auto e = std::make_unique<SessionEntry>();
+    if (!e->session.ParseFromString(kv.value)) continue;
+    e->durable = true;
+    e->key = absl::StrCat(e->session.phone_number_id(), "/",
+                          e->session.wa_id().empty() ? "u:" + e->session.user_id()
+                                                     : e->session.wa_id());
+    if (e->session.state() != v1::SESSION_STATE_ENDED) {
+      by_key_[e->key] = e->session.session_id();
+      // Its worker may be gone: dispatch re-picks when it is.
+      e->session.set_state(v1::SESSION_STATE_PENDING);
+    }
+    sessions_[e->session.session_id()] = std::move(e);
+  }
+  int restored = 0;
+  for (const KeyValue& kv : *turns) {
+    v1::Turn t;
+    if (!t.ParseFromString(kv.value)) continue;
+    auto it = sessions_.find(t.session_id());
+    if (it == sessions_.end()) continue;
+    it->second->pending.push_back(t);
+    it->second->enqueued_at.push_back(absl::Now());
+    int64_t seq = 0;
+    if (absl::SimpleAtoi(t.turn_id(), &seq)) next_turn_seq_ = std::max(next_turn_seq_, seq + 1);
+    ++restored;
+  }
+  LogInfo("controller state restored", {{"sessions", sessions_.size()}, {"pending_turns", restored}});
+  UpdateGauges();
+  return absl::OkStatus();
+}
+
+Coordinator::SessionEntry* Coordinator::FindOrCreateSession(const v1::InboundMessage& m,
+                                                            bool* created) {
+  const std::string key = UserKey(m);
+  if (auto it = by_key_.find(key); it != by_key_.end()) {
+    *created = false;
+    return sessions_[it->second].get();
+  }
+  *created = true;
+  auto e = std::make_unique<SessionEntry>();
+  e->key = key;
+  v1::Session& s = e->session;
+  s.set_session_id(NewSessionId());
+  s.set_phone_number_id(m.phone_number_id());
+  s.set_wa_id(m.from().wa_id());
+  s.set_user_id(m.from().user_id());
+  s.set_profile_name(m.from().profile_name());
+  s.set_state(v1::SESSION_STATE_PENDING);
+  s.set_kind(v1::SESSION_KIND_WHATSAPP);
+  *s.mutable_created_at() = Ts(absl::Now());
+  *s.mutable_last_activity_at() = Ts(absl::Now());
+  SessionEntry* raw = e.get();
+  by_key_[key] = s.session_id();
+  sessions_[s.session_id()] = std::move(e);
+  return raw;
+}
+
+void Coordinator::Persist(const SessionEntry& s, Txn* txn) {
+  absl::Time expires = s.session.state() == v1::SESSION_STATE_ENDED
+                           ? absl::Now() + options_.dedup_ttl
+                           : absl::InfiniteFuture();
+  txn->Put(SessionKey(s.session.session_id()), s.session.SerializeAsString(), expires);
+}
+
+void Coordinator::Ingest(const v1::DeliverRequest& request,
+                         std::function<void(absl::StatusOr<v1::DeliverResponse>)> done) {
+  auto batch = std::make_shared<IngestBatch>();
+  batch->done = std::move(done);
+  absl::MutexLock lock(&mu_);
+  std::vector<std::pair<Txn, std::function<void(absl::StatusOr<int64_t>)>>> commits;
+  for (const v1::WebhookEvent& ev : request.events()) {
+    if (ev.has_status()) {
+      metrics_.statuses->Increment();
+      LogDebug("status update", {{"message_id", ev.status().message_id()},
+                                 {"status", ev.status().status_name()}});
+      absl::MutexLock b(&batch->mu);
+      batch->response.set_statuses(batch->response.statuses() + 1);
+      continue;
+    }
+    if (!ev.has_message()) {
+      metrics_.other_events->Increment();
+      LogInfo("webhook event ignored", {{"field", ev.other().field()},
+                                        {"errors", ev.other().errors_size()}});
+      absl::MutexLock b(&batch->mu);
+      batch->response.set_ignored(batch->response.ignored() + 1);
+      continue;
+    }
+    const v1::InboundMessage& m = ev.message();
+    bool created = false;
+    SessionEntry* s = FindOrCreateSession(m, &created);
+    if (created) Notify(v1::SESSION_EVENT_TYPE_CREATED, *s);
+    v1::Turn turn;
+    turn.set_session_id(s->session.session_id());
+    turn.set_turn_id(absl::StrFormat("%020d", next_turn_seq_++));
+    *turn.mutable_message() = m;
+    Txn txn;
+    if (!m.message_id().empty()) {
+      txn.IfAbsent(DedupKey(m.message_id()))
+          .Put(DedupKey(m.message_id()), "", absl::Now() + options_.dedup_ttl);
+    }
+    txn.Put(TurnKey(turn.session_id(), turn.turn_id()), turn.SerializeAsString());
+    if (!s->durable) Persist(*s, &txn);
+    commits.emplace_back(std::move(txn), [this, batch, turn](absl::StatusOr<int64_t> r) {
+      bool queued = r.ok();
+      if (queued) {
+        absl::MutexLock l(&mu_);
+        auto it = sessions_.find(turn.session_id());
+        if (it != sessions_.end()) {
+          SessionEntry* e = it->second.get();
+          e->durable = true;
+          e->pending.push_back(turn);
+          e->enqueued_at.push_back(absl::Now());
+          *e->session.mutable_last_activity_at() = Ts(absl::Now());
+          Dispatch(e);
+          UpdateGauges();
+        }
+      }
+      absl::MutexLock b(&batch->mu);
+      if (queued) {
+        metrics_.messages_accepted->Increment();
+        batch->response.set_accepted(batch->response.accepted() + 1);
+      } else if (absl::IsFailedPrecondition(r.status())) {
+        metrics_.messages_duplicate->Increment();
+        batch->response.set_duplicates(batch->response.duplicates() + 1);
+      } else {
+        batch->error = r.status();
+      }
+      if (--batch->remaining > 0) return;
+      metrics_.ingest_commit_seconds->Observe(absl::ToDoubleSeconds(absl::Now() - batch->started));
+      if (!batch->error.ok()) metrics_.ingest_failures->Increment();
+      batch->done(batch->error.ok() ? absl::StatusOr<v1::DeliverResponse>(batch->response)
+                                    : batch->error);
+    });
+  }
+  {
+    absl::MutexLock b(&batch->mu);
+    batch->remaining = static_cast<int>(commits.size());
+  }
+  if (commits.empty()) {
+    absl::MutexLock b(&batch->mu);
+    batch->done(batch->response);
+    return;
+  }
+  for (auto& [txn, cb] : commits) store_->CommitAsync(std::move(txn), std::move(cb));
+}
+
+Coordinator::WorkerEntry* Coordinator::PickWorker(const SessionEntry& s) {
+  // Sticky: a session stays with its worker while that worker serves.
+  if (auto it = workers_.find(s.session.worker_id()); it != workers_.end() &&
+      it->second.channel != nullptr &&
+      it->second.worker.state() == v1::WORKER_STATE_SERVING) {
+    return &it->second;
+  }
+  WorkerEntry* best = nullptr;
+  for (auto& [id, w] : workers_) {
+    if (w.channel == nullptr || w.worker.state() != v1::WORKER_STATE_SERVING) continue;
+    if (w.worker.active_sessions() >= w.worker.capacity()) continue;
+    if (best == nullptr || w.worker.active_sessions() < best->worker.active_sessions()) best = &w;
+  }
+  return best;
+}
+
+void Coordinator::Unassign(SessionEntry* s) {
+  auto it = workers_.find(s->session.worker_id());
+  if (it != workers_.end()) {
+    it->second.worker.set_active_sessions(std::max(0, it->second.worker.active_sessions() - 1));
+  }
+  s->session.set_worker_id("");
+  if (s->session.state() != v1::SESSION_STATE_ENDED) s->session.set_state(v1::SESSION_STATE_PENDING);
+}
+
+void Coordinator::Dispatch(SessionEntry* s) {
+  if (s->session.state() == v1::SESSION_STATE_ENDED || s->inflight || s->pending.empty()) return;
+  WorkerEntry* w = PickWorker(*s);
+  if (w == nullptr) return;  // waits for a worker; Attach() dispatches again
+  if (s->session.worker_id() != w->worker.worker_id()) {
+    if (!s->session.worker_id().empty()) Unassign(s);
+    s->session.set_worker_id(w->worker.worker_id());
+    w->worker.set_active_sessions(w->worker.active_sessions() + 1);
+    v1::ControllerMessage assign;
+    v1::SessionAssignment* a = assign.mutable_assign();
+    a->set_session_id(s->session.session_id());
+    a->set_phone_number_id(s->session.phone_number_id());
+    a->set_wa_id(s->session.wa_id());
+    a->set_user_id(s->session.user_id());
+    a->set_profile_name(s->session.profile_name());
+    a->set_conversation_id(s->session.conversation_id());
+    w->channel->Send(std::move(assign));
+  }
+  s->session.set_state(v1::SESSION_STATE_ACTIVE);
+  if (s->pending.front().attempt() >= options_.max_turn_attempts) {
+    // A turn that keeps killing workers must not take the fleet down with it.
+    v1::TurnResult poisoned;
+    poisoned.set_session_id(s->session.session_id());
+    poisoned.set_turn_id(s->pending.front().turn_id());
+    poisoned.set_outcome(v1::TURN_OUTCOME_FAILED);
+    poisoned.set_reason(absl::StrCat("gave up after ", options_.max_turn_attempts, " attempts"));
+    s->inflight = std::move(s->pending.front());
+    s->pending.pop_front();
+    s->enqueued_at.pop_front();
+    mu_.Unlock();  // OnTurnResult takes the lock itself
+    OnTurnResult(nullptr, poisoned);
+    mu_.Lock();
+    return;
+  }
+  v1::Turn turn = std::move(s->pending.front());
+  s->pending.pop_front();
+  metrics_.queue_wait_seconds->Observe(absl::ToDoubleSeconds(absl::Now() - s->enqueued_at.front()));
+  s->enqueued_at.pop_front();
+  turn.set_attempt(turn.attempt() + 1);
+  s->inflight = turn;
+  s->inflight_since = absl::Now();
+  v1::ControllerMessage msg;
+  *msg.mutable_turn() = turn;
+  w->channel->Send(std::move(msg));
+  Notify(v1::SESSION_EVENT_TYPE_UPDATED, *s);
+}
+
+void Coordinator::DispatchAll() {
+  for (auto& [id, s] : sessions_) Dispatch(s.get());
+  UpdateGauges();
+}
+
+absl::Status Coordinator::Attach(WorkerChannel* channel, const v1::WorkerHello& hello) {
+  if (hello.worker_id().empty()) return absl::InvalidArgumentError("hello without worker_id");
+  absl::MutexLock lock(&mu_);
+  WorkerEntry& w = workers_[hello.worker_id()];
+  if (w.channel != nullptr && w.channel != channel) {
+    LogWarn("worker re-attached; dropping its old stream", {{"worker_id", hello.worker_id()}});
+    w.channel->Close("replaced by a new stream from the same worker");
+  }
+  w.channel = channel;
+  w.last_heartbeat = absl::Now();
+  w.worker.set_worker_id(hello.worker_id());
+  w.worker.set_address(hello.advertise_address());
+  w.worker.set_capacity(std::max(1, hello.capacity()));
+  w.worker.set_version(hello.version());
+  w.worker.set_state(v1::WORKER_STATE_SERVING);
+  *w.worker.mutable_attached_at() = Ts(absl::Now());
+  *w.worker.mutable_last_heartbeat_at() = Ts(absl::Now());
+  int held = 0;
+  for (const auto& [id, s] : sessions_) held += s->session.worker_id() == hello.worker_id();
+  w.worker.set_active_sessions(held);
+  LogInfo("worker attached", {{"worker_id", hello.worker_id()},
+                              {"address", hello.advertise_address()},
+                              {"capacity", hello.capacity()}});
+  DispatchAll();
+  return absl::OkStatus();
+}
+
+Coordinator::WorkerEntry* Coordinator::WorkerOf(WorkerChannel* channel) {
+  for (auto& [id, w] : workers_) {
+    if (w.channel == channel) return &w;
+  }
+  return nullptr;
+}
+
+void Coordinator::Heartbeat(WorkerChannel* channel, const v1::WorkerHeartbeat&) {
+  absl::MutexLock lock(&mu_);
+  if (WorkerEntry* w = WorkerOf(channel)) {
+    w->last_heartbeat = absl::Now();
+    *w->worker.mutable_last_heartbeat_at() = Ts(w->last_heartbeat);
+  }
+}
+
+void Coordinator::OnTurnResult(WorkerChannel* channel, const v1::TurnResult& r) {
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(r.session_id());
+  if (it == sessions_.end()) return;
+  SessionEntry* s = it->second.get();
+  if (!s->inflight || s->inflight->turn_id() != r.turn_id()) return;  // stale: already re-run
+  v1::Session& ss = s->session;
+  if (!r.conversation_id().empty()) ss.set_conversation_id(r.conversation_id());
+  *ss.mutable_last_activity_at() = Ts(absl::Now());
+  Txn txn;
+  switch (r.outcome()) {
+    case v1::TURN_OUTCOME_HANDED_BACK:
+      s->pending.push_front(*s->inflight);
+      s->enqueued_at.push_front(absl::Now());
+      metrics_.turns_retried->Increment();
+      Unassign(s);
+      break;
+    case v1::TURN_OUTCOME_DONE:
+      ss.set_turns_done(ss.turns_done() + 1);
+      metrics_.turns_done->Increment();
+      txn.Delete(TurnKey(ss.session_id(), r.turn_id()));
+      break;
+    default:
+      ss.set_turns_failed(ss.turns_failed() + 1);
+      ss.set_last_error(r.reason());
+      metrics_.turns_failed->Increment();
+      LogWarn("turn failed", {{"session_id", ss.session_id()}, {"reason", r.reason()}});
+      txn.Delete(TurnKey(ss.session_id(), r.turn_id()));
+      break;
+  }
+  s->inflight.reset();
+  Persist(*s, &txn);
+  store_->CommitAsync(std::move(txn), [](absl::StatusOr<int64_t> res) {
+    if (!res.ok()) LogError("cannot record a turn result", {{"error", res.status()}});
+  });
+  Notify(v1::SESSION_EVENT_TYPE_UPDATED, *s);
+  Dispatch(s);
+  UpdateGauges();
+}
+
+void Coordinator::OnSessionReport(WorkerChannel*, const v1::SessionReport& r) {
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(r.session_id());
+  if (it == sessions_.end()) return;
+  SessionEntry* s = it->second.get();
+  if (!r.conversation_id().empty()) s->session.set_conversation_id(r.conversation_id());
+  if (r.ended() && !s->inflight && s->pending.empty()) End(s, r.end_reason());
+  else Notify(v1::SESSION_EVENT_TYPE_UPDATED, *s);
+}
+
+void Coordinator::Detach(WorkerChannel* channel, const std::string& why) {
+  absl::MutexLock lock(&mu_);
+  WorkerEntry* w = WorkerOf(channel);
+  if (w == nullptr) return;
+  const std::string id = w->worker.worker_id();
+  w->channel = nullptr;
+  w->worker.set_state(v1::WORKER_STATE_DEAD);
+  metrics_.workers_dead->Increment();
+  LogWarn("worker lost", {{"worker_id", id}, {"why", why}});
+  // Its turns run again elsewhere: nothing accepted is lost.
+  for (auto& [sid, s] : sessions_) {
+    if (s->session.worker_id() != id) continue;
+    if (s->inflight) {
+      s->pending.push_front(*s->inflight);
+      s->enqueued_at.push_front(absl::Now());
+      s->inflight.reset();
+      metrics_.turns_retried->Increment();
+    }
+    Unassign(s.get());
+  }
+  w->worker.set_active_sessions(0);
+  DispatchAll();
+}
+
+void Coordinator::End(SessionEntry* s, const std::string& reason) {
+  if (s->session.state() == v1::SESSION_STATE_ENDED) return;
+  if (auto w = workers_.find(s->session.worker_id()); w != workers_.end() && w->second.channel) {
+    v1::ControllerMessage end;
+    end.mutable_end_session()->set_session_id(s->session.session_id());
+    end.mutable_end_session()->set_reason(reason);
+    w->second.channel->Send(std::move(end));
+  }
+  Unassign(s);
+  s->session.set_state(v1::SESSION_STATE_ENDED);
+  s->session.set_end_reason(reason);
+  *s->session.mutable_ended_at() = Ts(absl::Now());
+  by_key_.erase(s->key);
+  Txn txn;
+  txn.DeletePrefix(TurnPrefix(s->session.session_id()));
+  Persist(*s, &txn);
+  store_->CommitAsync(std::move(txn), [](absl::StatusOr<int64_t> res) {
+    if (!res.ok()) LogError("cannot record a session end", {{"error", res.status()}});
+  });
+  s->pending.clear();
+  s->enqueued_at.clear();
+  LogInfo("session ended", {{"session_id", s->session.session_id()}, {"reason", reason}});
+  Notify(v1::SESSION_EVENT_TYPE_ENDED, *s);
+  UpdateGauges();
+}
+
+void Coordinator::Tick(absl::Time now) {
+  std::vector<WorkerChannel*> dead;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [id, w] : workers_) {
+      if (w.channel != nullptr && now - w.last_heartbeat > options_.heartbeat_timeout) {
+        dead.push_back(w.channel);
+      }
+    }
+    for (auto& [id, s] : sessions_) {
+      if (s->session.state() == v1::SESSION_STATE_ENDED || s->inflight || !s->pending.empty()) {
+        continue;
+      }
+      absl::Time last = absl::FromUnixMicros(
+          TimeUtil::TimestampToMicroseconds(s->session.last_activity_at()));
+      absl::Time created = absl::FromUnixMicros(
+          TimeUtil::TimestampToMicroseconds(s->session.created_at()));
+      if (now - last > options_.session_idle_timeout) End(s.get(), "idle timeout");
+      else if (now - created > options_.session_max_duration) End(s.get(), "maximum duration");
+    }
+  }
+  for (WorkerChannel* c : dead) {
+    c->Close("missed heartbeats");
+    Detach(c, "missed heartbeats");
+  }
+}
+
+std::vector<v1::Session> Coordinator::ListSessions(const v1::ListSessionsRequest& req) {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::Session> out;
+  for (const auto& [id, s] : sessions_) {
+    if (!req.include_ended() && s->session.state() == v1::SESSION_STATE_ENDED) continue;
+    if (!req.worker_id().empty() && s->session.worker_id() != req.worker_id()) continue;
+    out.push_back(Public(s->session, req.reveal_ids()));
+    out.back().set_turns_pending(static_cast<int64_t>(s->pending.size() + (s->inflight ? 1 : 0)));
+    if (req.limit() > 0 && static_cast<int>(out.size()) >= req.limit()) break;
+  }
+  return out;
+}
+
+absl::StatusOr<v1::Session> Coordinator::GetSession(const std::string& id, bool reveal_ids) {
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("no session ", id));
+  v1::Session s = Public(it->second->session, reveal_ids);
+  s.set_turns_pending(static_cast<int64_t>(it->second->pending.size() + (it->second->inflight ? 1 : 0)));
+  return s;
+}
+
+absl::StatusOr<v1::Session> Coordinator::EndSession(const std::string& id,
+                                                    const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("no session ", id));
+  End(it->second.get(), reason.empty() ? "ended by operator" : reason);
+  return Public(it->second->session, false);
+}
+
+std::vector<v1::Worker> Coordinator::ListWorkers(bool include_dead) {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::Worker> out;
+  for (const auto& [id, w] : workers_) {
+    if (include_dead || w.worker.state() != v1::WORKER_STATE_DEAD) out.push_back(w.worker);
+  }
+  return out;
+}
+
+absl::StatusOr<v1::Worker> Coordinator::DrainWorker(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(id);
+  if (it == workers_.end() || it->second.channel == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no live worker ", id));
+  }
+  it->second.worker.set_state(v1::WORKER_STATE_DRAINING);
+  v1::ControllerMessage drain;
+  drain.mutable_drain()->set_reason("drained by operator");
+  it->second.channel->Send(std::move(drain));
+  // Its idle sessions move now; busy ones after their current turn.
+  for (auto& [sid, s] : sessions_) {
+    if (s->session.worker_id() == id && !s->inflight) Unassign(s.get());
+  }
+  DispatchAll();
+  LogInfo("worker draining", {{"worker_id", id}});
+  return it->second.worker;
+}
+
+int Coordinator::Watch(std::function<void(const v1::SessionEvent&)> fn, bool reveal_ids) {
+  absl::MutexLock lock(&mu_);
+  int id = next_watcher_++;
+  watchers_[id] = Watcher{std::move(fn), reveal_ids};
+  return id;
+}
+
+void Coordinator::Unwatch(int id) {
+  absl::MutexLock lock(&mu_);
+  watchers_.erase(id);
+}
+
+void Coordinator::Notify(v1::SessionEventType type, const SessionEntry& s) {
+  for (const auto& [id, w] : watchers_) {
+    v1::SessionEvent ev;
+    ev.set_type(type);
+    *ev.mutable_session() = Public(s.session, w.reveal_ids);
+    w.fn(ev);
+  }
+}
+
+v1::Session Coordinator::Public(const v1::Session& s, bool reveal_ids) const {
+  v1::Session out = s;
+  if (!reveal_ids) {
+    out.set_wa_id(MaskId(s.wa_id()));
+    out.set_user_id(MaskId(s.user_id()));
+  }
+  return out;
+}
+
+void Coordinator::UpdateGauges() {
+  int64_t active = 0, pending = 0, serving = 0;
+  for (const auto& [id, s] : sessions_) {
+    active += s->session.state() != v1::SESSION_STATE_ENDED;
+    pending += static_cast<int64_t>(s->pending.size()) + (s->inflight ? 1 : 0);
+  }
+  for (const auto& [id, w] : workers_) serving += w.worker.state() == v1::WORKER_STATE_SERVING;
+  metrics_.sessions_active->Set(static_cast<double>(active));
+  metrics_.turns_pending->Set(static_cast<double>(pending));
+  metrics_.workers_serving->Set(static_cast<double>(serving));
+}
+
+}  // namespace bridge::controller

@@ -1,0 +1,18 @@
+// The controller's gRPC services (callback API), thin adapters over the
+// Coordinator: bridge.v1.Ingest, bridge.v1.WorkerLink and bridge.v1.Sessions.
+#pragma once
+
+#include <memory>
+
+#include "bridge/v1/ingest.grpc.pb.h"
+#include "bridge/v1/sessions.grpc.pb.h"
+#include "bridge/v1/worker_link.grpc.pb.h"
+#include "coordinator.h"
+
+namespace bridge::controller {
+
+std::unique_ptr<v1::Ingest::CallbackService> NewIngestService(Coordinator* coordinator);
+std::unique_ptr<v1::WorkerLink::CallbackService> NewWorkerLinkService(Coordinator* coordinator);
+std::unique_ptr<v1::Sessions::CallbackService> NewSessionsService(Coordinator* coordinator);
+
+}  // namespace bridge::controller
