@@ -8,7 +8,12 @@
 #include "common/grpc_server.h"
 #include "common/log.h"
 #include "common/metrics.h"
-#include "controller_probe.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "controller_client.h"
+#include "gateway_metrics.h"
+#include "webhook_parser.h"
+#include "webhook_signature.h"
 #include "httplib.h"
 
 namespace bridge::gateway {
@@ -26,7 +31,10 @@ class GatewayServerImpl final : public GatewayServer {
     auto hp = SplitHostPort(opts.listen);
     if (!hp.ok()) return hp.status();
     if (auto s = MakeServer(); !s.ok()) return s;
-    probe_ = std::make_unique<ControllerProbe>(opts.controller);
+    controller_ = std::make_unique<ControllerClient>(opts.controller);
+    if (opts.app_secret.empty()) {
+      LogError("WEBHOOK_SIGNATURE_SECRET is not set: webhook POSTs are refused with 503 until it is");
+    }
     Routes();
     int port = hp->second == 0 ? server_->bind_to_any_port(hp->first)
                                : (server_->bind_to_port(hp->first, hp->second) ? hp->second : -1);
@@ -88,7 +96,7 @@ class GatewayServerImpl final : public GatewayServer {
       res.set_content("ok\n", "text/plain");
     });
     server_->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
-      absl::Status s = probe_->Check();
+      absl::Status s = controller_->Check();
       res.status = s.ok() ? 200 : 503;
       res.set_content(s.ok() ? "ready\n" : absl::StrCat("not ready: ", s.message(), "\n"),
                       "text/plain");
@@ -99,12 +107,68 @@ class GatewayServerImpl final : public GatewayServer {
     server_->Get(kWebhookPath, [this](const httplib::Request& req, httplib::Response& res) {
       Verify(req, res);
     });
-    server_->Post(kWebhookPath, [](const httplib::Request&, httplib::Response& res) {
-      // Until ingest lands, ask Meta to retry later rather than lose anything.
-      res.status = 503;
-      res.set_header("Retry-After", "60");
-      res.set_content("webhook ingest is not implemented in this build yet\n", "text/plain");
+    server_->Post(kWebhookPath, [this](const httplib::Request& req, httplib::Response& res) {
+      const absl::Time start = absl::Now();
+      Webhook(req, res);
+      metrics_.ack_seconds->Observe(absl::ToDoubleSeconds(absl::Now() - start));
     });
+    // httplib answers oversized bodies itself (413); count them too.
+    server_->set_error_handler([this](const httplib::Request&, httplib::Response& res) {
+      if (res.status == 413) {
+        metrics_.too_large->Increment();
+        res.set_content("body larger than --max_body_bytes\n", "text/plain");
+      }
+    });
+  }
+
+  static void Answer(httplib::Response& res, int status, absl::string_view text) {
+    res.status = status;
+    res.set_content(absl::StrCat(text, "\n"), "text/plain");
+  }
+
+  // PROTOCOLS.md A2: verify the raw bytes, parse, hand the whole batch to the
+  // controller, and say 200 only once it is durable.
+  void Webhook(const httplib::Request& req, httplib::Response& res) {
+    if (opts_.app_secret.empty()) {
+      metrics_.not_configured->Increment();
+      res.set_header("Retry-After", "60");
+      return Answer(res, 503, "webhook signature secret not configured");
+    }
+    switch (VerifySignature(opts_.app_secret, req.body, req.get_header_value("X-Hub-Signature-256"))) {
+      case SignatureCheck::kValid:
+        break;
+      case SignatureCheck::kMissing:
+        metrics_.missing_signature->Increment();
+        LogWarn("webhook without X-Hub-Signature-256", {{"remote", req.remote_addr}});
+        return Answer(res, 401, "missing X-Hub-Signature-256");
+      default:
+        metrics_.bad_signature->Increment();
+        LogWarn("webhook with a bad signature", {{"remote", req.remote_addr}});
+        return Answer(res, 403, "invalid X-Hub-Signature-256");
+    }
+    auto batch = ParseWebhook(req.body);
+    if (!batch.ok()) {
+      metrics_.malformed->Increment();
+      LogWarn("malformed webhook", {{"error", batch.status().message()}});
+      return Answer(res, 400, batch.status().message());
+    }
+    batch->set_delivery_id(absl::StrFormat("gw-%d", delivery_seq_++));
+    batch->set_received_at_unix_ms(absl::ToUnixMillis(absl::Now()));
+    auto ack = controller_->Deliver(*batch, opts_.ingest_deadline);
+    if (!ack.ok()) {
+      metrics_.unavailable->Increment();
+      LogWarn("controller did not ack; WhatsApp will retry", {{"error", ack.status().message()}});
+      res.set_header("Retry-After", "5");
+      return Answer(res, 503, "temporarily unavailable");
+    }
+    metrics_.acked->Increment();
+    for (const auto& ev : batch->events()) {
+      (ev.has_message() ? metrics_.messages : ev.has_status() ? metrics_.statuses : metrics_.others)
+          ->Increment();
+    }
+    LogDebug("webhook acked", {{"delivery", batch->delivery_id()}, {"accepted", ack->accepted()},
+                               {"duplicates", ack->duplicates()}, {"statuses", ack->statuses()}});
+    Answer(res, 200, "EVENT_RECEIVED");
   }
 
   // PROTOCOLS.md A1: echo hub.challenge verbatim when the token matches.
@@ -123,7 +187,9 @@ class GatewayServerImpl final : public GatewayServer {
 
   GatewayOptions opts_;
   std::unique_ptr<httplib::Server> server_;
-  std::unique_ptr<ControllerProbe> probe_;
+  std::unique_ptr<ControllerClient> controller_;
+  GatewayMetrics metrics_;
+  std::atomic<uint64_t> delivery_seq_{0};
   bool tls_ = false;
   std::string address_;
   std::thread thread_;

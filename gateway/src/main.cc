@@ -1,5 +1,6 @@
 // bridge-gateway: the WhatsApp webhook edge (see gateway/gateway_server.h).
 #include "absl/flags/flag.h"
+#include "absl/time/time.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/process.h"
@@ -15,6 +16,8 @@ ABSL_FLAG(std::string, app_secret, "",
 ABSL_FLAG(std::string, tls_cert, "", "TLS certificate chain, PEM (env SSL_CERT_PATH)");
 ABSL_FLAG(std::string, tls_key, "", "TLS private key, PEM (env SSL_KEY_PATH)");
 ABSL_FLAG(int64_t, max_body_bytes, 1 << 20, "Largest webhook body accepted (413 above)");
+ABSL_FLAG(absl::Duration, ingest_deadline, absl::Seconds(5),
+          "How long to wait for the controller's durable ack before answering 503");
 
 int main(int argc, char** argv) {
   bridge::BlockShutdownSignals();
@@ -32,6 +35,7 @@ int main(int argc, char** argv) {
   opts.tls_cert_path = absl::GetFlag(FLAGS_tls_cert);
   opts.tls_key_path = absl::GetFlag(FLAGS_tls_key);
   opts.max_body_bytes = absl::GetFlag(FLAGS_max_body_bytes);
+  opts.ingest_deadline = absl::GetFlag(FLAGS_ingest_deadline);
   if (opts.max_body_bytes < 1024) {
     bridge::LogError("--max_body_bytes must be at least 1024");
     return 2;

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/service.h"
 
 namespace bridge::gateway {
@@ -21,6 +22,7 @@ struct GatewayOptions {
   std::string tls_cert_path;  // SSL_CERT_PATH: HTTPS when set with the key
   std::string tls_key_path;   // SSL_KEY_PATH
   int64_t max_body_bytes = 1 << 20;
+  absl::Duration ingest_deadline = absl::Seconds(5);  // then 503: WhatsApp retries
 };
 
 // Endpoints: http= (webhook, health and metrics on one port).

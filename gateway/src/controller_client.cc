@@ -1,0 +1,61 @@
+#include "controller_client.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "bridge/v1/ingest.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+
+namespace bridge::gateway {
+
+struct ControllerClient::Impl {
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<bridge::v1::Ingest::Stub> ingest;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health;
+};
+
+ControllerClient::ControllerClient(const std::string& target) : impl_(new Impl) {
+  // Reconnect quickly after a controller restart: the webhook waits for it.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  impl_->channel =
+      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  impl_->ingest = bridge::v1::Ingest::NewStub(impl_->channel);
+  impl_->health = grpc::health::v1::Health::NewStub(impl_->channel);
+}
+
+ControllerClient::~ControllerClient() = default;
+
+absl::StatusOr<bridge::v1::DeliverResponse> ControllerClient::Deliver(
+    const bridge::v1::DeliverRequest& request, absl::Duration deadline) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+  // A controller restart or leader change inside the deadline is absorbed
+  // here instead of costing WhatsApp a retry.
+  ctx.set_wait_for_ready(true);
+  bridge::v1::DeliverResponse response;
+  grpc::Status s = impl_->ingest->Deliver(&ctx, request, &response);
+  if (!s.ok()) {
+    return absl::UnavailableError(absl::StrCat("controller: ", s.error_message(), " (",
+                                               s.error_code(), ")"));
+  }
+  return response;
+}
+
+absl::Status ControllerClient::Check() {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(500)));
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service("bridge.v1.Ingest");
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::Status s = impl_->health->Check(&ctx, req, &resp);
+  if (!s.ok()) return absl::UnavailableError(absl::StrCat("controller: ", s.error_message()));
+  if (resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+    return absl::UnavailableError("controller: not serving");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace bridge::gateway

@@ -1,0 +1,30 @@
+// The gateway's view of the controller: hand over one webhook batch
+// (bridge.v1.Ingest.Deliver, with a deadline) and probe readiness (a gRPC
+// health check on bridge.v1.Ingest) for /readyz.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "bridge/v1/ingest.pb.h"
+
+namespace bridge::gateway {
+
+class ControllerClient {
+ public:
+  explicit ControllerClient(const std::string& target);
+  ~ControllerClient();
+
+  // OK only once the controller has made the batch durable.
+  absl::StatusOr<bridge::v1::DeliverResponse> Deliver(const bridge::v1::DeliverRequest& request,
+                                                       absl::Duration deadline);
+  absl::Status Check();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bridge::gateway

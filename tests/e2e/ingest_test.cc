@@ -1,0 +1,185 @@
+// The webhook edge through the real gateway and controller binaries: a signed
+// webhook becomes a durable, deduplicated session turn visible over the
+// Sessions API; every kind of bad input gets its own clear answer and
+// changes nothing; a controller outage is a 503 (WhatsApp retries), and a
+// controller restart keeps what was acknowledged.
+#include <signal.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "bridge/v1/sessions.grpc.pb.h"
+#include "child_process.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+
+namespace bridge::testing {
+namespace {
+
+using ::testing::HasSubstr;
+namespace v1 = ::bridge::v1;
+
+constexpr char kSecret[] = "fixture-app-secret";
+
+std::string Fixture(const std::string& name) {
+  std::ifstream in(absl::StrCat(BRIDGE_FIXTURES_DIR, "/webhooks/", name), std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string SignatureOf(const std::string& name) {
+  for (absl::string_view line : absl::StrSplit(Fixture("signatures.tsv"), '\n')) {
+    std::vector<std::string> cols = absl::StrSplit(line, '\t');
+    if (cols.size() == 2 && cols[0] == name) return cols[1];
+  }
+  return "";
+}
+
+class IngestTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ = absl::StrCat(::testing::TempDir(), "/ingest-", getpid(), "-",
+                       ::testing::UnitTest::GetInstance()->current_test_info()->name(), ".db");
+    StartController("127.0.0.1:0");
+    gateway_ = std::make_unique<ChildProcess>(
+        BRIDGE_GATEWAY_BIN,
+        std::vector<std::string>{"--env_file=/nonexistent", "--listen=127.0.0.1:0",
+                                 absl::StrCat("--controller=", controller_addr_),
+                                 "--max_body_bytes=65536", "--ingest_deadline=2s"},
+        std::map<std::string, std::string>{{"WEBHOOK_SIGNATURE_SECRET", kSecret}});
+    auto ready = gateway_->WaitReady();
+    ASSERT_TRUE(ready.count("http")) << gateway_->Output();
+    http_ = ready["http"];
+  }
+
+  void StartController(const std::string& listen) {
+    controller_ = std::make_unique<ChildProcess>(
+        BRIDGE_CONTROLLER_BIN,
+        std::vector<std::string>{"--env_file=/nonexistent", absl::StrCat("--listen=", listen),
+                                 "--metrics_listen=127.0.0.1:0",
+                                 absl::StrCat("--store=sqlite:", db_)});
+    auto ready = controller_->WaitReady();
+    ASSERT_TRUE(ready.count("grpc")) << controller_->Output();
+    controller_addr_ = ready["grpc"];
+  }
+
+  void StopController() {
+    controller_->Signal(SIGTERM);
+    ASSERT_EQ(controller_->Wait().value_or(-1), 0);
+  }
+
+  httplib::Result Post(const std::string& body, const std::string& signature) {
+    httplib::Client cli(absl::StrCat("http://", http_));
+    cli.set_read_timeout(30);
+    httplib::Headers h;
+    if (!signature.empty()) h.emplace("X-Hub-Signature-256", signature);
+    return cli.Post("/webhook/whatsapp", h, body, "application/json");
+  }
+  int PostFixture(const std::string& name) {
+    auto r = Post(Fixture(name), SignatureOf(name));
+    return r ? r->status : -1;
+  }
+
+  std::vector<v1::Session> Sessions() {
+    auto stub = v1::Sessions::NewStub(
+        grpc::CreateChannel(controller_addr_, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    v1::ListSessionsRequest req;
+    v1::ListSessionsResponse resp;
+    grpc::Status s = stub->ListSessions(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return {resp.sessions().begin(), resp.sessions().end()};
+  }
+
+  std::string Metrics() {
+    httplib::Client cli(absl::StrCat("http://", http_));
+    auto r = cli.Get("/metrics");
+    return r ? r->body : "";
+  }
+
+  std::string db_, http_, controller_addr_;
+  std::unique_ptr<ChildProcess> controller_, gateway_;
+};
+
+TEST_F(IngestTest, SignedWebhookBecomesOneDurableDeduplicatedTurn) {
+  EXPECT_EQ(PostFixture("text.json"), 200);
+  EXPECT_EQ(PostFixture("text.json"), 200);  // Meta's retry: acknowledged, not queued again
+  auto sessions = Sessions();
+  ASSERT_EQ(sessions.size(), 1u);
+  EXPECT_EQ(sessions[0].phone_number_id(), "106540352242922");
+  EXPECT_EQ(sessions[0].turns_pending(), 1);
+  EXPECT_THAT(sessions[0].wa_id(), HasSubstr("****"));
+  EXPECT_EQ(sessions[0].state(), v1::SESSION_STATE_PENDING);  // no worker yet
+
+  StopController();  // a restart keeps what was acknowledged
+  StartController(controller_addr_);
+  sessions = Sessions();
+  ASSERT_EQ(sessions.size(), 1u);
+  EXPECT_EQ(sessions[0].turns_pending(), 1);
+  EXPECT_EQ(PostFixture("text.json"), 200);
+  EXPECT_EQ(Sessions()[0].turns_pending(), 1);
+}
+
+TEST_F(IngestTest, BatchFromTwoBusinessNumbersGivesTwoSessions) {
+  EXPECT_EQ(PostFixture("batch.json"), 200);
+  auto sessions = Sessions();
+  ASSERT_EQ(sessions.size(), 2u);
+  int64_t pending = 0;
+  for (const auto& s : sessions) pending += s.turns_pending();
+  EXPECT_EQ(pending, 3);
+  EXPECT_EQ(PostFixture("status_read.json"), 200);
+  EXPECT_EQ(PostFixture("system_error.json"), 200);
+  EXPECT_EQ(PostFixture("unsupported.json"), 200);
+  EXPECT_THAT(Metrics(), HasSubstr("bridge_gateway_webhook_events_total{kind=\"status\"} 2"));
+}
+
+TEST_F(IngestTest, BadInputIsRefusedClearlyAndChangesNothing) {
+  const std::string body = Fixture("text.json");
+  auto r = Post(body, "");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  r = Post(body, SignatureOf("voice_note.json"));  // a signature of other bytes
+  EXPECT_EQ(r->status, 403);
+  r = Post(body + " ", SignatureOf("text.json"));  // one byte changed
+  EXPECT_EQ(r->status, 403);
+  for (const char* name : {"malformed_not_json.json", "malformed_truncated.json",
+                           "malformed_wrong_object.json", "malformed_missing_changes.json",
+                           "malformed_wrong_types.json"}) {
+    r = Post(Fixture(name), SignatureOf(name));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << name;
+  }
+  r = Post(std::string(70000, ' '), "sha256=00");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
+  EXPECT_TRUE(Sessions().empty());
+  const std::string m = Metrics();
+  EXPECT_THAT(m, HasSubstr("bridge_gateway_webhooks_total{outcome=\"bad_signature\"} 2"));
+  EXPECT_THAT(m, HasSubstr("bridge_gateway_webhooks_total{outcome=\"missing_signature\"} 1"));
+  EXPECT_THAT(m, HasSubstr("bridge_gateway_webhooks_total{outcome=\"malformed\"} 5"));
+  EXPECT_THAT(m, HasSubstr("bridge_gateway_webhooks_total{outcome=\"too_large\"} 1"));
+  EXPECT_THAT(gateway_->Output(), Not(HasSubstr(kSecret)));
+  EXPECT_THAT(gateway_->Output(), Not(HasSubstr(SignatureOf("voice_note.json").substr(7))));
+}
+
+TEST_F(IngestTest, ControllerOutageIsA503SoWhatsAppRetries) {
+  StopController();
+  auto r = Post(Fixture("text.json"), SignatureOf("text.json"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_FALSE(r->get_header_value("Retry-After").empty());
+  StartController(controller_addr_);
+  EXPECT_EQ(PostFixture("text.json"), 200);
+  EXPECT_EQ(Sessions().size(), 1u);
+}
+
+}  // namespace
+}  // namespace bridge::testing
