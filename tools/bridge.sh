@@ -149,6 +149,23 @@ wait_ready() {
 
 field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 
+# config_value NAME: the variable from the environment, else from ./.env.
+config_value() {
+  local v="${!1:-}"
+  if [[ -z "$v" && -f "$ROOT/.env" ]]; then
+    v=$(sed -n "s/^\(export \)\{0,1\}$1=//p" "$ROOT/.env" | tail -1 | sed "s/^[\"']//; s/[\"']$//")
+  fi
+  printf '%s' "$v"
+}
+
+# Real accounts are configured when the agent and the Graph token are set;
+# otherwise `up` runs both simulators and points the cluster at them.
+have_real_accounts() {
+  [[ -n "$(config_value ELEVENLABS_AGENT_ID)" && -n "$(config_value WHATSAPP_ACCESS_TOKEN)" ]]
+}
+
+random_hex() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
 cmd_up() {
   [[ ${1:-} == "--cluster" ]] && die "--cluster (etcd, three controllers) is not built yet"
   if [[ -z ${BRIDGE_SKIP_BUILD:-} ]]; then
@@ -159,47 +176,83 @@ cmd_up() {
   RUN_DIR="${BRIDGE_RUN_DIR:-$data/run}"
   mkdir -p "$RUN_DIR"
   trap stop_all INT TERM EXIT
-  local bin="$BUILD_DIR"
-  local host="${BRIDGE_HOST:-127.0.0.1}"
+  local bin="$BUILD_DIR" host="${BRIDGE_HOST:-127.0.0.1}"
+  local sims=0
+  have_real_accounts || sims=1
 
   start controller "$bin/controller/bridge-controller" \
     --listen="$host:${CONTROLLER_PORT:-7000}" --metrics_listen="$host:${CONTROLLER_METRICS_PORT:-9100}" \
     --store="sqlite:$data/controller.db"
-  local c
+  local c cgrpc
   c=$(wait_ready controller)
-  local cgrpc
   cgrpc=$(field "$c" grpc)
-  start worker-1 "$bin/media_worker/bridge-worker" --worker_id=worker-1 --controller="$cgrpc" \
-    --listen="$host:${WORKER1_PORT:-7100}" --metrics_listen="$host:${WORKER1_METRICS_PORT:-9101}"
-  start worker-2 "$bin/media_worker/bridge-worker" --worker_id=worker-2 --controller="$cgrpc" \
-    --listen="$host:${WORKER2_PORT:-7101}" --metrics_listen="$host:${WORKER2_METRICS_PORT:-9102}"
-  local w1 w2
-  w1=$(wait_ready worker-1)
-  w2=$(wait_ready worker-2)
-  start gateway "$bin/gateway/bridge-gateway" --controller="$cgrpc" \
+
+  # Secrets of the simulated accounts travel in the environment, not in argv.
+  local sim_env=() el wa elhttp="" wahttp=""
+  if ((sims)); then
+    start elevenlabs-sim "$bin/tools/elevenlabs_sim/elevenlabs-sim" \
+      --listen="$host:${ELEVENLABS_SIM_PORT:-0}" --agent_id=sim-agent
+    el=$(wait_ready elevenlabs-sim)
+    elhttp=$(field "$el" http)
+    sim_env=(env ELEVENLABS_BASE_URL="http://$elhttp" ELEVENLABS_AGENT_ID=sim-agent
+      ELEVENLABS_API_KEY= WHATSAPP_ACCESS_TOKEN="dev-token-$(random_hex)"
+      WHATSAPP_WEBHOOK_VERIFY_TOKEN="dev-verify-$(random_hex)"
+      WEBHOOK_SIGNATURE_SECRET="dev-app-secret-$(random_hex)")
+  fi
+  start gateway "${sim_env[@]}" "$bin/gateway/bridge-gateway" --controller="$cgrpc" \
     --listen="$host:${GATEWAY_PORT:-3000}"
   local g ghttp
   g=$(wait_ready gateway)
   ghttp=$(field "$g" http)
+  if ((sims)); then
+    start whatsapp-sim "${sim_env[@]}" "$bin/tools/whatsapp_sim/whatsapp-sim" \
+      --listen="$host:${WHATSAPP_SIM_PORT:-0}" --webhook_url="http://$ghttp/webhook/whatsapp"
+    wa=$(wait_ready whatsapp-sim)
+    wahttp=$(field "$wa" http)
+    sim_env+=(WHATSAPP_GRAPH_BASE_URL="http://$wahttp")
+  fi
+  start worker-1 "${sim_env[@]}" "$bin/media_worker/bridge-worker" --worker_id=worker-1 \
+    --controller="$cgrpc" --listen="$host:${WORKER1_PORT:-7100}" \
+    --metrics_listen="$host:${WORKER1_METRICS_PORT:-9101}"
+  start worker-2 "${sim_env[@]}" "$bin/media_worker/bridge-worker" --worker_id=worker-2 \
+    --controller="$cgrpc" --listen="$host:${WORKER2_PORT:-7101}" \
+    --metrics_listen="$host:${WORKER2_METRICS_PORT:-9102}"
+  local w1 w2
+  w1=$(wait_ready worker-1)
+  w2=$(wait_ready worker-2)
 
-  cat >&2 <<EOF
-
-  whatsapp-elevenlabs-bridge is up (Ctrl-C stops everything)
-
-  webhook      http://$ghttp/webhook/whatsapp   (health: /healthz, /readyz, metrics: /metrics)
-  controller   grpc $cgrpc   metrics http://$(field "$c" metrics)/metrics
-  worker-1     grpc $(field "$w1" grpc)   metrics http://$(field "$w1" metrics)/metrics
-  worker-2     grpc $(field "$w2" grpc)   metrics http://$(field "$w2" metrics)/metrics
-  logs         $RUN_DIR/*.log
-
-  try (grpcurl, or ../shared/tools/grpc-cli/grpc.js with the same arguments):
-    grpcurl -plaintext $cgrpc list
-    grpcurl -plaintext $cgrpc grpc.health.v1.Health/Check
-    grpcurl -plaintext $cgrpc bridge.v1.Sessions/ListSessions
-    $bin/tools/bridgectl --controller=$cgrpc workers
-    $bin/tools/bridgectl audio info ../shared/fixtures/audio/voice_note_hello.ogg
-
-EOF
+  {
+    echo
+    echo "  whatsapp-elevenlabs-bridge is up (Ctrl-C stops everything)"
+    echo
+    echo "  webhook      http://$ghttp/webhook/whatsapp   (health: /healthz, /readyz, metrics: /metrics)"
+    echo "  controller   grpc $cgrpc   metrics http://$(field "$c" metrics)/metrics"
+    echo "  worker-1     grpc $(field "$w1" grpc)   metrics http://$(field "$w1" metrics)/metrics"
+    echo "  worker-2     grpc $(field "$w2" grpc)   metrics http://$(field "$w2" metrics)/metrics"
+    echo "  logs         $RUN_DIR/*.log"
+    echo
+    echo "  try (grpcurl, or ../shared/tools/grpc-cli/grpc.js with the same arguments):"
+    echo "    grpcurl -plaintext $cgrpc list"
+    echo "    grpcurl -plaintext $cgrpc grpc.health.v1.Health/Check"
+    echo "    grpcurl -plaintext $cgrpc bridge.v1.Sessions/ListSessions"
+    echo "    $bin/tools/bridgectl --controller=$cgrpc workers"
+    echo "    $bin/tools/bridgectl audio info ../shared/fixtures/audio/voice_note_hello.ogg"
+    if ((sims)); then
+      local fixtures
+      fixtures="$(cd "$ROOT/../shared/fixtures/audio" 2>/dev/null && pwd || echo ../shared/fixtures/audio)"
+      echo
+      echo "  no real accounts configured, so the simulators stand in (set ELEVENLABS_AGENT_ID and"
+      echo "  WHATSAPP_ACCESS_TOKEN in the environment or .env to use the real services):"
+      echo "  elevenlabs   http://$elhttp   (what it heard: /sim/conversations)"
+      echo "  whatsapp     http://$wahttp   (phone page: http://$wahttp/)"
+      echo
+      echo "  send a text and a voice note as a WhatsApp user, then read the replies:"
+      echo "    curl -X POST --data 'Hello agent' http://$wahttp/sim/users/15551234567/text"
+      echo "    curl -X POST --data-binary @$fixtures/voice_note_hello.ogg http://$wahttp/sim/users/15551234567/voice"
+      echo "    curl 'http://$wahttp/sim/users/15551234567/outbox?min_count=1&wait_ms=30000'"
+    fi
+    echo
+  } >&2
   # Stay in the foreground until a child dies or we are told to stop.
   wait -n "${PIDS[@]}" || true
   say "a process exited; stopping the rest"

@@ -34,7 +34,7 @@ const std::vector<std::unique_ptr<Pattern>>& Patterns() {
     auto add = [&p](const char* re, const char* rewrite) {
       p.push_back(std::make_unique<Pattern>(re, rewrite));
     };
-    add(R"re((?i)(bearer\s+)[A-Za-z0-9._~+/=\-]+)re", R"re(\1[REDACTED])re");
+    add(R"re((?i)(bearer\s+)[A-Za-z0-9._~+/=\-]{8,})re", R"re(\1[REDACTED])re");
     add(R"re((?i)(sha256=)[0-9a-f]{8,})re", R"re(\1[REDACTED])re");
     add(R"re((?i)(xi-api-key["']?\s*[:=]\s*["']?)[^\s"',;&]+)re", R"re(\1[REDACTED])re");
     add(R"re((?i)((?:^|[?&;\s])(?:conversation_signature|token|access_token|api_key|xi_api_key|hub\.verify_token|signature|sig)=)[^&\s"'#]+)re",

@@ -1,5 +1,6 @@
 // bridge-worker: the media plane (see media_worker/worker_server.h).
 #include "absl/flags/flag.h"
+#include "absl/time/time.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/process.h"
@@ -25,6 +26,14 @@ ABSL_FLAG(std::string, whatsapp_graph_base_url, "https://graph.facebook.com",
 ABSL_FLAG(std::string, whatsapp_graph_api_version, "v23.0",
           "Graph API version (env WHATSAPP_GRAPH_API_VERSION)");
 
+ABSL_FLAG(std::string, session_secret, "", "Salt for agent user ids derived from WhatsApp ids (env SESSION_SECRET)");
+ABSL_FLAG(std::string, ca_file, "", "PEM CA bundle for outbound TLS (default: the system store)");
+ABSL_FLAG(double, agent_input_pace, 0,
+          "Voice-note audio to the agent: 1 = real time, 4 = four times faster, 0 = unpaced");
+ABSL_FLAG(absl::Duration, reply_timeout, absl::Seconds(60), "Longest wait for the agent's reply");
+ABSL_FLAG(bool, read_receipts, true, "Mark messages read and show the typing indicator");
+ABSL_FLAG(int, turn_threads, 16, "Threads running turns (downloads, codec, uploads)");
+
 int main(int argc, char** argv) {
   bridge::BlockShutdownSignals();
   bridge::LoadConfig(argc, argv, "bridge-worker",
@@ -34,7 +43,8 @@ int main(int argc, char** argv) {
                       {"WHATSAPP_ACCESS_TOKEN", "whatsapp_access_token", true},
                       {"WHATSAPP_PHONE_NUMBER_ID", "whatsapp_phone_number_id"},
                       {"WHATSAPP_GRAPH_BASE_URL", "whatsapp_graph_base_url"},
-                      {"WHATSAPP_GRAPH_API_VERSION", "whatsapp_graph_api_version"}});
+                      {"WHATSAPP_GRAPH_API_VERSION", "whatsapp_graph_api_version"},
+                      {"SESSION_SECRET", "session_secret", true}});
   bridge::media_worker::WorkerOptions opts;
   opts.listen = absl::GetFlag(FLAGS_listen);
   opts.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
@@ -49,6 +59,12 @@ int main(int argc, char** argv) {
   opts.whatsapp_phone_number_id = absl::GetFlag(FLAGS_whatsapp_phone_number_id);
   opts.whatsapp_graph_base_url = absl::GetFlag(FLAGS_whatsapp_graph_base_url);
   opts.whatsapp_graph_api_version = absl::GetFlag(FLAGS_whatsapp_graph_api_version);
+  opts.session_secret = absl::GetFlag(FLAGS_session_secret);
+  opts.ca_file = absl::GetFlag(FLAGS_ca_file);
+  opts.agent_input_pace = absl::GetFlag(FLAGS_agent_input_pace);
+  opts.reply_timeout = absl::GetFlag(FLAGS_reply_timeout);
+  opts.read_receipts = absl::GetFlag(FLAGS_read_receipts);
+  opts.turn_threads = absl::GetFlag(FLAGS_turn_threads);
   if (opts.capacity < 1) {
     bridge::LogError("--capacity must be at least 1");
     return 2;

@@ -8,11 +8,14 @@
 #include "common/grpc_unimplemented.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/process.h"
+#include "controller_link.h"
+#include "media_worker/graph_api.h"
+#include "worker_core.h"
+#include "ws/websocket.h"
 
 namespace bridge::media_worker {
 namespace {
-
-namespace v1 = ::bridge::v1;
 
 class MediaService final : public v1::Media::CallbackService {
   grpc::ServerBidiReactor<v1::ConverseRequest, v1::ConverseResponse>* Converse(
@@ -28,8 +31,23 @@ std::string DefaultWorkerId() {
   return absl::StrCat(host, "-", getpid());
 }
 
+TurnSettings SettingsFrom(const WorkerOptions& o) {
+  TurnSettings t;
+  t.agent.base_url = o.elevenlabs_base_url;
+  t.agent.agent_id = o.elevenlabs_agent_id;
+  t.agent.api_key = o.elevenlabs_api_key;
+  t.agent.ca_file = o.ca_file;
+  t.input_pace = o.agent_input_pace;
+  t.reply_timeout = o.reply_timeout;
+  t.read_receipts = o.read_receipts;
+  t.user_id_salt = o.session_secret;
+  return t;
+}
+
 class WorkerServerImpl final : public WorkerServer {
  public:
+  ~WorkerServerImpl() override { Shutdown(); }
+
   absl::Status Init(const WorkerOptions& opts) {
     opts_ = opts;
     if (opts_.worker_id.empty()) opts_.worker_id = DefaultWorkerId();
@@ -41,6 +59,30 @@ class WorkerServerImpl final : public WorkerServer {
     if (!grpc.ok()) return grpc.status();
     grpc_ = *std::move(grpc);
     if (opts_.advertise.empty()) opts_.advertise = grpc_->address();
+
+    GraphApiOptions go;
+    go.base_url = opts.whatsapp_graph_base_url;
+    go.api_version = opts.whatsapp_graph_api_version;
+    go.access_token = opts.whatsapp_access_token;
+    go.ca_file = opts.ca_file;
+    graph_ = NewGraphApi(go);
+    ws_pool_ = ws::ClientPool::Create();
+    core_ = std::make_unique<WorkerCore>(SettingsFrom(opts_), graph_.get(), ws_pool_.get(),
+                                         opts.turn_threads,
+                                         [this](v1::WorkerMessage m) { link_->Send(std::move(m)); });
+    ControllerLink::Options lo;
+    lo.controller = opts.controller;
+    lo.hello.set_worker_id(opts_.worker_id);
+    lo.hello.set_advertise_address(opts_.advertise);
+    lo.hello.set_capacity(opts.capacity);
+    lo.hello.set_version(std::string(BridgeVersion()));
+    ControllerLink::Callbacks cb;
+    cb.on_message = [this](const v1::ControllerMessage& m) { core_->OnMessage(m); };
+    cb.held_sessions = [this] { return core_->HeldSessions(); };
+    cb.load = [this] { return core_->Load(); };
+    cb.on_connection = [](bool) {};
+    link_ = std::make_unique<ControllerLink>(lo, cb);
+    link_->Start();
     LogInfo("worker serving", {{"worker_id", opts_.worker_id},
                                {"grpc", grpc_->address()},
                                {"advertise", opts_.advertise},
@@ -54,13 +96,25 @@ class WorkerServerImpl final : public WorkerServer {
   std::vector<std::pair<std::string, std::string>> endpoints() const override {
     return {{"grpc", grpc_address()}, {"metrics", metrics_address()}};
   }
-  void Shutdown() override { grpc_->Shutdown(absl::Seconds(1)); }
+
+  // Leave the controller first (it re-runs anything unfinished elsewhere),
+  // then stop the turns and sockets.
+  void Shutdown() override {
+    if (link_) link_->Stop();
+    if (grpc_) grpc_->Shutdown(absl::Seconds(1));
+    core_.reset();
+    if (ws_pool_) ws_pool_->Stop();
+  }
 
  private:
   WorkerOptions opts_;
   MediaService media_;
   std::unique_ptr<MetricsServer> metrics_;
   std::unique_ptr<GrpcServer> grpc_;
+  std::unique_ptr<GraphApi> graph_;
+  std::unique_ptr<ws::ClientPool> ws_pool_;
+  std::unique_ptr<WorkerCore> core_;
+  std::unique_ptr<ControllerLink> link_;
 };
 
 }  // namespace

@@ -55,7 +55,7 @@ TEST(RedactTest, RegisteredSecretsAnywhere) {
 TEST(LogTest, TextLinesRedactMessageAndFields) {
   InitLogging("test", LogLevel::kDebug, LogFormat::kText);
   RegisterSecret("sk_field_secret_1");
-  std::string line = FormatLogLine(LogLevel::kWarn, "call failed Bearer abc.def",
+  std::string line = FormatLogLine(LogLevel::kWarn, "call failed Bearer abc.def.ghi",
                                    {{"key", "sk_field_secret_1"}, {"n", 3}});
   EXPECT_THAT(line, HasSubstr("WARN test: call failed Bearer [REDACTED]"));
   EXPECT_THAT(line, HasSubstr("key=[REDACTED]"));

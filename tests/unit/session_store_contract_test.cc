@@ -20,6 +20,8 @@ struct StoreFactory {
   std::function<std::string(const std::string& unique)> spec;
 };
 
+void PrintTo(const StoreFactory& f, std::ostream* os) { *os << f.name; }
+
 class SessionStoreContract : public ::testing::TestWithParam<StoreFactory> {
  protected:
   void SetUp() override {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/service.h"
 
 namespace bridge::media_worker {
@@ -25,6 +26,12 @@ struct WorkerOptions {
   std::string whatsapp_phone_number_id;
   std::string whatsapp_graph_base_url = "https://graph.facebook.com";
   std::string whatsapp_graph_api_version = "v23.0";
+  std::string session_secret;  // SESSION_SECRET: salts derived agent user ids
+  std::string ca_file;         // PEM bundle for outbound TLS; empty: system store
+  double agent_input_pace = 0;  // 1 = real time, 0 = as fast as the agent takes it
+  absl::Duration reply_timeout = absl::Seconds(60);
+  bool read_receipts = true;
+  int turn_threads = 16;
 };
 
 // Endpoints: grpc=, metrics=.

@@ -1,0 +1,84 @@
+// One ElevenLabs Conversational AI conversation over the agent WebSocket
+// (PROTOCOLS.md B), on the shared ws::ClientPool: signed URL when an API key
+// is set (fetched per conversation, never logged), initiation data, pongs,
+// the metadata's audio formats, user audio/text/context out, agent audio,
+// text, transcripts and interruptions in, and the end of a reply (is_final,
+// agent_response_complete, or a quiet gap after the last audio).
+//
+// One real implementation, tested against elevenlabs-sim. Reconnecting is
+// the caller's policy (see Reconnectable() on the close reason).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+
+namespace bridge::ws {
+class ClientPool;
+}
+
+namespace bridge::media_worker {
+
+struct AgentOptions {
+  std::string base_url = "https://api.elevenlabs.io";  // ELEVENLABS_BASE_URL (http(s))
+  std::string agent_id;                                // ELEVENLABS_AGENT_ID
+  std::string api_key;  // ELEVENLABS_API_KEY: signed URL when set, public agent otherwise
+  std::string ca_file;  // PEM bundle for TLS; empty: the system store
+  std::string user_id;  // derived from (never equal to) the WhatsApp id
+  std::map<std::string, std::string> dynamic_variables;  // e.g. user_name
+  absl::Duration connect_timeout = absl::Seconds(10);
+  // No agent audio for this long after the last chunk ends a reply when the
+  // agent sends no end marker.
+  absl::Duration reply_quiet_gap = absl::Milliseconds(1200);
+};
+
+// Callbacks run on the ws pool's io thread: keep them short, never block.
+struct AgentEvents {
+  // The conversation started: id and audio formats (sample rates).
+  std::function<void(const std::string& conversation_id, int input_rate, int output_rate)>
+      on_started;
+  std::function<void(const std::string& text)> on_user_transcript;
+  std::function<void(const std::string& text)> on_agent_response;
+  // Agent audio, PCM s16le mono at output_rate, in order; stale audio after
+  // an interruption is already dropped.
+  std::function<void(std::vector<int16_t> pcm, int64_t event_id)> on_audio;
+  std::function<void(int64_t event_id)> on_interruption;
+  // The agent finished speaking (marker or quiet gap).
+  std::function<void()> on_reply_end;
+  // The socket closed (or never opened: code 0). `retryable`: reconnecting
+  // can help (not 1008 bad input, not auth failures).
+  std::function<void(int code, const std::string& reason, bool retryable)> on_closed;
+};
+
+class AgentSession {
+ public:
+  virtual ~AgentSession() = default;
+
+  // Starts connecting (signed-URL fetch, WebSocket, initiation data); events
+  // follow. Errors here are configuration errors; connection problems arrive
+  // as on_closed.
+  static absl::StatusOr<std::unique_ptr<AgentSession>> Start(const AgentOptions& options,
+                                                            AgentEvents events,
+                                                            ws::ClientPool* pool);
+
+  // PCM s16le mono at the agent's input rate (known after on_started; sends
+  // before that are queued).
+  virtual void SendAudio(absl::Span<const int16_t> pcm) = 0;
+  virtual void SendText(const std::string& text) = 0;
+  virtual void SendContextualUpdate(const std::string& text) = 0;
+  virtual void SendUserActivity() = 0;
+  virtual void Close() = 0;  // normal closure (1000)
+
+  virtual std::string conversation_id() const = 0;
+  virtual int input_rate() const = 0;
+  virtual int output_rate() const = 0;
+};
+
+}  // namespace bridge::media_worker

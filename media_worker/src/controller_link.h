@@ -1,0 +1,61 @@
+// The worker's end of WorkerLink: one bidi stream to the controller, kept up
+// with reconnects and backoff (mediasoup-style: the controller drives the
+// media plane over this one channel). Says hello with what it holds, sends
+// heartbeats, hands controller messages to the handler, sends results.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "bridge/v1/worker_link.pb.h"
+
+namespace bridge::media_worker {
+
+namespace v1 = ::bridge::v1;
+
+class ControllerLink {
+ public:
+  struct Options {
+    std::string controller;  // gRPC target
+    v1::WorkerHello hello;   // held_session_ids is filled per connection
+    absl::Duration heartbeat_interval = absl::Seconds(3);
+    absl::Duration max_backoff = absl::Seconds(10);
+  };
+  struct Callbacks {
+    // Runs on a gRPC thread: must not block.
+    std::function<void(const v1::ControllerMessage&)> on_message;
+    // Sessions to re-announce after a reconnect.
+    std::function<std::vector<std::string>()> held_sessions;
+    // Current load for heartbeats.
+    std::function<v1::WorkerHeartbeat()> load;
+    std::function<void(bool connected)> on_connection;
+  };
+
+  ControllerLink(Options options, Callbacks callbacks);
+  ~ControllerLink();  // Stop()
+
+  void Start();
+  // Ends the stream (the controller re-runs anything not reported) and joins.
+  void Stop();
+  // Queued; sent once connected. Results for a stream that broke are dropped:
+  // the controller re-dispatches those turns anyway.
+  void Send(v1::WorkerMessage message);
+
+ private:
+  class Stream;
+  void Run();
+
+  const Options options_;
+  const Callbacks callbacks_;
+  absl::Notification stop_;
+  std::thread thread_;
+  std::shared_ptr<Stream> stream_;  // guarded by stream_mu_
+  std::mutex stream_mu_;
+};
+
+}  // namespace bridge::media_worker

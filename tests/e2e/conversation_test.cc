@@ -1,0 +1,285 @@
+// The product end to end: the real controller, two workers and the gateway,
+// with both simulators at the edges, on port 0. A WhatsApp user (whatsapp-sim)
+// sends texts and voice notes; the agent (elevenlabs-sim) answers; the replies
+// land in the simulator's outbox. Every wait is on an event (READY lines, the
+// outbox long poll, the Sessions API), never a sleep.
+#include <signal.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "audio/ogg_opus_decoder.h"
+#include "bridge/v1/sessions.grpc.pb.h"
+#include "child_process.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+
+namespace bridge::testing {
+namespace {
+
+using nlohmann::json;
+using ::testing::HasSubstr;
+namespace v1 = ::bridge::v1;
+
+constexpr char kAppSecret[] = "e2e-app-secret-0123456789";
+constexpr char kToken[] = "e2e-graph-token-0123456789";
+constexpr char kUser[] = "15551230001";
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string AudioFixture(const std::string& name) {
+  return ReadFile(absl::StrCat(BRIDGE_FIXTURES_DIR, "/audio/", name));
+}
+
+class Cluster {
+ public:
+  explicit Cluster(double reply_pace = 0) {
+    const std::string id = absl::StrCat(getpid(), "-", reinterpret_cast<uintptr_t>(this));
+    db_ = absl::StrCat(::testing::TempDir(), "/e2e-", id, ".db");
+    Spawn(&el_, BRIDGE_ELEVENLABS_SIM_BIN,
+          {"--listen=127.0.0.1:0", "--agent_id=e2e-agent",
+           absl::StrCat("--reply_pace=", reply_pace), "--ping_interval_ms=500"});
+    el_http_ = Ready(*el_, "http");
+    StartController("127.0.0.1:0");
+    Spawn(&gateway_, BRIDGE_GATEWAY_BIN,
+          {"--listen=127.0.0.1:0", absl::StrCat("--controller=", controller_)},
+          {{"WEBHOOK_SIGNATURE_SECRET", kAppSecret}});
+    gateway_http_ = Ready(*gateway_, "http");
+    Spawn(&wa_, BRIDGE_WHATSAPP_SIM_BIN,
+          {"--listen=127.0.0.1:0",
+           absl::StrCat("--webhook_url=http://", gateway_http_, "/webhook/whatsapp"),
+           "--webhook_retry_base_ms=100"},
+          {{"WEBHOOK_SIGNATURE_SECRET", kAppSecret}, {"WHATSAPP_ACCESS_TOKEN", kToken}});
+    wa_http_ = Ready(*wa_, "http");
+    for (int i = 0; i < 2; ++i) StartWorker(i);
+  }
+
+  void StartController(const std::string& listen) {
+    Spawn(&controller_proc_, BRIDGE_CONTROLLER_BIN,
+          {absl::StrCat("--listen=", listen), "--metrics_listen=127.0.0.1:0",
+           absl::StrCat("--store=sqlite:", db_), "--heartbeat_timeout=5s"});
+    controller_ = Ready(*controller_proc_, "grpc");
+  }
+
+  void StartWorker(int i) {
+    Spawn(&workers_[i], BRIDGE_WORKER_BIN,
+          {"--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
+           absl::StrCat("--worker_id=w", i), absl::StrCat("--controller=", controller_)},
+          {{"WHATSAPP_ACCESS_TOKEN", kToken},
+           {"WHATSAPP_GRAPH_BASE_URL", absl::StrCat("http://", wa_http_)},
+           {"ELEVENLABS_BASE_URL", absl::StrCat("http://", el_http_)},
+           {"ELEVENLABS_AGENT_ID", "e2e-agent"}});
+    worker_metrics_[i] = Ready(*workers_[i], "metrics");
+  }
+
+  ChildProcess& worker(int i) { return *workers_[i]; }
+  ChildProcess& controller() { return *controller_proc_; }
+  const std::string& controller_address() const { return controller_; }
+
+  // POST as a user through whatsapp-sim; returns the wamid it made.
+  std::string UserSays(const std::string& user, const std::string& kind, const std::string& body,
+                       const std::string& query = "") {
+    httplib::Client cli(absl::StrCat("http://", wa_http_));
+    cli.set_read_timeout(60);
+    auto r = cli.Post(absl::StrCat("/sim/users/", user, "/", kind, query).c_str(), body,
+                      kind == "text" ? "text/plain" : "audio/ogg");
+    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+    return r ? json::parse(r->body, nullptr, false).value("message_id", "") : "";
+  }
+
+  json Outbox(const std::string& user, int min_count) {
+    httplib::Client cli(absl::StrCat("http://", wa_http_));
+    cli.set_read_timeout(120);
+    auto r = cli.Get(absl::StrCat("/sim/users/", user, "/outbox?min_count=", min_count,
+                                  "&wait_ms=90000").c_str());
+    return r ? json::parse(r->body, nullptr, false) : json::array();
+  }
+
+  std::string Media(const std::string& id) {
+    httplib::Client cli(absl::StrCat("http://", wa_http_));
+    auto r = cli.Get(absl::StrCat("/sim/media/", id).c_str());
+    return r ? r->body : "";
+  }
+
+  json Conversations(int min_count) {
+    httplib::Client cli(absl::StrCat("http://", el_http_));
+    cli.set_read_timeout(120);
+    auto r = cli.Get(absl::StrCat("/sim/conversations?min_count=", min_count, "&wait_ms=60000").c_str());
+    return r ? json::parse(r->body, nullptr, false) : json();
+  }
+
+  void PostFault(const std::string& body) {
+    httplib::Client cli(absl::StrCat("http://", wa_http_));
+    cli.Post("/sim/faults", body, "application/json");
+  }
+
+  std::vector<v1::Session> Sessions() {
+    auto stub = v1::Sessions::NewStub(
+        grpc::CreateChannel(controller_, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    ctx.set_wait_for_ready(true);
+    v1::ListSessionsResponse resp;
+    grpc::Status s = stub->ListSessions(&ctx, v1::ListSessionsRequest(), &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return {resp.sessions().begin(), resp.sessions().end()};
+  }
+
+  std::string Metrics(const std::string& address) {
+    httplib::Client cli(absl::StrCat("http://", address));
+    auto r = cli.Get("/metrics");
+    return r ? r->body : "";
+  }
+  const std::string& gateway_http() const { return gateway_http_; }
+  const std::string& worker_metrics(int i) const { return worker_metrics_[i]; }
+
+ private:
+  void Spawn(std::unique_ptr<ChildProcess>* p, const char* bin, std::vector<std::string> args,
+             std::map<std::string, std::string> env = {}) {
+    args.insert(args.begin(), "--env_file=/nonexistent");
+    *p = std::make_unique<ChildProcess>(bin, args, env);
+  }
+  std::string Ready(ChildProcess& p, const std::string& key) {
+    auto ready = p.WaitReady();
+    EXPECT_TRUE(ready.count(key)) << p.Output();
+    return ready[key];
+  }
+
+  std::string db_, el_http_, controller_, gateway_http_, wa_http_;
+  std::string worker_metrics_[2];
+  std::unique_ptr<ChildProcess> el_, controller_proc_, gateway_, wa_, workers_[2];
+};
+
+size_t DecodedSamples(const std::string& ogg, int rate) {
+  auto pcm = audio::DecodeOggOpus({reinterpret_cast<const uint8_t*>(ogg.data()), ogg.size()}, rate);
+  EXPECT_TRUE(pcm.ok()) << pcm.status();
+  return pcm.ok() ? pcm->size() : 0;
+}
+
+TEST(ConversationTest, TextGetsTextInReplyToTheMessage) {
+  Cluster c;
+  const std::string wamid = c.UserSays(kUser, "text", "Hola, ¿qué tal?");
+  json out = c.Outbox(kUser, 1);
+  ASSERT_EQ(out.size(), 1u) << out.dump();
+  EXPECT_EQ(out[0]["type"], "text");
+  EXPECT_EQ(out[0]["text"], "You said: Hola, ¿qué tal?");
+  EXPECT_EQ(out[0]["context_message_id"], wamid);
+  auto sessions = c.Sessions();
+  ASSERT_EQ(sessions.size(), 1u);
+  EXPECT_FALSE(sessions[0].worker_id().empty());
+  EXPECT_FALSE(sessions[0].conversation_id().empty());
+  EXPECT_EQ(sessions[0].turns_done(), 1);
+}
+
+TEST(ConversationTest, VoiceNoteGetsAVoiceNoteOfTheAgentsReply) {
+  Cluster c;
+  c.UserSays(kUser, "voice", AudioFixture("voice_note_tone_440hz.ogg"));
+  json out = c.Outbox(kUser, 1);
+  ASSERT_EQ(out.size(), 1u) << out.dump();
+  EXPECT_EQ(out[0]["type"], "audio");
+  EXPECT_EQ(out[0]["voice"], true);
+  const std::string reply = c.Media(out[0]["media_id"]);
+  const size_t reply_samples = AudioFixture("agent_reply_16k.s16le").size() / 2;
+  EXPECT_NEAR(static_cast<double>(DecodedSamples(reply, 16000)), reply_samples, 320);  // one frame
+  json conv = c.Conversations(1)["conversations"][0];
+  ASSERT_FALSE(conv["transcripts"].empty());
+  EXPECT_THAT(conv["transcripts"][0].get<std::string>(), HasSubstr("peak 440 Hz"));
+  EXPECT_NE(conv["user_id"], kUser);  // derived, never the phone number
+  // Every worker's /metrics counts its turns; together they ran one voice turn.
+  std::string metrics = c.Metrics(c.worker_metrics(0)) + c.Metrics(c.worker_metrics(1));
+  EXPECT_THAT(metrics, HasSubstr("bridge_worker_turns_total{outcome=\"done\",type=\"voice\"} 1"));
+}
+
+TEST(ConversationTest, TwoUsersGetTwoSessionsAndRepliesInOrder) {
+  Cluster c;
+  c.UserSays("15551230002", "text", "one");
+  c.UserSays("15551230003", "text", "alpha");
+  c.UserSays("15551230002", "text", "two");
+  json a = c.Outbox("15551230002", 2);
+  json b = c.Outbox("15551230003", 1);
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0]["text"], "You said: one");
+  EXPECT_EQ(a[1]["text"], "You said: two");
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(c.Sessions().size(), 2u);
+}
+
+TEST(ConversationTest, DuplicateDeliveryGivesOneReply) {
+  Cluster c;
+  c.PostFault(R"({"webhook_duplicate":true})");
+  c.UserSays(kUser, "text", "only once");
+  c.UserSays(kUser, "text", "marker");
+  json out = c.Outbox(kUser, 2);
+  ASSERT_EQ(out.size(), 2u) << out.dump();
+  EXPECT_EQ(out[0]["text"], "You said: only once");
+  EXPECT_EQ(out[1]["text"], "You said: marker");
+}
+
+TEST(ConversationTest, CorruptNoteGetsAPoliteTextAndTheSessionCarriesOn) {
+  Cluster c;
+  c.UserSays(kUser, "voice", AudioFixture("broken_random.ogg"));
+  c.UserSays(kUser, "text", "still there?");
+  json out = c.Outbox(kUser, 2);
+  ASSERT_EQ(out.size(), 2u) << out.dump();
+  EXPECT_THAT(out[0]["text"].get<std::string>(), HasSubstr("couldn't play"));
+  EXPECT_EQ(out[1]["text"], "You said: still there?");
+}
+
+TEST(ConversationTest, OtherMessageTypesGetOnePoliteText) {
+  Cluster c;
+  c.UserSays(kUser, "voice", AudioFixture("voice_note_hello.ogg"), "?voice=false&mime=audio/mpeg");
+  json out = c.Outbox(kUser, 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_THAT(out[0]["text"].get<std::string>(), HasSubstr("voice notes and text"));
+}
+
+TEST(ConversationTest, ControllerRestartKeepsSessions) {
+  Cluster c;
+  c.UserSays(kUser, "text", "before");
+  ASSERT_EQ(c.Outbox(kUser, 1).size(), 1u);
+  const std::string id = c.Sessions()[0].session_id();
+  c.controller().Signal(SIGTERM);
+  ASSERT_EQ(c.controller().Wait().value_or(-1), 0);
+  c.StartController(c.controller_address());
+  c.UserSays(kUser, "text", "after");
+  json out = c.Outbox(kUser, 2);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[1]["text"], "You said: after");
+  auto sessions = c.Sessions();
+  ASSERT_EQ(sessions.size(), 1u);
+  EXPECT_EQ(sessions[0].session_id(), id);
+  EXPECT_EQ(sessions[0].turns_done(), 2);
+}
+
+TEST(ConversationTest, KilledWorkersTurnFinishesOnTheOtherExactlyOnce) {
+  Cluster c(/*reply_pace=*/1.0);  // the reply streams for ~6 s: time to kill mid-turn
+  c.UserSays(kUser, "voice", AudioFixture("voice_note_tone_440hz.ogg"));
+  // The agent has heard the note: the turn is in flight on its worker.
+  ASSERT_GE(c.Conversations(1)["conversations"].size(), 1u);
+  auto sessions = c.Sessions();
+  ASSERT_EQ(sessions.size(), 1u);
+  const int victim = sessions[0].worker_id() == "w0" ? 0 : 1;
+  c.worker(victim).Signal(SIGKILL);
+  json out = c.Outbox(kUser, 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0]["type"], "audio");
+  // A second message proves the first left nothing behind.
+  c.UserSays(kUser, "text", "after the crash");
+  out = c.Outbox(kUser, 2);
+  ASSERT_EQ(out.size(), 2u) << out.dump();
+  EXPECT_EQ(out[1]["text"], "You said: after the crash");
+  EXPECT_EQ(c.Sessions()[0].worker_id(), victim == 0 ? "w1" : "w0");
+}
+
+}  // namespace
+}  // namespace bridge::testing

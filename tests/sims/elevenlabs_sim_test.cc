@@ -1,0 +1,490 @@
+// elevenlabs-sim over real sockets, driven by the production WebSocket client
+// (bridge::ws): scripted conversations, turn detection, replies, interruptions,
+// auth, limits and faults, and every message checked against the published
+// contract (tests/contract/elevenlabs_server_messages.json).
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "audio/ogg_opus_decoder.h"
+#include "elevenlabs_sim/elevenlabs_sim.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+#include "ws/websocket.h"
+
+namespace bridge::elevenlabs_sim {
+namespace {
+
+using nlohmann::json;
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kWait = absl::Seconds(30);  // hang guard, not a timing assertion
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<int16_t> DecodeFixture(const std::string& name, int rate) {
+  std::string bytes = ReadFile(absl::StrCat(BRIDGE_FIXTURES_DIR, "/audio/", name));
+  auto pcm = audio::DecodeOggOpus(
+      {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, rate);
+  EXPECT_TRUE(pcm.ok()) << pcm.status();
+  return pcm.ok() ? *pcm : std::vector<int16_t>();
+}
+
+size_t ReplyFixtureSamples() {
+  return ReadFile(absl::StrCat(BRIDGE_FIXTURES_DIR, "/audio/agent_reply_16k.s16le")).size() / 2;
+}
+
+// Checks one server message against the contract table; returns problems.
+std::string ContractProblems(const json& msg) {
+  static const json contract = json::parse(ReadFile(BRIDGE_CONTRACT_JSON));
+  if (!msg.is_object() || !msg.contains("type")) return "no type";
+  const std::string type = msg["type"];
+  if (!contract.contains(type)) return absl::StrCat("type '", type, "' is not in the contract");
+  std::string problems;
+  for (const auto& [key, fields] : contract[type].items()) {
+    if (!msg.contains(key) || !msg[key].is_object()) {
+      absl::StrAppend(&problems, type, ".", key, " missing; ");
+      continue;
+    }
+    for (const auto& [fname, ftype_j] : fields.items()) {
+      std::string name = fname;
+      const bool optional = absl::EndsWith(name, "?");
+      if (optional) name.pop_back();
+      const std::string ftype = ftype_j;
+      if (!msg[key].contains(name)) {
+        if (!optional) absl::StrAppend(&problems, type, ".", key, ".", name, " missing; ");
+        continue;
+      }
+      const json& v = msg[key][name];
+      bool ok = false;
+      for (absl::string_view t : absl::StrSplit(ftype, '|')) {
+        if (absl::StartsWith(ftype, "enum:")) {
+          std::string want = ftype.substr(5);
+          for (absl::string_view e : absl::StrSplit(want, '|')) {
+            ok |= (v.is_string() && v.get<std::string>() == e) ||
+                  (v.is_number() && absl::StrCat(v.get<int64_t>()) == e);
+          }
+          break;
+        }
+        ok |= (t == "string" && v.is_string()) || (t == "number" && v.is_number()) ||
+              (t == "object" && v.is_object()) || (t == "array" && v.is_array()) ||
+              (t == "null" && v.is_null()) || (t == "boolean" && v.is_boolean());
+      }
+      if (!ok) absl::StrAppend(&problems, type, ".", key, ".", name, " is ", v.dump(), "; ");
+    }
+  }
+  return problems;
+}
+
+// A scripted client: records every message, answers pings unless told not to.
+class AgentClient : public ws::ConnectionHandler {
+ public:
+  explicit AgentClient(bool answer_pings = true) : answer_pings_(answer_pings) {}
+
+  void OnOpen() override {
+    absl::MutexLock l(&mu_);
+    opened_ = true;
+  }
+  void OnText(const std::string& text) override {
+    json msg = json::parse(text);
+    if (answer_pings_ && msg.value("type", "") == "ping") {
+      conn_->SendText(
+          json{{"type", "pong"}, {"event_id", msg["ping_event"]["event_id"]}}.dump());
+    }
+    absl::MutexLock l(&mu_);
+    messages_.push_back(std::move(msg));
+  }
+  void OnClose(int code, const std::string& reason, bool) override {
+    absl::MutexLock l(&mu_);
+    close_code_ = code;
+    close_reason_ = reason;
+  }
+  void OnFail(const std::string& error) override {
+    absl::MutexLock l(&mu_);
+    failure_ = error;
+  }
+
+  void Send(const json& j) { conn_->SendText(j.dump()); }
+  void SendPcm(const std::vector<int16_t>& pcm, size_t chunk) {
+    for (size_t off = 0; off < pcm.size(); off += chunk) {
+      size_t n = std::min(chunk, pcm.size() - off);
+      std::string bytes(reinterpret_cast<const char*>(pcm.data() + off), n * 2);
+      Send({{"user_audio_chunk", absl::Base64Escape(bytes)}});
+    }
+  }
+
+  // Waits until a message of `type` (the n-th, 1-based) arrived; returns it.
+  std::optional<json> WaitFor(const std::string& type, int n = 1) {
+    auto have = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return CountLocked(type) >= n || close_code_ != 0 || !failure_.empty();
+    };
+    absl::MutexLock l(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&have), kWait);
+    int seen = 0;
+    for (const auto& m : messages_) {
+      if (m.value("type", "") == type && ++seen == n) return m;
+    }
+    return std::nullopt;
+  }
+  int WaitClosed() {
+    auto closed = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return close_code_ != 0 || !failure_.empty();
+    };
+    absl::MutexLock l(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&closed), kWait);
+    return close_code_;
+  }
+  bool WaitOpenOrFail() {
+    auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return opened_ || !failure_.empty(); };
+    absl::MutexLock l(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&done), kWait);
+    return opened_;
+  }
+  // Audio samples received so far, and whether event ids only ever increased.
+  size_t AudioSamples(bool* increasing = nullptr) {
+    absl::MutexLock l(&mu_);
+    size_t samples = 0;
+    int64_t last = 0;
+    bool inc = true;
+    for (const auto& m : messages_) {
+      if (m.value("type", "") != "audio") continue;
+      std::string raw;
+      absl::Base64Unescape(m["audio_event"]["audio_base_64"].get<std::string>(), &raw);
+      samples += raw.size() / 2;
+      int64_t id = m["audio_event"]["event_id"];
+      inc &= id > last;
+      last = id;
+    }
+    if (increasing) *increasing = inc;
+    return samples;
+  }
+  std::vector<json> Messages() {
+    absl::MutexLock l(&mu_);
+    return messages_;
+  }
+  std::string failure() {
+    absl::MutexLock l(&mu_);
+    return failure_;
+  }
+  std::string close_reason() {
+    absl::MutexLock l(&mu_);
+    return close_reason_;
+  }
+
+  std::shared_ptr<ws::Connection> conn_;
+
+ private:
+  int CountLocked(const std::string& type) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    int n = 0;
+    for (const auto& m : messages_) n += m.value("type", "") == type ? 1 : 0;
+    return n;
+  }
+
+  const bool answer_pings_;
+  absl::Mutex mu_;
+  std::vector<json> messages_ ABSL_GUARDED_BY(mu_);
+  bool opened_ ABSL_GUARDED_BY(mu_) = false;
+  int close_code_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string close_reason_ ABSL_GUARDED_BY(mu_);
+  std::string failure_ ABSL_GUARDED_BY(mu_);
+};
+
+class ElevenLabsSimTest : public ::testing::Test {
+ protected:
+  void Start(SimOptions o) {
+    o.fixtures_dir = absl::StrCat(BRIDGE_FIXTURES_DIR, "/audio");
+    auto sim = ElevenLabsSim::Start(o);
+    ASSERT_TRUE(sim.ok()) << sim.status();
+    sim_ = *std::move(sim);
+    pool_ = ws::ClientPool::Create();
+  }
+  void TearDown() override {
+    if (pool_) pool_->Stop();
+    if (sim_) sim_->Shutdown();
+  }
+
+  std::shared_ptr<AgentClient> Connect(const std::string& url, bool answer_pings = true,
+                                       std::vector<std::pair<std::string, std::string>> headers = {}) {
+    auto client = std::make_shared<AgentClient>(answer_pings);
+    ws::ClientOptions co;
+    co.url = url;
+    co.headers = std::move(headers);
+    auto conn = pool_->Connect(co, client);
+    EXPECT_TRUE(conn.ok()) << conn.status();
+    client->conn_ = *conn;
+    return client;
+  }
+  std::shared_ptr<AgentClient> ConnectPublic(bool answer_pings = true) {
+    return Connect(absl::StrCat(sim_->ws_base_url(), "/v1/convai/conversation?agent_id=agent_t"),
+                   answer_pings);
+  }
+  json Http(const std::string& method, const std::string& path, const std::string& body = "",
+            httplib::Headers headers = {}, int* status = nullptr) {
+    httplib::Client cli(sim_->http_base_url());
+    cli.set_read_timeout(60);
+    httplib::Result r = method == "GET"    ? cli.Get(path.c_str(), headers)
+                        : method == "POST" ? cli.Post(path.c_str(), headers, body, "application/json")
+                                           : cli.Delete(path.c_str());
+    if (status) *status = r ? r->status : -1;
+    return r ? json::parse(r->body, nullptr, false) : json();
+  }
+  json Conversations(int min_ended) {
+    return Http("GET", absl::StrCat("/sim/conversations?ended=true&min_count=", min_ended,
+                                    "&wait_ms=30000"));
+  }
+
+  std::unique_ptr<ElevenLabsSim> sim_;
+  std::unique_ptr<ws::ClientPool> pool_;
+};
+
+SimOptions Fast() {
+  SimOptions o;
+  o.reply_pace = 0;
+  o.ping_interval_ms = 50;
+  o.emit_final_markers = true;
+  return o;
+}
+
+double TranscriptSeconds(const std::string& transcript) {
+  // "[audio 3.00s, speech 2.98s, peak 440 Hz]"
+  double s = 0;
+  std::string num = transcript.substr(7, transcript.find('s', 7) - 7);
+  EXPECT_TRUE(absl::SimpleAtod(num, &s)) << transcript;
+  return s;
+}
+
+TEST_F(ElevenLabsSimTest, ScriptedToneConversation) {
+  Start(Fast());
+  auto c = ConnectPublic();
+  c->Send({{"type", "conversation_initiation_client_data"},
+           {"user_id", "u-hash"},
+           {"dynamic_variables", {{"user_name", "Ana"}}}});
+  auto meta = c->WaitFor("conversation_initiation_metadata");
+  ASSERT_TRUE(meta.has_value()) << c->failure();
+  EXPECT_EQ((*meta)["conversation_initiation_metadata_event"]["user_input_audio_format"],
+            "pcm_16000");
+  ASSERT_TRUE(c->WaitFor("ping").has_value());
+
+  std::vector<int16_t> pcm = DecodeFixture("voice_note_tone_440hz.ogg", 16000);
+  pcm.resize(pcm.size() + 16000 * 3 / 2, 0);  // 1.5 s of trailing silence ends the turn
+  c->SendPcm(pcm, 1600);
+
+  auto transcript = c->WaitFor("user_transcript");
+  ASSERT_TRUE(transcript.has_value());
+  std::string text = (*transcript)["user_transcription_event"]["user_transcript"];
+  EXPECT_THAT(text, HasSubstr("peak 440 Hz"));
+  EXPECT_NEAR(TranscriptSeconds(text), 3.0, 0.05) << text;
+  ASSERT_TRUE(c->WaitFor("agent_response").has_value());
+  ASSERT_TRUE(c->WaitFor("agent_response_complete").has_value());
+  bool increasing = false;
+  EXPECT_EQ(c->AudioSamples(&increasing), ReplyFixtureSamples());
+  EXPECT_TRUE(increasing);
+
+  c->conn_->Close(ws::kCloseNormal, "bye");
+  json convs = Conversations(1);
+  ASSERT_EQ(convs["conversations"].size(), 1u);
+  const json& rec = convs["conversations"][0];
+  EXPECT_EQ(rec["user_id"], "u-hash");
+  EXPECT_EQ(rec["dynamic_variables"]["user_name"], "Ana");
+  EXPECT_GE(rec["pongs_received"].get<int>(), 1);
+  EXPECT_EQ(rec["closed_by"], "client");
+  EXPECT_EQ(rec["close_code"], 1000);
+  EXPECT_NEAR(rec["audio_seconds_received"].get<double>(), pcm.size() / 16000.0, 1e-6);
+  for (const json& m : c->Messages()) EXPECT_EQ(ContractProblems(m), "") << m.dump();
+}
+
+TEST_F(ElevenLabsSimTest, SpeechNoteTranscriptNamesItsDuration) {
+  Start(Fast());
+  auto c = ConnectPublic();
+  std::vector<int16_t> pcm = DecodeFixture("voice_note_hello.ogg", 16000);
+  const double note_s = pcm.size() / 16000.0;
+  pcm.resize(pcm.size() + 24000, 0);
+  c->SendPcm(pcm, 4000);
+  auto t = c->WaitFor("user_transcript");
+  ASSERT_TRUE(t.has_value());
+  std::string text = (*t)["user_transcription_event"]["user_transcript"];
+  // The digital-zero padding after the note is not part of what was said.
+  EXPECT_NEAR(TranscriptSeconds(text), note_s, 0.02) << text;
+}
+
+TEST_F(ElevenLabsSimTest, LongPauseInsideANoteEndsTheTurnEarly) {
+  Start(Fast());
+  auto c = ConnectPublic();
+  std::vector<int16_t> tone = DecodeFixture("voice_note_tone_440hz.ogg", 16000);
+  std::vector<int16_t> pcm = tone;
+  pcm.resize(pcm.size() + 16000, 0);  // a 1 s pause, longer than the VAD's 600 ms
+  pcm.insert(pcm.end(), tone.begin(), tone.end());
+  pcm.resize(pcm.size() + 24000, 0);
+  c->SendPcm(pcm, 1600);
+  ASSERT_TRUE(c->WaitFor("user_transcript", 2).has_value());
+}
+
+TEST_F(ElevenLabsSimTest, TextTurnIsAnsweredWithTextAndAudio) {
+  Start(Fast());
+  auto c = ConnectPublic();
+  c->Send({{"type", "user_message"}, {"text", "olá, ünïcode"}});
+  auto r = c->WaitFor("agent_response");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ((*r)["agent_response_event"]["agent_response"], "You said: olá, ünïcode");
+  ASSERT_TRUE(c->WaitFor("agent_response_complete").has_value());
+  EXPECT_EQ(c->AudioSamples(), ReplyFixtureSamples());
+  c->Send({{"type", "contextual_update"}, {"text", "user is on mobile"}});
+  c->Send({{"type", "user_activity"}});
+  c->conn_->Close(ws::kCloseNormal, "");
+  json rec = Conversations(1)["conversations"][0];
+  EXPECT_EQ(rec["contextual_updates"][0], "user is on mobile");
+  EXPECT_EQ(rec["user_activity"], 1);
+}
+
+TEST_F(ElevenLabsSimTest, SpeakingOverTheAgentInterruptsIt) {
+  SimOptions o = Fast();
+  o.reply_pace = 1.0;  // real time, so the reply is still playing when we speak
+  Start(o);
+  auto c = ConnectPublic();
+  c->Send({{"type", "user_message"}, {"text", "tell me a story"}});
+  ASSERT_TRUE(c->WaitFor("agent_response").has_value());
+  c->SendPcm(DecodeFixture("voice_note_tone_440hz.ogg", 16000), 1600);
+  auto intr = c->WaitFor("interruption");
+  ASSERT_TRUE(intr.has_value());
+  const int64_t cut = (*intr)["interruption_event"]["event_id"];
+  EXPECT_LT(c->AudioSamples(), ReplyFixtureSamples());
+  for (const json& m : c->Messages()) {
+    if (m.value("type", "") == "audio") {
+      // Audio older than the interruption must be dropped by clients: ids make that possible.
+      EXPECT_NE(m["audio_event"]["event_id"].get<int64_t>(), cut);
+    }
+  }
+}
+
+TEST_F(ElevenLabsSimTest, GreetingIsSpokenFirstWhenConfigured) {
+  SimOptions o = Fast();
+  o.first_message = "Hi, how can I help?";
+  Start(o);
+  auto c = ConnectPublic();
+  c->Send({{"type", "conversation_initiation_client_data"}});
+  auto r = c->WaitFor("agent_response");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ((*r)["agent_response_event"]["agent_response"], "Hi, how can I help?");
+}
+
+TEST_F(ElevenLabsSimTest, SignedUrlsNeedTheKeyAndWorkOnce) {
+  SimOptions o = Fast();
+  o.api_key = "sk_sim_test_key";
+  o.agent_id = "agent_t";
+  Start(o);
+  int status = 0;
+  Http("GET", "/v1/convai/conversation/get-signed-url?agent_id=agent_t", "", {}, &status);
+  EXPECT_EQ(status, 401);
+  Http("GET", "/v1/convai/conversation/get-signed-url?agent_id=other",
+       "", {{"xi-api-key", "sk_sim_test_key"}}, &status);
+  EXPECT_EQ(status, 404);
+  json j = Http("GET", "/v1/convai/conversation/get-signed-url?agent_id=agent_t", "",
+                {{"xi-api-key", "sk_sim_test_key"}}, &status);
+  ASSERT_EQ(status, 200);
+  std::string url = j["signed_url"];
+  EXPECT_THAT(url, HasSubstr("conversation_signature=cvtkn_"));
+  auto c = Connect(url);
+  EXPECT_TRUE(c->WaitOpenOrFail()) << c->failure();
+  auto again = Connect(url);  // a signature is good once
+  EXPECT_FALSE(again->WaitOpenOrFail());
+  EXPECT_THAT(again->failure(), Not(HasSubstr("cvtkn_")));  // never echo the secret
+  auto unsigned_conn = ConnectPublic();
+  EXPECT_FALSE(unsigned_conn->WaitOpenOrFail());
+}
+
+TEST_F(ElevenLabsSimTest, MalformedAndUnknownMessagesClose1008) {
+  Start(Fast());
+  auto c = ConnectPublic();
+  c->conn_->SendText("{not json");
+  EXPECT_EQ(c->WaitClosed(), 1008);
+  auto err = c->WaitFor("error");
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ((*err)["error_event"]["error_type"], "invalid_message");
+
+  auto d = ConnectPublic();
+  d->Send({{"type", "definitely_not_a_message"}});
+  EXPECT_EQ(d->WaitClosed(), 1008);
+  for (const json& m : d->Messages()) EXPECT_EQ(ContractProblems(m), "") << m.dump();
+}
+
+TEST_F(ElevenLabsSimTest, OverridesAreRefusedLikeAnAgentThatAllowsNone) {
+  Start(Fast());
+  auto c = ConnectPublic();
+  c->Send({{"type", "conversation_initiation_client_data"},
+           {"conversation_config_override", {{"agent", {{"first_message", "x"}}}}}});
+  EXPECT_EQ(c->WaitClosed(), 1008);
+  EXPECT_EQ(c->close_reason(), "override_error");
+}
+
+TEST_F(ElevenLabsSimTest, ClientThatStopsAnsweringPingsIsClosed) {
+  SimOptions o = Fast();
+  o.pong_timeout_ms = 200;
+  Start(o);
+  auto c = ConnectPublic(/*answer_pings=*/false);
+  EXPECT_EQ(c->WaitClosed(), 1002);
+}
+
+TEST_F(ElevenLabsSimTest, NoInputAndMaxDurationEndTheConversation) {
+  SimOptions o = Fast();
+  o.input_timeout_s = 1;
+  Start(o);
+  auto c = ConnectPublic();
+  EXPECT_EQ(c->WaitClosed(), 1002);
+  EXPECT_EQ(c->close_reason(), "transport_receive_timeout");
+  sim_->Shutdown();
+
+  o.input_timeout_s = 60;
+  o.max_duration_s = 1;
+  Start(o);
+  auto d = ConnectPublic();
+  EXPECT_EQ(d->WaitClosed(), 1000);
+  EXPECT_EQ(d->close_reason(), "max_duration_exceeded");
+}
+
+TEST_F(ElevenLabsSimTest, ConcurrencyLimitRefusesAndCounts) {
+  SimOptions o = Fast();
+  o.max_conversations = 1;
+  Start(o);
+  auto a = ConnectPublic();
+  ASSERT_TRUE(a->WaitOpenOrFail());
+  auto b = ConnectPublic();
+  EXPECT_FALSE(b->WaitOpenOrFail());
+  EXPECT_EQ(Http("GET", "/sim/conversations")["refused"], 1);
+}
+
+TEST_F(ElevenLabsSimTest, FaultsCloseSignedUrlAndStall) {
+  Start(Fast());
+  int status = 0;
+  Http("POST", "/sim/faults", R"({"close_after_messages":2,"close_code":1011})", {}, &status);
+  ASSERT_EQ(status, 200);
+  auto c = ConnectPublic();
+  c->Send({{"type", "user_message"}, {"text", "x"}});
+  EXPECT_EQ(c->WaitClosed(), 1011);
+
+  Http("POST", "/sim/faults", R"({"signed_url_status":429,"retry_after_s":2,"count":2})");
+  for (int i = 0; i < 2; ++i) {
+    Http("GET", "/v1/convai/conversation/get-signed-url?agent_id=a", "", {}, &status);
+    EXPECT_EQ(status, 429);
+  }
+  Http("GET", "/v1/convai/conversation/get-signed-url?agent_id=a", "", {}, &status);
+  EXPECT_EQ(status, 200);
+
+  Http("POST", "/sim/faults", R"({"stall_ms":300})");
+  Http("DELETE", "/sim/faults", "", {}, &status);
+  EXPECT_EQ(status, 200);
+}
+
+}  // namespace
+}  // namespace bridge::elevenlabs_sim

@@ -1,0 +1,50 @@
+// elevenlabs-sim: the ElevenLabs Agents API as a real server on one port — the
+// signed-URL endpoint and the agent WebSocket with the message set of
+// PROTOCOLS.md B — so the worker's production client runs against it
+// unchanged. A deterministic agent: it hears audio through a voice-activity
+// detector, transcribes a turn as a description of what it heard, and answers
+// with a fixed voice reply. Everything it saw is kept under /sim/.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/service.h"
+
+namespace bridge::elevenlabs_sim {
+
+struct SimOptions {
+  std::string listen = "127.0.0.1:0";
+  std::string tls_cert;  // wss:// and https:// when both are set
+  std::string tls_key;
+  std::string api_key;   // if set, the signed-URL call and the socket need it
+  std::string agent_id;  // if set, other agent ids are unknown (404)
+  std::string input_format = "pcm_16000";   // as the metadata event names it
+  std::string output_format = "pcm_16000";
+  std::string reply_pcm;     // s16le at the output rate; empty: the fixture
+  std::string fixtures_dir;  // where agent_reply_*.s16le live
+  std::string first_message; // greeting spoken at the start; empty: none
+  int vad_silence_ms = 600;
+  int ping_interval_ms = 2000;
+  int pong_timeout_ms = 10000;  // no pong for this long: close 1002
+  bool emit_final_markers = false;
+  double reply_pace = 1.0;  // 1 = real time, 4 = four times faster, 0 = no pacing
+  int reply_chunk_ms = 250;
+  int max_conversations = 0;  // 0: unlimited
+  int max_duration_s = 600;
+  int input_timeout_s = 60;
+  int signed_url_ttl_s = 900;
+};
+
+// Endpoints: http= (both HTTP and WebSocket).
+class ElevenLabsSim : public Service {
+ public:
+  static absl::StatusOr<std::unique_ptr<ElevenLabsSim>> Start(const SimOptions& options);
+  virtual std::string address() const = 0;
+  // "ws://host:port" or "wss://host:port"
+  virtual std::string ws_base_url() const = 0;
+  virtual std::string http_base_url() const = 0;
+};
+
+}  // namespace bridge::elevenlabs_sim

@@ -1,0 +1,57 @@
+// elevenlabs-sim: the ElevenLabs Agents API on loopback for tests, benchmarks
+// and demos without an account (see elevenlabs_sim/elevenlabs_sim.h).
+#include "absl/flags/flag.h"
+#include "common/config.h"
+#include "common/redact.h"
+#include "common/process.h"
+#include "common/service.h"
+#include "elevenlabs_sim/elevenlabs_sim.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:0", "HTTP + WebSocket listen address");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve https/wss");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
+ABSL_FLAG(std::string, api_key, "", "If set, the signed-URL call (xi-api-key) and sockets need it");
+ABSL_FLAG(std::string, agent_id, "", "If set, the only agent id known");
+ABSL_FLAG(std::string, input_format, "pcm_16000", "user_input_audio_format (pcm_8000..pcm_48000)");
+ABSL_FLAG(std::string, output_format, "pcm_16000", "agent_output_audio_format (pcm_8000..pcm_48000)");
+ABSL_FLAG(std::string, reply_pcm, "", "Agent voice: raw s16le mono at the output rate (default: fixture)");
+ABSL_FLAG(std::string, fixtures_dir, BRIDGE_FIXTURES_AUDIO_DIR, "Where agent_reply_*.s16le live");
+ABSL_FLAG(std::string, first_message, "", "Greeting the agent speaks first (default: none)");
+ABSL_FLAG(int, vad_silence_ms, 600, "Silence that ends the user's turn");
+ABSL_FLAG(int, ping_interval_ms, 2000, "Ping period; 0 disables pings");
+ABSL_FLAG(int, pong_timeout_ms, 10000, "Close 1002 when a ping stays unanswered this long");
+ABSL_FLAG(bool, emit_final_markers, false, "Mark the last audio is_final and send agent_response_complete");
+ABSL_FLAG(double, reply_pace, 1.0, "Reply audio speed: 1 real time, 4 four times faster, 0 unpaced");
+ABSL_FLAG(int, reply_chunk_ms, 250, "Audio per agent audio event");
+ABSL_FLAG(int, max_conversations, 0, "Concurrent conversations allowed (0: unlimited)");
+ABSL_FLAG(int, max_duration_s, 600, "Conversation length limit (error event, close 1000)");
+ABSL_FLAG(int, input_timeout_s, 60, "No client message for this long: close 1002");
+ABSL_FLAG(int, signed_url_ttl_s, 900, "Signed URLs must be used within this time");
+
+int main(int argc, char** argv) {
+  bridge::BlockShutdownSignals();
+  bridge::LoadConfig(argc, argv, "elevenlabs-sim", {});
+  bridge::elevenlabs_sim::SimOptions o;
+  o.listen = absl::GetFlag(FLAGS_listen);
+  o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  o.tls_key = absl::GetFlag(FLAGS_tls_key);
+  o.api_key = absl::GetFlag(FLAGS_api_key);
+  o.agent_id = absl::GetFlag(FLAGS_agent_id);
+  o.input_format = absl::GetFlag(FLAGS_input_format);
+  o.output_format = absl::GetFlag(FLAGS_output_format);
+  o.reply_pcm = absl::GetFlag(FLAGS_reply_pcm);
+  o.fixtures_dir = absl::GetFlag(FLAGS_fixtures_dir);
+  o.first_message = absl::GetFlag(FLAGS_first_message);
+  o.vad_silence_ms = absl::GetFlag(FLAGS_vad_silence_ms);
+  o.ping_interval_ms = absl::GetFlag(FLAGS_ping_interval_ms);
+  o.pong_timeout_ms = absl::GetFlag(FLAGS_pong_timeout_ms);
+  o.emit_final_markers = absl::GetFlag(FLAGS_emit_final_markers);
+  o.reply_pace = absl::GetFlag(FLAGS_reply_pace);
+  o.reply_chunk_ms = absl::GetFlag(FLAGS_reply_chunk_ms);
+  o.max_conversations = absl::GetFlag(FLAGS_max_conversations);
+  o.max_duration_s = absl::GetFlag(FLAGS_max_duration_s);
+  o.input_timeout_s = absl::GetFlag(FLAGS_input_timeout_s);
+  o.signed_url_ttl_s = absl::GetFlag(FLAGS_signed_url_ttl_s);
+  if (!o.api_key.empty()) bridge::RegisterSecret(o.api_key);
+  return bridge::RunUntilSignal("elevenlabs-sim", bridge::elevenlabs_sim::ElevenLabsSim::Start(o));
+}

@@ -1,0 +1,182 @@
+// The simulator's only translation unit that includes httplib.h (server and
+// client): the rest of the code sees http.h's plain structs.
+#include "http.h"
+
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/grpc_server.h"
+#include "httplib.h"
+
+namespace bridge::whatsapp_sim {
+
+std::string HttpRequest::Param(const std::string& key, const std::string& fallback) const {
+  auto it = params.find(key);
+  return it == params.end() ? fallback : it->second;
+}
+
+std::string HttpRequest::Header(const std::string& lower_key) const {
+  auto it = headers.find(lower_key);
+  return it == headers.end() ? "" : it->second;
+}
+
+namespace {
+
+HttpRequest Convert(const httplib::Request& in) {
+  HttpRequest out;
+  out.method = in.method;
+  out.path = in.path;
+  out.body = in.body;
+  for (const auto& m : in.matches) out.matches.push_back(m.str());
+  out.params.insert(in.params.begin(), in.params.end());
+  for (const auto& [k, v] : in.headers) out.headers.emplace(absl::AsciiStrToLower(k), v);
+  for (const auto& [name, f] : in.files) {
+    out.parts.emplace(name, FormPart{f.filename, f.content_type, f.content});
+  }
+  return out;
+}
+
+class HttpServerImpl final : public HttpServer {
+ public:
+  ~HttpServerImpl() override { Stop(); }
+
+  absl::Status Init(const HttpServerOptions& opts) {
+    opts_ = opts;
+    if (opts.tls_cert.empty() != opts.tls_key.empty()) {
+      return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+    }
+    if (!opts.tls_cert.empty()) {
+      auto s = std::make_unique<httplib::SSLServer>(opts.tls_cert.c_str(), opts.tls_key.c_str());
+      if (!s->is_valid()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("cannot load TLS cert/key from ", opts.tls_cert));
+      }
+      server_ = std::move(s);
+    } else {
+      server_ = std::make_unique<httplib::Server>();
+    }
+    if (opts.max_body_bytes > 0) server_->set_payload_max_length(opts.max_body_bytes);
+    const int threads = opts.threads;
+    server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    return absl::OkStatus();
+  }
+
+  void Route(absl::string_view method, const std::string& pattern,
+             HttpHandler handler) override {
+    auto wrapped = [h = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
+      HttpResponse out;
+      h(Convert(req), out);
+      res.status = out.status;
+      for (const auto& [k, v] : out.headers) res.set_header(k, v);
+      res.set_content(out.body, out.content_type);
+    };
+    if (method == "GET") server_->Get(pattern, wrapped);
+    else if (method == "POST") server_->Post(pattern, wrapped);
+    else if (method == "DELETE") server_->Delete(pattern, wrapped);
+    else if (method == "PUT") server_->Put(pattern, wrapped);
+  }
+
+  absl::Status Bind() override {
+    auto hp = SplitHostPort(opts_.listen);
+    if (!hp.ok()) return absl::InvalidArgumentError(hp.status().message());
+    int port = hp->second == 0 ? server_->bind_to_any_port(hp->first)
+                               : (server_->bind_to_port(hp->first, hp->second) ? hp->second : -1);
+    if (port <= 0) {
+      return absl::UnavailableError(absl::StrCat("http: cannot listen on ", opts_.listen));
+    }
+    address_ = absl::StrCat(hp->first.find(':') != std::string::npos
+                                ? absl::StrCat("[", hp->first, "]") : hp->first,
+                            ":", port);
+    return absl::OkStatus();
+  }
+
+  absl::Status Serve() override {
+    thread_ = std::thread([this] {
+      server_->listen_after_bind();
+      listen_returned_ = true;
+    });
+    // httplib's stop() is a no-op until the accept loop runs: a SIGTERM right
+    // after READY would otherwise leave the process hanging in join().
+    while (!server_->is_running() && !listen_returned_) std::this_thread::yield();
+    if (listen_returned_) {
+      thread_.join();
+      return absl::UnavailableError(absl::StrCat("http: accept loop failed on ", address_));
+    }
+    return absl::OkStatus();
+  }
+
+  void Stop() override {
+    if (!thread_.joinable()) return;
+    server_->stop();
+    thread_.join();
+  }
+
+  std::string address() const override { return address_; }
+  bool tls() const override { return !opts_.tls_cert.empty(); }
+
+ private:
+  HttpServerOptions opts_;
+  std::unique_ptr<httplib::Server> server_;
+  std::string address_;
+  std::thread thread_;
+  std::atomic<bool> listen_returned_{false};
+};
+
+// "https://host:port/a/b?q" -> {"https://host:port", "/a/b?q"}.
+std::pair<std::string, std::string> SplitUrl(const std::string& url) {
+  size_t scheme_end = url.find("://");
+  size_t path_start = url.find('/', scheme_end == std::string::npos ? 0 : scheme_end + 3);
+  if (path_start == std::string::npos) return {url, "/"};
+  return {url.substr(0, path_start), url.substr(path_start)};
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions& opts) {
+  auto server = std::make_unique<HttpServerImpl>();
+  if (auto s = server->Init(opts); !s.ok()) return s;
+  return server;
+}
+
+absl::StatusOr<HttpResult> HttpSend(absl::string_view method, const std::string& url,
+                                    const std::vector<std::pair<std::string, std::string>>& headers,
+                                    const std::string& body, const std::string& content_type,
+                                    absl::Duration timeout) {
+  auto [origin, path] = SplitUrl(url);
+  httplib::Client cli(origin);
+  if (!cli.is_valid()) return absl::InvalidArgumentError(absl::StrCat("bad URL origin ", origin));
+  cli.enable_server_certificate_verification(false);
+  const auto usec = absl::ToInt64Microseconds(timeout);
+  cli.set_connection_timeout(usec / 1000000, usec % 1000000);
+  cli.set_read_timeout(usec / 1000000, usec % 1000000);
+  cli.set_write_timeout(usec / 1000000, usec % 1000000);
+  httplib::Headers h;
+  for (const auto& [k, v] : headers) h.emplace(k, v);
+  httplib::Result res = method == "GET"
+                            ? cli.Get(path, h)
+                            : cli.Post(path, h, body.data(), body.size(), content_type);
+  if (!res) {
+    return absl::UnavailableError(
+        absl::StrCat(method, " ", origin, ": ", httplib::to_string(res.error())));
+  }
+  return HttpResult{res->status, res->body, res->get_header_value("Content-Type")};
+}
+
+std::string UrlEncode(absl::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (absl::ascii_isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+}  // namespace bridge::whatsapp_sim

@@ -1,0 +1,57 @@
+#include "sim_core.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace bridge::whatsapp_sim {
+
+SimCore::SimCore(const SimOptions& opts)
+    : opts_(opts),
+      webhooks_(opts.webhook_url, opts.app_secret,
+                absl::Milliseconds(opts.webhook_retry_base_ms), &state_) {}
+
+BusinessNumber SimCore::business() const {
+  return {opts_.waba_id, opts_.display_phone_number, opts_.phone_number_id};
+}
+
+std::string SimCore::DownloadUrl(const std::string& media_id, const std::string& origin) {
+  int64_t expires = 0;
+  std::string ticket =
+      state_.IssueTicket(media_id, absl::Seconds(opts_.media_url_ttl_s), &expires);
+  std::string base = base_url_;
+  if (!origin.empty()) base = absl::StrCat(opts_.tls_cert.empty() ? "http://" : "https://", origin);
+  // Shaped like Meta's lookaside URLs: mid, ext (the expiry), hash.
+  return absl::StrCat(base, kDownloadPath, "?mid=", UrlEncode(media_id), "&ext=", expires,
+                      "&hash=", ticket);
+}
+
+void SimCore::QueueStatuses(const std::string& wa_id, const std::string& wamid,
+                            bool voice_note) {
+  if (!opts_.status_webhooks || !webhooks_.enabled()) return;
+  std::vector<std::string> order = {"sent", "delivered", "read"};
+  if (voice_note) order.push_back("played");
+  const int64_t t0 = state_.NowUnix();
+  std::vector<Delivery> out;
+  for (size_t i = 0; i < order.size(); ++i) {
+    StatusUpdate s{wamid, order[i], t0 + static_cast<int64_t>(i), wa_id};
+    out.push_back(Delivery{order[i], wamid, SerializeLikeMeta(StatusWebhook(business(), s))});
+  }
+  // Meta does not promise order (a `read` can come before `delivered`);
+  // consumers must sort by timestamp. The fault makes that happen every time.
+  if (state_.CurrentFaults().webhook_out_of_order) std::reverse(out.begin(), out.end());
+  for (Delivery& d : out) webhooks_.Enqueue(std::move(d));
+}
+
+void SimCore::ApplyLatency() {
+  const int ms = state_.CurrentFaults().latency_ms;
+  if (ms > 0) closing_.WaitForNotificationWithTimeout(absl::Milliseconds(ms));
+}
+
+void SimCore::Close() {
+  if (!closing_.HasBeenNotified()) closing_.Notify();
+  state_.Close();
+}
+
+}  // namespace bridge::whatsapp_sim

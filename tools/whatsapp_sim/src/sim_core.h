@@ -1,0 +1,58 @@
+// What the Graph API and the /sim/ control API share: options, state, the
+// webhook sender, and the few actions both sides perform.
+#pragma once
+
+#include <string>
+
+#include "absl/synchronization/notification.h"
+#include "http.h"
+#include "meta_format.h"
+#include "sim_state.h"
+#include "webhook_delivery.h"
+#include "whatsapp_sim/whatsapp_sim.h"
+
+namespace bridge::whatsapp_sim {
+
+class SimCore {
+ public:
+  explicit SimCore(const SimOptions& opts);
+
+  const SimOptions& opts() const { return opts_; }
+  SimState& state() { return state_; }
+  WebhookDelivery& webhooks() { return webhooks_; }
+  BusinessNumber business() const;
+
+  // Set once bound: "http(s)://host:port", with a wildcard host made dialable.
+  void set_base_url(std::string url) { base_url_ = std::move(url); }
+  const std::string& base_url() const { return base_url_; }
+
+  // A download URL for the media on this simulator, expiring after
+  // --media_url_ttl_s of simulated time. `origin` is how the caller reached
+  // us (the Host header) when known.
+  std::string DownloadUrl(const std::string& media_id, const std::string& origin);
+
+  // Queues the status webhooks Meta sends for a business message: sent,
+  // delivered, read (+ played for a voice note), timestamps increasing;
+  // newest first under the out-of-order fault.
+  void QueueStatuses(const std::string& wa_id, const std::string& wamid, bool voice_note);
+
+  // Sleeps for the latency fault; returns early at shutdown.
+  void ApplyLatency();
+  void Close();
+
+ private:
+  const SimOptions opts_;
+  SimState state_;
+  WebhookDelivery webhooks_;
+  std::string base_url_;
+  absl::Notification closing_;
+};
+
+// Graph API routes (graph_api.cc) and /sim/ routes + phone page (control_api.cc).
+void AddGraphRoutes(HttpServer& server, SimCore& core);
+void AddControlRoutes(HttpServer& server, SimCore& core);
+
+// The path media download URLs use (like Meta's lookaside host).
+inline constexpr char kDownloadPath[] = "/whatsapp_business/attachments/";
+
+}  // namespace bridge::whatsapp_sim
