@@ -13,7 +13,7 @@
 #include "controller_client.h"
 #include "gateway_metrics.h"
 #include "webhook_parser.h"
-#include "webhook_signature.h"
+#include "common/hub_signature.h"
 #include "httplib.h"
 
 namespace bridge::gateway {

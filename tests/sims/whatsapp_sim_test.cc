@@ -737,11 +737,6 @@ TEST_F(WhatsAppSimTest, BadFaultSpecsAreRefusedAndChangeNothing) {
   EXPECT_EQ(GetJson("/sim/faults")["latency_ms"], 0);
 }
 
-TEST(WhatsAppSimHelpers, HubSignatureMatchesTheProtocolTestVector) {
-  EXPECT_EQ(HubSignature("secret", "test"),
-            "sha256=0329a06b62cd16b33eb6792be8c60b158d89a2ee3a876fce9a881ebb488c0914");
-}
-
 TEST(WhatsAppSimHelpers, RetryScheduleIsImmediateThenExponential) {
   const absl::Duration base = absl::Seconds(1);
   EXPECT_EQ(WebhookRetryDelay(1, base), absl::ZeroDuration());

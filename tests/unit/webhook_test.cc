@@ -7,10 +7,14 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "webhook_parser.h"
-#include "webhook_signature.h"
+#include "common/hub_signature.h"
 
 namespace bridge::gateway {
 namespace {
+
+using ::bridge::SignatureCheck;
+using ::bridge::SignBody;
+using ::bridge::VerifySignature;
 
 namespace v1 = ::bridge::v1;
 using ::testing::HasSubstr;

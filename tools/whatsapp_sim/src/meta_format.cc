@@ -42,14 +42,6 @@ std::string SerializeLikeMeta(const ojson& body) {
   return out;
 }
 
-std::string HubSignature(absl::string_view app_secret, absl::string_view body) {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), app_secret.data(), static_cast<int>(app_secret.size()),
-       reinterpret_cast<const unsigned char*>(body.data()), body.size(), mac, &len);
-  return absl::StrCat("sha256=", Hex(mac, len));
-}
-
 std::string NewWamid(absl::string_view wa_id, bool inbound) {
   // The layout of real wamids (decode one): 1c 18 <len> <number> 15 02 00
   // <12 in | 11 out> 18 <len> <hex id> 00.

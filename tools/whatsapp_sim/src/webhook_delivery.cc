@@ -1,5 +1,7 @@
 #include "webhook_delivery.h"
 
+#include "common/hub_signature.h"
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
@@ -118,7 +120,7 @@ absl::StatusOr<HttpResult> WebhookDelivery::Post(const Job& job, bool duplicate)
     // A bad signature is the right one under a different key: well-formed,
     // so only a real HMAC check can refuse it.
     std::string key = job.d.sign == SignMode::kGood ? app_secret_ : app_secret_ + "-wrong";
-    headers.emplace_back("X-Hub-Signature-256", HubSignature(key, job.d.body));
+    headers.emplace_back("X-Hub-Signature-256", SignBody(key, job.d.body));
   }
   headers.emplace_back("User-Agent", "facebookexternalua");
   absl::StatusOr<HttpResult> res =

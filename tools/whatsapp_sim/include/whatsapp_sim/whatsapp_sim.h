@@ -51,10 +51,6 @@ class WhatsAppSim : public Service {
   virtual std::string base_url() const = 0;
 };
 
-// "sha256=<64 lowercase hex>": HMAC-SHA256 of the raw body keyed by the app
-// secret, as Meta sends it in X-Hub-Signature-256.
-std::string HubSignature(absl::string_view app_secret, absl::string_view body);
-
 // How long to wait before delivery attempt `attempt` (1 = the first delivery)
 // of a webhook whose earlier attempts were not answered 200.
 absl::Duration WebhookRetryDelay(int attempt, absl::Duration base);

@@ -1,4 +1,4 @@
-#include "webhook_signature.h"
+#include "common/hub_signature.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -8,7 +8,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 
-namespace bridge::gateway {
+namespace bridge {
 namespace {
 constexpr absl::string_view kPrefix = "sha256=";
 
@@ -43,4 +43,4 @@ SignatureCheck VerifySignature(absl::string_view secret, absl::string_view body,
                                                                    : SignatureCheck::kMismatch;
 }
 
-}  // namespace bridge::gateway
+}  // namespace bridge
