@@ -129,12 +129,92 @@ def reading(runs, spawn_path):
             "20× faster there at equal quality.", ""]
 
 
+def load_ingest(path):
+    """bench/ingest_bench.sh's TSV: target, key, value."""
+    rows = {}
+    for line in open(path):
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) == 3:
+            rows.setdefault(parts[0], {})[parts[1]] = parts[2]
+    return rows
+
+
+def ingest_section(rows):
+    """The bridge's webhook edge vs the seed guide's express handler (issue #5)."""
+    run, b, n = rows["run"], rows["bridge"], rows["node"]
+    num = lambda d, k: float(d.get(k, "nan"))
+    ms = lambda d, k: f"{num(d, k) / 1000:.1f}"
+    errors = lambda d: sum(int(d.get(k, 0)) for k in
+                           ("non2xx", "connect_errors", "read_errors", "write_errors", "timeouts"))
+    mib = lambda kib: f"{int(kib) / 1024:.0f}"
+    lines = ["## Webhook ingest", "",
+             f"`wrk -t{run['threads']} -c{run['connections']} -d{run['seconds']}s` POSTing signed "
+             f"deliveries to `/webhook/whatsapp` (bench/ingest_bench.sh): {run['pool']} bodies made "
+             "beforehand from the text and voice-note fixtures, alternating, each with its own message id "
+             "and signature, each wrk thread on its own slice. wrk, the servers and the controller share "
+             f"the same {run['cores']} cores, so every number includes that contention. "
+             f"{run['wrk']}; Node {run['node']}, express {run['express']}; data on {run['data_fs']}.", "",
+             "| edge | what 200 means | req/s | p50 ms | p99 ms | max ms | errors | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| bridge: bridge-gateway → bridge-controller | batch committed in SQLite (WAL, fsync, group commit) | "
+             f"{num(b, 'rps'):.0f} | {ms(b, 'p50_us')} | {ms(b, 'p99_us')} | {ms(b, 'max_us')} | {errors(b)} | "
+             f"{mib(b['rss_kib'])} ({mib(b['rss_gateway_kib'])} + {mib(b['rss_controller_kib'])}) |",
+             f"| Node reference (seed guide's express handler, one process) | body handed to `fs.appendFile`, "
+             f"**not fsynced** | {num(n, 'rps'):.0f} | {ms(n, 'p50_us')} | {ms(n, 'p99_us')} | "
+             f"{ms(n, 'max_us')} | {errors(n)} | {mib(n['rss_kib'])} |", "",
+             "Errors count non-2xx answers plus socket errors and timeouts. Bridge RSS is gateway + controller "
+             "(peak, VmHWM); no media worker is attached, so the controller keeps every queued turn in memory.", ""]
+    dups = int(b.get("duplicates", 0)) + int(n.get("duplicates", 0))
+    lines.append(
+        f"- **Check:** the controller queued {b['queued']} messages and the gateway acknowledged {b['acked']}; "
+        f"wrk read {b['ok']} of those 200s, the other {int(b['queued']) - int(b['ok'])} were in flight when wrk "
+        f"stopped (at most one per connection): **{b['verify']}**. The Node reference appended "
+        f"{n['appended']} bodies for {n['ok']} 200s read. Message ids repeated because the pool ran out: "
+        f"{dups}; duplicates the controller saw: {b.get('server_duplicates', '0')}.")
+    ratio = num(b, "rps") / num(n, "rps")
+    lower_p99 = num(b, "p99_us") < num(n, "p99_us")
+    met = ratio >= 10 and lower_p99
+    lines.append(
+        f"- **Against the target** (≥ 10× the Node reference's throughput with a lower p99): "
+        f"{ratio:.2f}× the throughput, p99 {ms(b, 'p99_us')} ms vs {ms(n, 'p99_us')} ms "
+        f"({'lower' if lower_p99 else 'higher'}): **{'met' if met else 'not met'}**.")
+    # What dominates, from this run's own numbers.
+    commit, p50, floor = num(b, "commit_mean_us"), num(b, "p50_us"), num(b, "healthz_p50_us")
+    lines.append(
+        f"- **Where the bridge's time goes:** the controller makes a delivery durable in {commit / 1000:.1f} ms "
+        f"on average (arrival to fsynced commit, shared by everything in one group commit), against a p50 of "
+        f"{p50 / 1000:.1f} ms at the edge; an empty `GET /healthz` on one idle connection, which touches "
+        f"neither controller nor store, takes {floor / 1000:.1f} ms (p50).")
+    if floor >= 20000:
+        lines.append(
+            "  The HTTP layer, not durability, sets the pace: a request that does no work already waits "
+            "~40 ms, the Linux delayed-ACK timer. Found when this benchmark was written (strace of the "
+            "gateway): its cpp-httplib (Debian's 0.11.4) leaves "
+            "`TCP_NODELAY` off and sends headers and body in two writes, so the body waits for the client's "
+            "ACK; its default pool of 8 threads (max(8, cores − 1)) serves 8 keep-alive connections at a time, "
+            "each closed after 5 requests, so the other connections queue, which is the p99. "
+            "Turning on `TCP_NODELAY` and sizing the pool and keep-alive for the load are the next steps.")
+    elif commit >= p50 / 2:
+        lines.append(
+            "  Durability dominates: each group commit waits for an fsync of the SQLite WAL before anyone in "
+            "it is answered, while the Node reference answers once its append reaches the page cache.")
+    else:
+        lines.append(
+            "  Neither the store nor the idle HTTP path dominates at p50: the remaining time is queueing in the "
+            "gateway and the gRPC hop under load, on cores shared with wrk.")
+    lines += ["- The comparison flatters Node on safety: its 200 promises only a page-cache write (lost on power "
+              "failure), the bridge's 200 a synced commit. The seed guide runs Node under pm2 in cluster mode "
+              "(one process per core); one process is measured here, as the bridge is one gateway.", ""]
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--audio", required=True)
     ap.add_argument("--spawn", required=True)
     ap.add_argument("--spawns", type=int, required=True)
     ap.add_argument("--command", required=True)
+    ap.add_argument("--ingest", help="bench/ingest_bench.sh output; adds the webhook ingest section")
     a = ap.parse_args()
     runs = load_bench(a.audio)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -149,6 +229,8 @@ def main():
     out += codec_tables(runs)
     out += [""] + spawn_table(a.spawn, runs, a.spawns) + [""]
     out += reading(runs, a.spawn)
+    if a.ingest:
+        out += ingest_section(load_ingest(a.ingest))
     print("\n".join(out))
 
 

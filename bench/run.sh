@@ -47,6 +47,16 @@ PCM="$FIX/agent_reply_16k.s16le"
     -c:a libopus -b:a 24k -application voip -frame_duration 20 -f ogg "$TMP/o.ogg"
 } >"$TMP/spawn.tsv"
 
+# Webhook ingest, bridge vs the seed guide's Node handler (~30 s). A failure
+# here costs only its section: the codec numbers above are still reported.
+INGEST=()
+say "webhook ingest: bridge-gateway + bridge-controller vs the Node reference (wrk)"
+if BUILD_DIR="$BUILD_DIR" "$ROOT/bench/ingest_bench.sh" "$TMP/ingest.tsv"; then
+  INGEST=(--ingest "$TMP/ingest.tsv")
+else
+  say "webhook ingest benchmark failed; writing the report without it"
+fi
+
 python3 "$ROOT/bench/report.py" --audio "$TMP/audio.json" --spawn "$TMP/spawn.tsv" \
-  --spawns "$SPAWNS" --command "tools/bridge.sh bench" >"$OUT"
+  --spawns "$SPAWNS" --command "tools/bridge.sh bench" "${INGEST[@]}" >"$OUT"
 say "wrote $OUT"

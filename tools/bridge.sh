@@ -23,7 +23,7 @@ BUILD_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 TEST_PACKAGES=(opus-tools curl procps)
-BENCH_PACKAGES=(opus-tools ffmpeg python3)
+BENCH_PACKAGES=(opus-tools ffmpeg python3 wrk nodejs); command -v npm >/dev/null || BENCH_PACKAGES+=(npm) # NodeSource's nodejs bundles npm and Conflicts: npm
 
 say() { printf 'bridge.sh: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -190,8 +190,9 @@ cmd_up() {
   # Secrets of the simulated accounts travel in the environment, not in argv.
   local sim_env=() el wa elhttp="" wahttp=""
   if ((sims)); then
+    # shellcheck disable=SC2086  # ELEVENLABS_SIM_ARGS: extra flags (benchmarks)
     start elevenlabs-sim "$bin/tools/elevenlabs_sim/elevenlabs-sim" \
-      --listen="$host:${ELEVENLABS_SIM_PORT:-0}" --agent_id=sim-agent
+      --listen="$host:${ELEVENLABS_SIM_PORT:-0}" --agent_id=sim-agent ${ELEVENLABS_SIM_ARGS:-}
     el=$(wait_ready elevenlabs-sim)
     elhttp=$(field "$el" http)
     sim_env=(env ELEVENLABS_BASE_URL="http://$elhttp" ELEVENLABS_AGENT_ID=sim-agent
@@ -247,8 +248,8 @@ cmd_up() {
       echo "  whatsapp     http://$wahttp   (phone page: http://$wahttp/)"
       echo
       echo "  send a text and a voice note as a WhatsApp user, then read the replies:"
-      echo "    curl -X POST --data 'Hello agent' http://$wahttp/sim/users/15551234567/text"
-      echo "    curl -X POST --data-binary @$fixtures/voice_note_hello.ogg http://$wahttp/sim/users/15551234567/voice"
+      echo "    curl -H 'Content-Type: text/plain' --data 'Hello agent' http://$wahttp/sim/users/15551234567/text"
+      echo "    curl -H 'Content-Type: audio/ogg' --data-binary @$fixtures/voice_note_hello.ogg http://$wahttp/sim/users/15551234567/voice"
       echo "    curl 'http://$wahttp/sim/users/15551234567/outbox?min_count=1&wait_ms=30000'"
     fi
     echo

@@ -73,7 +73,12 @@ std::string Redact(absl::string_view text) {
 
 absl::Status RedactStatus(const absl::Status& status) {
   if (status.ok()) return status;
-  return absl::Status(status.code(), Redact(status.message()));
+  absl::Status out(status.code(), Redact(status.message()));
+  // Payloads (e.g. a GraphError) carry structure callers decide on: keep them.
+  status.ForEachPayload([&out](absl::string_view url, const absl::Cord& payload) {
+    out.SetPayload(url, payload);
+  });
+  return out;
 }
 
 }  // namespace bridge

@@ -1,25 +1,31 @@
-// The only translation unit that includes httplib.h on the server side.
 #include "gateway/gateway_server.h"
 
 #include <atomic>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/grpc_server.h"
-#include "common/log.h"
-#include "common/metrics.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/http_server.h"
+#include "common/hub_signature.h"
+#include "common/log.h"
+#include "common/metrics.h"
 #include "controller_client.h"
 #include "gateway_metrics.h"
 #include "webhook_parser.h"
-#include "common/hub_signature.h"
-#include "httplib.h"
 
 namespace bridge::gateway {
 namespace {
 
 constexpr char kWebhookPath[] = "/webhook/whatsapp";
+// Each thread serves one connection at a time and blocks while the controller
+// makes a batch durable: enough for Meta's concurrency and a load balancer.
+constexpr int kHttpThreads = 64;
+
+void Answer(HttpResponse& res, int status, absl::string_view text) {
+  res.status = status;
+  res.content_type = "text/plain";
+  res.body = absl::StrCat(text, "\n");
+}
 
 class GatewayServerImpl final : public GatewayServer {
  public:
@@ -28,122 +34,85 @@ class GatewayServerImpl final : public GatewayServer {
   absl::Status Init(const GatewayOptions& opts) {
     opts_ = opts;
     RegisterBuildInfo("bridge-gateway");
-    auto hp = SplitHostPort(opts.listen);
-    if (!hp.ok()) return hp.status();
-    if (auto s = MakeServer(); !s.ok()) return s;
+    if (opts.tls_cert_path.empty() != opts.tls_key_path.empty()) {
+      return absl::InvalidArgumentError("SSL_CERT_PATH and SSL_KEY_PATH go together");
+    }
+    HttpServerOptions ho;
+    ho.listen = opts.listen;
+    ho.tls_cert = opts.tls_cert_path;
+    ho.tls_key = opts.tls_key_path;
+    ho.max_body_bytes = static_cast<size_t>(opts.max_body_bytes);
+    ho.threads = kHttpThreads;
+    ho.on_error = [this](HttpResponse& res) {
+      if (res.status != 413) return;
+      metrics_.too_large->Increment();
+      res.body = "body larger than --max_body_bytes\n";
+    };
+    auto server = HttpServer::Create(ho);
+    if (!server.ok()) return server.status();
+    server_ = *std::move(server);
     controller_ = std::make_unique<ControllerClient>(opts.controller);
     if (opts.app_secret.empty()) {
       LogError("WEBHOOK_SIGNATURE_SECRET is not set: webhook POSTs are refused with 503 until it is");
     }
     Routes();
-    int port = hp->second == 0 ? server_->bind_to_any_port(hp->first)
-                               : (server_->bind_to_port(hp->first, hp->second) ? hp->second : -1);
-    if (port <= 0) {
-      return absl::UnavailableError(absl::StrCat("http: cannot listen on ", opts.listen));
-    }
-    address_ = absl::StrCat(hp->first, ":", port);
-    thread_ = std::thread([this] {
-      server_->listen_after_bind();
-      listen_returned_ = true;
-    });
-    // httplib's stop() is a no-op until the accept loop runs: a SIGTERM right
-    // after READY would otherwise leave the process hanging in join().
-    while (!server_->is_running() && !listen_returned_) std::this_thread::yield();
-    if (listen_returned_) {
-      thread_.join();
-      return absl::UnavailableError(absl::StrCat("http: accept loop failed on ", address_));
-    }
-    LogInfo("gateway serving", {{"http", address_},
-                                {"tls", tls_ ? "on" : "off"},
+    if (auto s = server_->Bind(); !s.ok()) return s;
+    if (auto s = server_->Serve(); !s.ok()) return s;
+    LogInfo("gateway serving", {{"http", server_->address()},
+                                {"tls", server_->tls() ? "on" : "off"},
                                 {"controller", opts.controller}});
     return absl::OkStatus();
   }
 
-  std::string http_address() const override { return address_; }
+  std::string http_address() const override { return server_->address(); }
   std::vector<std::pair<std::string, std::string>> endpoints() const override {
-    return {{"http", address_}};
+    return {{"http", http_address()}};
   }
-
   void Shutdown() override {
-    if (!thread_.joinable()) return;
-    server_->stop();
-    thread_.join();
+    if (server_) server_->Stop();
   }
 
  private:
-  absl::Status MakeServer() {
-    if (opts_.tls_cert_path.empty() != opts_.tls_key_path.empty()) {
-      return absl::InvalidArgumentError("SSL_CERT_PATH and SSL_KEY_PATH go together");
-    }
-    if (!opts_.tls_cert_path.empty()) {
-      auto tls = std::make_unique<httplib::SSLServer>(opts_.tls_cert_path.c_str(),
-                                                      opts_.tls_key_path.c_str());
-      if (!tls->is_valid()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("cannot load TLS cert/key from ", opts_.tls_cert_path));
-      }
-      server_ = std::move(tls);
-      tls_ = true;
-    } else {
-      server_ = std::make_unique<httplib::Server>();
-    }
-    server_->set_payload_max_length(static_cast<size_t>(opts_.max_body_bytes));
-    return absl::OkStatus();
-  }
-
   void Routes() {
-    server_->Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
-      res.set_content("ok\n", "text/plain");
+    server_->Route("GET", "/healthz", [](const HttpRequest&, HttpResponse& res) {
+      Answer(res, 200, "ok");
     });
-    server_->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+    server_->Route("GET", "/readyz", [this](const HttpRequest&, HttpResponse& res) {
       absl::Status s = controller_->Check();
-      res.status = s.ok() ? 200 : 503;
-      res.set_content(s.ok() ? "ready\n" : absl::StrCat("not ready: ", s.message(), "\n"),
-                      "text/plain");
+      Answer(res, s.ok() ? 200 : 503, s.ok() ? "ready" : absl::StrCat("not ready: ", s.message()));
     });
-    server_->Get("/metrics", [](const httplib::Request&, httplib::Response& res) {
-      res.set_content(SerializeMetrics(), "text/plain; version=0.0.4");
+    server_->Route("GET", "/metrics", [](const HttpRequest&, HttpResponse& res) {
+      res.content_type = "text/plain; version=0.0.4";
+      res.body = SerializeMetrics();
     });
-    server_->Get(kWebhookPath, [this](const httplib::Request& req, httplib::Response& res) {
+    server_->Route("GET", kWebhookPath, [this](const HttpRequest& req, HttpResponse& res) {
       Verify(req, res);
     });
-    server_->Post(kWebhookPath, [this](const httplib::Request& req, httplib::Response& res) {
+    server_->Route("POST", kWebhookPath, [this](const HttpRequest& req, HttpResponse& res) {
       const absl::Time start = absl::Now();
       Webhook(req, res);
       metrics_.ack_seconds->Observe(absl::ToDoubleSeconds(absl::Now() - start));
     });
-    // httplib answers oversized bodies itself (413); count them too.
-    server_->set_error_handler([this](const httplib::Request&, httplib::Response& res) {
-      if (res.status == 413) {
-        metrics_.too_large->Increment();
-        res.set_content("body larger than --max_body_bytes\n", "text/plain");
-      }
-    });
-  }
-
-  static void Answer(httplib::Response& res, int status, absl::string_view text) {
-    res.status = status;
-    res.set_content(absl::StrCat(text, "\n"), "text/plain");
   }
 
   // PROTOCOLS.md A2: verify the raw bytes, parse, hand the whole batch to the
   // controller, and say 200 only once it is durable.
-  void Webhook(const httplib::Request& req, httplib::Response& res) {
+  void Webhook(const HttpRequest& req, HttpResponse& res) {
     if (opts_.app_secret.empty()) {
       metrics_.not_configured->Increment();
-      res.set_header("Retry-After", "60");
+      res.headers.emplace_back("Retry-After", "60");
       return Answer(res, 503, "webhook signature secret not configured");
     }
-    switch (VerifySignature(opts_.app_secret, req.body, req.get_header_value("X-Hub-Signature-256"))) {
+    switch (VerifySignature(opts_.app_secret, req.body, req.Header("x-hub-signature-256"))) {
       case SignatureCheck::kValid:
         break;
       case SignatureCheck::kMissing:
         metrics_.missing_signature->Increment();
-        LogWarn("webhook without X-Hub-Signature-256", {{"remote", req.remote_addr}});
+        LogWarn("webhook without X-Hub-Signature-256", {{"remote", req.remote}});
         return Answer(res, 401, "missing X-Hub-Signature-256");
       default:
         metrics_.bad_signature->Increment();
-        LogWarn("webhook with a bad signature", {{"remote", req.remote_addr}});
+        LogWarn("webhook with a bad signature", {{"remote", req.remote}});
         return Answer(res, 403, "invalid X-Hub-Signature-256");
     }
     auto batch = ParseWebhook(req.body);
@@ -158,7 +127,7 @@ class GatewayServerImpl final : public GatewayServer {
     if (!ack.ok()) {
       metrics_.unavailable->Increment();
       LogWarn("controller did not ack; WhatsApp will retry", {{"error", ack.status().message()}});
-      res.set_header("Retry-After", "5");
+      res.headers.emplace_back("Retry-After", "5");
       return Answer(res, 503, "temporarily unavailable");
     }
     metrics_.acked->Increment();
@@ -172,28 +141,24 @@ class GatewayServerImpl final : public GatewayServer {
   }
 
   // PROTOCOLS.md A1: echo hub.challenge verbatim when the token matches.
-  void Verify(const httplib::Request& req, httplib::Response& res) {
-    const std::string mode = req.get_param_value("hub.mode");
-    const std::string token = req.get_param_value("hub.verify_token");
+  void Verify(const HttpRequest& req, HttpResponse& res) {
+    const std::string mode = req.Param("hub.mode");
+    const std::string token = req.Param("hub.verify_token");
     if (mode == "subscribe" && !opts_.verify_token.empty() && token == opts_.verify_token) {
-      res.set_content(req.get_param_value("hub.challenge"), "text/plain");
+      res.content_type = "text/plain";
+      res.body = req.Param("hub.challenge");
       LogInfo("webhook verified");
       return;
     }
     LogWarn("webhook verification refused", {{"mode", mode}});
-    res.status = 403;
-    res.set_content("verification failed\n", "text/plain");
+    Answer(res, 403, "verification failed");
   }
 
   GatewayOptions opts_;
-  std::unique_ptr<httplib::Server> server_;
+  std::unique_ptr<HttpServer> server_;
   std::unique_ptr<ControllerClient> controller_;
   GatewayMetrics metrics_;
   std::atomic<uint64_t> delivery_seq_{0};
-  bool tls_ = false;
-  std::string address_;
-  std::thread thread_;
-  std::atomic<bool> listen_returned_{false};
 };
 
 }  // namespace

@@ -38,6 +38,17 @@ webhook=$(sed -n 's|.*webhook *\(http://[^ ]*\)/webhook/whatsapp.*|\1|p' "$OUT" 
 curl -fsS "$webhook/healthz" | grep -q ok || fail "gateway /healthz"
 curl -fsS "$webhook/readyz" | grep -q ready || fail "gateway /readyz (controller not reachable?)"
 
+# The curl lines the banner prints: a voice note as a user gets a voice-note reply.
+wa=$(sed -n 's|.*whatsapp *\(http://[^ ]*\) .*|\1|p' "$OUT" | head -1)
+[[ -n "$wa" ]] || fail "no whatsapp-sim URL printed"
+note="$(cd "$ROOT/../shared/fixtures/audio" && pwd)/voice_note_hello.ogg"
+grep -q "voice_note_hello.ogg http://.*/sim/users/" "$OUT" || fail "no voice-note curl line printed"
+curl -fsS -H 'Content-Type: audio/ogg' --data-binary @"$note" "$wa/sim/users/15557654321/voice" >/dev/null ||
+  fail "whatsapp-sim ($wa) refused the voice note"
+reply=$(curl -fsS "$wa/sim/users/15557654321/outbox?min_count=1&wait_ms=60000")
+grep -q '"type":"audio"' <<<"$reply" || fail "no voice-note reply in the outbox: $reply"
+grep -q '"voice":true' <<<"$reply" || fail "the reply is not a voice note: $reply"
+
 kill -TERM "$PID"
 rc=0
 wait "$PID" || rc=$?
@@ -46,4 +57,4 @@ wait "$PID" || rc=$?
 left=$(ps -o pid=,stat=,args= -g "$PGID" | awk '$2 !~ /^Z/' || true)
 [[ -z "$left" ]] || fail "processes left behind: $left"
 grep -q "all stopped" "$OUT" || fail "no 'all stopped'"
-echo "PASS: the cluster and both simulators came up, healthy, and stopped cleanly"
+echo "PASS: the cluster and both simulators came up, answered a voice note with a voice note, and stopped cleanly"

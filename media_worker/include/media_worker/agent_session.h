@@ -39,7 +39,10 @@ struct AgentOptions {
   absl::Duration reply_quiet_gap = absl::Milliseconds(1200);
 };
 
-// Callbacks run on the ws pool's io thread: keep them short, never block.
+// Callbacks run on the ws pool's io thread, one at a time: keep them short,
+// never block. They may call the session (Send*, Close, even destroy it).
+// Close() waits for a callback in progress, so never call Close() (or destroy
+// the session) while holding a lock that a callback takes.
 struct AgentEvents {
   // The conversation started: id and audio formats (sample rates).
   std::function<void(const std::string& conversation_id, int input_rate, int output_rate)>
@@ -49,11 +52,16 @@ struct AgentEvents {
   // Agent audio, PCM s16le mono at output_rate, in order; stale audio after
   // an interruption is already dropped.
   std::function<void(std::vector<int16_t> pcm, int64_t event_id)> on_audio;
+  // The user cut in: the reply in progress ends here (no on_reply_end for
+  // it); the next reply end belongs to the user's new turn.
   std::function<void(int64_t event_id)> on_interruption;
-  // The agent finished speaking (marker or quiet gap).
+  // The agent finished speaking (marker or quiet gap), once per reply; a
+  // text-only reply ends after the quiet gap too.
   std::function<void()> on_reply_end;
-  // The socket closed (or never opened: code 0). `retryable`: reconnecting
-  // can help (not 1008 bad input, not auth failures).
+  // The socket closed (or never opened: code 0, e.g. the upgrade refused).
+  // `retryable`: reconnecting can help — not after 1008 (bad input), an
+  // upgrade refused with 401/403/404 (or other 4xx but 408/429), or an audio
+  // format we cannot use (we close with 1003). Not called after Close().
   std::function<void(int code, const std::string& reason, bool retryable)> on_closed;
 };
 
@@ -62,19 +70,32 @@ class AgentSession {
   virtual ~AgentSession() = default;
 
   // Starts connecting (signed-URL fetch, WebSocket, initiation data); events
-  // follow. Errors here are configuration errors; connection problems arrive
-  // as on_closed.
+  // follow. With an API key the signed URL is fetched here, synchronously
+  // (up to connect_timeout), so call it from a thread that may block.
+  // Errors returned here, never as on_closed:
+  //  - InvalidArgument: configuration (no agent id, bad base URL, no pool);
+  //  - FailedPrecondition: the signed-URL call was refused in a way a retry
+  //    repeats (401/403 bad key, 404 unknown agent, other 4xx) or the pool
+  //    is stopped;
+  //  - Unavailable: the signed-URL call may succeed later (network, timeout,
+  //    408, 429, 5xx).
+  // Messages never hold the key or the signed URL. Everything after the
+  // signed URL (the WebSocket) is reported through on_closed.
   static absl::StatusOr<std::unique_ptr<AgentSession>> Start(const AgentOptions& options,
                                                             AgentEvents events,
                                                             ws::ClientPool* pool);
 
-  // PCM s16le mono at the agent's input rate (known after on_started; sends
-  // before that are queued).
+  // PCM s16le mono at the agent's input rate (known after on_started). All
+  // Send* calls before on_started are queued, in order, and sent after it;
+  // after Close() they are dropped. Big spans are split into 250 ms frames.
   virtual void SendAudio(absl::Span<const int16_t> pcm) = 0;
   virtual void SendText(const std::string& text) = 0;
   virtual void SendContextualUpdate(const std::string& text) = 0;
   virtual void SendUserActivity() = 0;
-  virtual void Close() = 0;  // normal closure (1000)
+  // Normal closure (1000). Any thread, any number of times, before or after
+  // the socket closed. When it returns no callback is running (unless called
+  // from one) and none will start. The destructor calls it.
+  virtual void Close() = 0;
 
   virtual std::string conversation_id() const = 0;
   virtual int input_rate() const = 0;

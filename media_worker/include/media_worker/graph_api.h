@@ -19,6 +19,15 @@
 
 namespace bridge::media_worker {
 
+// What the Graph API said, decoded from its error body ({"error": {...}}).
+struct GraphError {
+  int http_status = 0;
+  int code = 0;
+  int subcode = 0;
+  std::string message;  // redacted
+  bool retryable = false;
+};
+
 struct GraphApiOptions {
   std::string base_url = "https://graph.facebook.com";  // WHATSAPP_GRAPH_BASE_URL
   std::string api_version = "v23.0";                    // WHATSAPP_GRAPH_API_VERSION
@@ -30,16 +39,12 @@ struct GraphApiOptions {
   absl::Duration initial_backoff = absl::Milliseconds(500);
   absl::Duration max_backoff = absl::Seconds(30);
   int64_t max_media_bytes = 16 << 20;           // WhatsApp's audio limit
+  // Called on the calling thread before each backoff wait, with the failure
+  // (code 0 when there was no Graph error body), the attempt that failed
+  // (1-based) and the wait: for retry metrics, and for tests.
+  std::function<void(const GraphError& error, int attempt, absl::Duration delay)> on_retry;
 };
 
-// What the Graph API said, decoded from its error body ({"error": {...}}).
-struct GraphError {
-  int http_status = 0;
-  int code = 0;
-  int subcode = 0;
-  std::string message;  // redacted
-  bool retryable = false;
-};
 // The GraphError a status from GraphApi carries, if any.
 std::optional<GraphError> GraphErrorOf(const absl::Status& status);
 

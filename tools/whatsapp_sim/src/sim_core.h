@@ -5,7 +5,7 @@
 #include <string>
 
 #include "absl/synchronization/notification.h"
-#include "http.h"
+#include "common/http_server.h"
 #include "meta_format.h"
 #include "sim_state.h"
 #include "webhook_delivery.h"

@@ -14,7 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "http.h"
+#include "common/http_server.h"
 #include "sim_state.h"
 
 namespace bridge::whatsapp_sim {

@@ -7,7 +7,7 @@
 #include "common/grpc_server.h"
 #include "common/log.h"
 #include "common/redact.h"
-#include "http.h"
+#include "common/http_server.h"
 #include "sim_core.h"
 
 namespace bridge::whatsapp_sim {

@@ -1,6 +1,6 @@
 // The simulator's only translation unit that includes httplib.h (server and
 // client): the rest of the code sees http.h's plain structs.
-#include "http.h"
+#include "common/http_server.h"
 
 #include <atomic>
 #include <thread>
@@ -10,7 +10,7 @@
 #include "common/grpc_server.h"
 #include "httplib.h"
 
-namespace bridge::whatsapp_sim {
+namespace bridge {
 
 std::string HttpRequest::Param(const std::string& key, const std::string& fallback) const {
   auto it = params.find(key);
@@ -29,6 +29,7 @@ HttpRequest Convert(const httplib::Request& in) {
   out.method = in.method;
   out.path = in.path;
   out.body = in.body;
+  out.remote = in.remote_addr;
   for (const auto& m : in.matches) out.matches.push_back(m.str());
   out.params.insert(in.params.begin(), in.params.end());
   for (const auto& [k, v] : in.headers) out.headers.emplace(absl::AsciiStrToLower(k), v);
@@ -60,6 +61,20 @@ class HttpServerImpl final : public HttpServer {
     if (opts.max_body_bytes > 0) server_->set_payload_max_length(opts.max_body_bytes);
     const int threads = opts.threads;
     server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    // httplib's defaults cost ~40 ms a request (headers and body are two
+    // writes: Nagle meets the client's delayed ACK) and close keep-alive
+    // connections after 5 requests.
+    server_->set_tcp_nodelay(true);
+    server_->set_keep_alive_max_count(100000);
+    if (opts.on_error) {
+      server_->set_error_handler([cb = opts.on_error](const httplib::Request&, httplib::Response& res) {
+        HttpResponse out;
+        out.status = res.status;
+        out.content_type = "text/plain";
+        cb(out);
+        if (!out.body.empty()) res.set_content(out.body, out.content_type);
+      });
+    }
     return absl::OkStatus();
   }
 
@@ -179,4 +194,4 @@ std::string UrlEncode(absl::string_view s) {
   return out;
 }
 
-}  // namespace bridge::whatsapp_sim
+}  // namespace bridge

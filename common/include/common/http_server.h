@@ -1,5 +1,6 @@
-// A thin HTTP layer over cpp-httplib, so that httplib.h is compiled in one
-// translation unit (http.cc) only: handlers elsewhere see these plain structs.
+// A thin HTTP layer over cpp-httplib (server and one-shot client), so that
+// httplib.h is compiled in one translation unit only: handlers elsewhere see
+// these plain structs. Used by the gateway and whatsapp-sim.
 #pragma once
 
 #include <cstddef>
@@ -15,7 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
-namespace bridge::whatsapp_sim {
+namespace bridge {
 
 struct FormPart {
   std::string filename;      // empty for a plain form field
@@ -31,6 +32,7 @@ struct HttpRequest {
   std::multimap<std::string, std::string> params;   // query (decoded)
   std::map<std::string, std::string> headers;       // keys lower-cased
   std::map<std::string, FormPart> parts;            // multipart/form-data fields
+  std::string remote;                    // peer address, for logs
 
   std::string Param(const std::string& key, const std::string& fallback = "") const;
   bool HasParam(const std::string& key) const { return params.count(key) > 0; }
@@ -56,8 +58,11 @@ struct HttpServerOptions {
   std::string listen;
   std::string tls_cert;
   std::string tls_key;
-  size_t max_body_bytes = 0;
-  int threads = 32;  // long-polls hold a thread each
+  size_t max_body_bytes = 0;  // 0: httplib's default; larger bodies get 413
+  int threads = 32;  // each thread serves one connection at a time
+  // Sees every error answer httplib makes itself (413, 400 on a bad request
+  // line, 404): counts it and may replace the body.
+  std::function<void(HttpResponse&)> on_error;
 };
 
 class HttpServer {
@@ -98,4 +103,4 @@ absl::StatusOr<HttpResult> HttpSend(absl::string_view method, const std::string&
 // application/x-www-form-urlencoded value encoding for query strings we build.
 std::string UrlEncode(absl::string_view s);
 
-}  // namespace bridge::whatsapp_sim
+}  // namespace bridge

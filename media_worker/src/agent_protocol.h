@@ -1,0 +1,64 @@
+// Private to agent_session: the pure parts of the ElevenLabs agent protocol
+// (PROTOCOLS.md B) — URLs, audio formats, close-code policy and the client
+// messages — kept apart from the socket plumbing so they are easy to test.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace bridge::media_worker::agent_internal {
+
+// Close code for "we cannot use what the agent sends" (RFC 6455: 1003).
+inline constexpr int kCloseUnsupportedData = 1003;
+
+// "pcm_16000" -> 16000. μ-law and anything unknown are errors: the bridge
+// speaks PCM only.
+absl::StatusOr<int> ParsePcmFormat(const std::string& format);
+
+// Whether reconnecting can help after the server closed with `code`: not
+// after 1008 (bad input, override_error), which would only repeat.
+bool RetryableCloseCode(int code);
+
+// Whether reconnecting can help after the WebSocket never opened. `error` is
+// ws's OnFail text ("... handshake refused with HTTP 404 ..."): refusals that
+// a retry repeats (401, 403, 404, other 4xx but 408 and 429) are final;
+// network trouble, timeouts, 429 and 5xx are not.
+bool RetryableConnectFailure(const std::string& error);
+
+// The HTTP status inside ws's "handshake refused with HTTP N" text; 0 if none.
+int RefusedHttpStatus(const std::string& error);
+
+// base_url without a trailing '/', checked to be http(s):// (ws(s):// is
+// accepted too, for a base that only speaks WebSocket).
+absl::StatusOr<std::string> NormalizeBaseUrl(const std::string& base_url);
+
+// wss://host/v1/convai/conversation?agent_id=ID for https://host (ws for http).
+std::string PublicAgentUrl(const std::string& normalized_base, const std::string& agent_id);
+
+// "host:port" or "host" of a URL, for logs: never its path or query.
+std::string HostOf(const std::string& url);
+
+std::string UrlEncode(const std::string& s);
+
+// Client messages (PROTOCOLS.md B2), serialized.
+std::string InitiationMessage(const std::string& user_id,
+                              const std::map<std::string, std::string>& dynamic_variables);
+std::string AudioMessage(absl::Span<const int16_t> pcm);
+std::string UserMessage(const std::string& text);
+std::string ContextualUpdateMessage(const std::string& text);
+std::string UserActivityMessage();
+std::string PongMessage(int64_t event_id);
+std::string ToolResultMessage(const std::string& tool_call_id, const std::string& result,
+                              bool is_error);
+
+// Base64 of s16le mono -> samples; nullopt if it is not base64. A trailing
+// odd byte is dropped (it cannot be half a sample we could play).
+std::optional<std::vector<int16_t>> DecodeAudio(const std::string& base64);
+
+}  // namespace bridge::media_worker::agent_internal
