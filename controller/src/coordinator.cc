@@ -373,14 +373,46 @@ void Coordinator::OnTurnResult(WorkerChannel* channel, const v1::TurnResult& r) 
   UpdateGauges();
 }
 
-void Coordinator::OnSessionReport(WorkerChannel*, const v1::SessionReport& r) {
+void Coordinator::OnSessionReport(WorkerChannel* channel, const v1::SessionReport& r) {
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(r.session_id());
-  if (it == sessions_.end()) return;
+  if (it == sessions_.end()) {
+    // A Media.Converse stream the worker opened itself: listed and counted
+    // against the worker's capacity like any session, never queued.
+    if (r.converse() && !r.ended()) StartConverseSession(channel, r);
+    return;
+  }
   SessionEntry* s = it->second.get();
+  if (s->session.kind() == v1::SESSION_KIND_CONVERSE && r.ended()) {
+    End(s, r.end_reason().empty() ? "stream ended" : r.end_reason());
+    sessions_.erase(it);  // a stream leaves nothing to resume
+    DispatchAll();        // its capacity may be what a queued session waits for
+    return;
+  }
   if (!r.conversation_id().empty()) s->session.set_conversation_id(r.conversation_id());
   if (r.ended() && !s->inflight && s->pending.empty()) End(s, r.end_reason());
   else Notify(v1::SESSION_EVENT_TYPE_UPDATED, *s);
+}
+
+void Coordinator::StartConverseSession(WorkerChannel* channel, const v1::SessionReport& r) {
+  WorkerEntry* w = WorkerOf(channel);
+  if (w == nullptr) return;
+  auto e = std::make_unique<SessionEntry>();
+  v1::Session& s = e->session;
+  s.set_session_id(r.session_id());
+  s.set_phone_number_id(r.phone_number_id());
+  s.set_wa_id(r.wa_id());
+  s.set_conversation_id(r.conversation_id());
+  s.set_worker_id(w->worker.worker_id());
+  s.set_state(v1::SESSION_STATE_ACTIVE);
+  s.set_kind(v1::SESSION_KIND_CONVERSE);
+  *s.mutable_created_at() = Ts(absl::Now());
+  *s.mutable_last_activity_at() = Ts(absl::Now());
+  w->worker.set_active_sessions(w->worker.active_sessions() + 1);
+  e->durable = true;  // nothing to persist: a stream does not survive its worker
+  Notify(v1::SESSION_EVENT_TYPE_CREATED, *e);
+  sessions_[r.session_id()] = std::move(e);
+  UpdateGauges();
 }
 
 void Coordinator::Detach(WorkerChannel* channel, const std::string& why) {
@@ -393,6 +425,15 @@ void Coordinator::Detach(WorkerChannel* channel, const std::string& why) {
   metrics_.workers_dead->Increment();
   LogWarn("worker lost", {{"worker_id", id}, {"why", why}});
   // Its turns run again elsewhere: nothing accepted is lost.
+  for (auto it = sessions_.begin(); it != sessions_.end();) {
+    SessionEntry* s = it->second.get();
+    if (s->session.worker_id() == id && s->session.kind() == v1::SESSION_KIND_CONVERSE) {
+      End(s, "worker lost");
+      it = sessions_.erase(it);
+      continue;
+    }
+    ++it;
+  }
   for (auto& [sid, s] : sessions_) {
     if (s->session.worker_id() != id) continue;
     if (s->inflight) {
@@ -420,12 +461,14 @@ void Coordinator::End(SessionEntry* s, const std::string& reason) {
   s->session.set_end_reason(reason);
   *s->session.mutable_ended_at() = Ts(absl::Now());
   by_key_.erase(s->key);
-  Txn txn;
-  txn.DeletePrefix(TurnPrefix(s->session.session_id()));
-  Persist(*s, &txn);
-  store_->CommitAsync(std::move(txn), [](absl::StatusOr<int64_t> res) {
-    if (!res.ok()) LogError("cannot record a session end", {{"error", res.status()}});
-  });
+  if (s->session.kind() != v1::SESSION_KIND_CONVERSE) {
+    Txn txn;
+    txn.DeletePrefix(TurnPrefix(s->session.session_id()));
+    Persist(*s, &txn);
+    store_->CommitAsync(std::move(txn), [](absl::StatusOr<int64_t> res) {
+      if (!res.ok()) LogError("cannot record a session end", {{"error", res.status()}});
+    });
+  }
   s->pending.clear();
   s->enqueued_at.clear();
   LogInfo("session ended", {{"session_id", s->session.session_id()}, {"reason", reason}});
@@ -443,7 +486,8 @@ void Coordinator::Tick(absl::Time now) {
       }
     }
     for (auto& [id, s] : sessions_) {
-      if (s->session.state() == v1::SESSION_STATE_ENDED || s->inflight || !s->pending.empty()) {
+      if (s->session.state() == v1::SESSION_STATE_ENDED || s->inflight || !s->pending.empty() ||
+          s->session.kind() == v1::SESSION_KIND_CONVERSE) {  // a stream ends with its call
         continue;
       }
       absl::Time last = absl::FromUnixMicros(

@@ -109,6 +109,8 @@ class Coordinator {
   WorkerEntry* WorkerOf(WorkerChannel* channel) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unassign(SessionEntry* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void End(SessionEntry* s, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartConverseSession(WorkerChannel* channel, const v1::SessionReport& r)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Persist(const SessionEntry& s, Txn* txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Notify(v1::SessionEventType type, const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -231,5 +231,31 @@ TEST_F(CoordinatorTest, StatusesAndOtherEventsAreCountedNotQueued) {
   EXPECT_TRUE(coordinator_->ListSessions({}).empty());
 }
 
+TEST_F(CoordinatorTest, ConverseStreamsAreListedCountedAndGoneWhenTheyEnd) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1", /*capacity=*/1);
+  v1::SessionReport r;
+  r.set_session_id("cv_1");
+  r.set_converse(true);
+  r.set_conversation_id("conv_9");
+  coordinator_->OnSessionReport(&w, r);
+  auto s = coordinator_->ListSessions({});
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].kind(), v1::SESSION_KIND_CONVERSE);
+  EXPECT_EQ(s[0].worker_id(), "w1");
+  EXPECT_EQ(coordinator_->ListWorkers(false)[0].active_sessions(), 1);
+  // The worker is full: a WhatsApp session waits for capacity.
+  Deliver({Text("wamid.c", "111111111", "hi")});
+  EXPECT_TRUE(w.Turns().empty());
+  r.set_ended(true);
+  r.set_end_reason("client cancelled");
+  coordinator_->OnSessionReport(&w, r);
+  EXPECT_EQ(w.Turns().size(), 1u);  // the freed capacity goes to the waiting session
+  v1::ListSessionsRequest all;
+  all.set_include_ended(true);
+  for (const auto& x : coordinator_->ListSessions(all)) EXPECT_NE(x.session_id(), "cv_1");
+  EXPECT_EQ(coordinator_->ListWorkers(false)[0].active_sessions(), 1);
+}
+
 }  // namespace
 }  // namespace bridge::controller
