@@ -208,6 +208,24 @@ def ingest_section(rows):
     return lines
 
 
+def turn_section(t):
+    """The voice-note turn through the real cluster (bench/turn_latency.py)."""
+    verdict = "meets" if t["p99_ms"] <= 30 else "misses"
+    return ["## Voice-note turn: bridge-added latency", "",
+            f"`tools/bridge.sh up` with both simulators; the agent has no think time and speaks its "
+            f"{t['agent_seconds']:.2f} s reply in real time with an end marker. One user sends the "
+            f"{t['note_seconds']:.2f} s hello note {t['turns']} times in a row (after 3 warm-up turns). "
+            "Each turn is timed from whatsapp-sim accepting the message to the reply voice note in "
+            "its outbox, minus the agent's speaking time: webhook, durable ack, dispatch, read "
+            "receipt, download + decode + streaming to the agent, then the last chunk's encode, "
+            "upload and send.", "",
+            "| turns | p50 | p90 | p99 (= max at this count) | mean |", "|---|---|---|---|---|",
+            f"| {t['turns']} | {t['p50_ms']:.0f} ms | {t['p90_ms']:.0f} ms | {t['p99_ms']:.0f} ms | "
+            f"{t['mean_ms']:.0f} ms |", "",
+            f"Target: ≤ 30 ms p99 bridge-added; this run {verdict} it. The worker's per-stage "
+            "histograms (`bridge_turn_stage_seconds{stage}`) split a turn further.", ""]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--audio", required=True)
@@ -215,6 +233,7 @@ def main():
     ap.add_argument("--spawns", type=int, required=True)
     ap.add_argument("--command", required=True)
     ap.add_argument("--ingest", help="bench/ingest_bench.sh output; adds the webhook ingest section")
+    ap.add_argument("--turn", help="bench/turn_latency.py output; adds the voice-note turn section")
     a = ap.parse_args()
     runs = load_bench(a.audio)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -231,6 +250,8 @@ def main():
     out += reading(runs, a.spawn)
     if a.ingest:
         out += ingest_section(load_ingest(a.ingest))
+    if a.turn:
+        out += turn_section(json.load(open(a.turn)))
     print("\n".join(out))
 
 

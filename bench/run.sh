@@ -57,6 +57,16 @@ else
   say "webhook ingest benchmark failed; writing the report without it"
 fi
 
+# A voice-note turn through the whole cluster with simulators that take no
+# think time (~1 min): what the bridge itself adds.
+TURN=()
+say "voice-note turn latency through tools/bridge.sh up (simulators, no think time)"
+if BUILD_DIR="$BUILD_DIR" python3 "$ROOT/bench/turn_latency.py" "$TMP/turn.json"; then
+  TURN=(--turn "$TMP/turn.json")
+else
+  say "turn latency benchmark failed; writing the report without it"
+fi
+
 python3 "$ROOT/bench/report.py" --audio "$TMP/audio.json" --spawn "$TMP/spawn.tsv" \
-  --spawns "$SPAWNS" --command "tools/bridge.sh bench" "${INGEST[@]}" >"$OUT"
+  --spawns "$SPAWNS" --command "tools/bridge.sh bench" "${INGEST[@]}" "${TURN[@]}" >"$OUT"
 say "wrote $OUT"

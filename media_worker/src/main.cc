@@ -33,6 +33,11 @@ ABSL_FLAG(double, agent_input_pace, 0,
 ABSL_FLAG(absl::Duration, reply_timeout, absl::Seconds(60), "Longest wait for the agent's reply");
 ABSL_FLAG(bool, read_receipts, true, "Mark messages read and show the typing indicator");
 ABSL_FLAG(int, turn_threads, 16, "Threads running turns (downloads, codec, uploads)");
+ABSL_FLAG(std::string, agent_greeting, "skip",
+          "The agent's first_message: skip (the user's note interrupts it) or deliver (sent "
+          "before the first answer of a conversation)");
+ABSL_FLAG(absl::Duration, greeting_wait, absl::Seconds(2),
+          "With --agent_greeting=deliver: how long a new conversation waits for the greeting");
 
 int main(int argc, char** argv) {
   bridge::BlockShutdownSignals();
@@ -65,6 +70,13 @@ int main(int argc, char** argv) {
   opts.reply_timeout = absl::GetFlag(FLAGS_reply_timeout);
   opts.read_receipts = absl::GetFlag(FLAGS_read_receipts);
   opts.turn_threads = absl::GetFlag(FLAGS_turn_threads);
+  const std::string greeting = absl::GetFlag(FLAGS_agent_greeting);
+  if (greeting != "skip" && greeting != "deliver") {
+    bridge::LogError("--agent_greeting must be skip or deliver", {{"value", greeting}});
+    return 2;
+  }
+  opts.deliver_greeting = greeting == "deliver";
+  opts.greeting_wait = absl::GetFlag(FLAGS_greeting_wait);
   if (opts.capacity < 1) {
     bridge::LogError("--capacity must be at least 1");
     return 2;

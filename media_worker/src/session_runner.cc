@@ -116,16 +116,21 @@ AgentEvents SessionRunner::Events() {
     Remember("agent", t);
     absl::MutexLock lock(&mu_);
     last_agent_event_ = absl::Now();
-    if (collecting_) absl::StrAppend(&reply_.text, reply_.text.empty() ? "" : " ", t);
+    if (!collecting_) return;
+    absl::StrAppend(&reply_.text, reply_.text.empty() ? "" : " ", t);
+    reply_.heard = true;
   };
   ev.on_audio = [this](std::vector<int16_t> pcm, int64_t) {
     absl::MutexLock lock(&mu_);
     last_agent_event_ = absl::Now();
-    if (collecting_) reply_.audio.push_back(std::move(pcm));
+    if (!collecting_) return;
+    reply_.audio.push_back(std::move(pcm));
+    reply_.heard = true;
   };
   ev.on_reply_end = [this] {
     absl::MutexLock lock(&mu_);
-    if (collecting_ && (!reply_.audio.empty() || !reply_.text.empty())) reply_.ended = true;
+    // An end with nothing heard belongs to speech we skipped (a greeting).
+    if (collecting_ && reply_.heard) reply_.ended = true;
   };
   ev.on_closed = [this](int code, const std::string& reason, bool retryable) {
     absl::MutexLock lock(&mu_);
@@ -148,6 +153,8 @@ absl::Status SessionRunner::ConnectOnce() {
   if (!assignment_.profile_name().empty()) {
     opts.dynamic_variables["user_name"] = assignment_.profile_name();
   }
+  // A greeting comes right after the metadata: listen before connecting.
+  if (settings_.deliver_greeting) BeginReply();
   auto agent = AgentSession::Start(opts, Events(), pool_);
   if (!agent.ok()) return agent.status();
   agent_ = *std::move(agent);
@@ -166,11 +173,13 @@ absl::Status SessionRunner::ConnectOnce() {
 
 // Connects when there is no live conversation, retrying with backoff where a
 // retry can help; a new conversation hears the recent transcript as context.
-absl::Status SessionRunner::EnsureAgent() {
+absl::Status SessionRunner::EnsureAgent(bool* fresh) {
+  *fresh = false;
   {
     absl::MutexLock lock(&mu_);
     if (agent_ && started_ && !closed_) return absl::OkStatus();
   }
+  *fresh = true;
   const bool reconnect = agent_ != nullptr;
   Close();
   absl::Duration backoff = absl::Milliseconds(250);
@@ -206,7 +215,8 @@ void SessionRunner::BeginReply() {
   last_agent_event_ = absl::Now();
 }
 
-absl::StatusOr<std::string> SessionRunner::CollectReply(bool want_audio, std::string* text) {
+absl::StatusOr<std::string> SessionRunner::CollectReply(bool want_audio, std::string* text,
+                                                        absl::Duration timeout) {
   const absl::Time start = absl::Now();
   std::unique_ptr<audio::OggOpusEncoder> encoder;
   bool first_audio = true;
@@ -253,7 +263,7 @@ absl::StatusOr<std::string> SessionRunner::CollectReply(bool want_audio, std::st
     }
     if (ended) break;
     if (closed) return absl::UnavailableError("the agent closed the conversation mid-reply");
-    if (absl::Now() - start > settings_.reply_timeout) {
+    if (absl::Now() - start > timeout) {
       absl::MutexLock lock(&mu_);
       collecting_ = false;
       return absl::DeadlineExceededError("the agent did not answer in time");
@@ -372,35 +382,58 @@ absl::Status SessionRunner::DeliverVoice(const v1::InboundMessage& m, const std:
   return absl::OkStatus();
 }
 
+absl::Status SessionRunner::MaybeDeliverGreeting(const v1::InboundMessage& m, bool voice,
+                                                 std::vector<std::string>* sent) {
+  {  // ConnectOnce() began collecting before the conversation started.
+    absl::MutexLock lock(&mu_);
+    auto spoke = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reply_.heard || closed_; };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&spoke), settings_.greeting_wait)) {
+      collecting_ = false;  // no greeting configured on this agent
+      return absl::OkStatus();
+    }
+  }
+  std::string text;
+  auto ogg = CollectReply(voice, &text, settings_.reply_timeout);
+  if (!ogg.ok()) return ogg.status();
+  if (voice && !ogg->empty()) return DeliverVoice(m, *ogg, sent);
+  return text.empty() ? absl::OkStatus() : DeliverText(m, text, sent);
+}
+
 absl::Status SessionRunner::RunVoice(const v1::InboundMessage& m, std::vector<std::string>* sent) {
-  if (auto s = EnsureAgent(); !s.ok()) {
+  bool fresh = false;
+  if (auto s = EnsureAgent(&fresh); !s.ok()) {
     (void)DeliverText(m, kAgentDown, sent);
     return s;
   }
-  BeginReply();
-  bool unplayable = false;
-  if (auto s = StreamVoiceNote(m, &unplayable); !s.ok()) return s;
-  if (unplayable) {
-    absl::MutexLock lock(&mu_);
-    collecting_ = false;
+  if (fresh && settings_.deliver_greeting) {
+    if (auto s = MaybeDeliverGreeting(m, /*voice=*/true, sent); !s.ok()) return s;
   }
+  bool unplayable = false;
+  // Collecting starts once the note is sent: agent audio before that is a
+  // greeting being skipped (the note interrupts it).
+  if (auto s = StreamVoiceNote(m, &unplayable); !s.ok()) return s;
   if (unplayable) return DeliverText(m, kUnplayable, sent);
+  BeginReply();
   std::string text;
-  auto ogg = CollectReply(/*want_audio=*/true, &text);
+  auto ogg = CollectReply(/*want_audio=*/true, &text, settings_.reply_timeout);
   if (!ogg.ok()) return ogg.status();
   if (ogg->empty()) return text.empty() ? absl::OkStatus() : DeliverText(m, text, sent);
   return DeliverVoice(m, *ogg, sent);
 }
 
 absl::Status SessionRunner::RunText(const v1::InboundMessage& m, std::vector<std::string>* sent) {
-  if (auto s = EnsureAgent(); !s.ok()) {
+  bool fresh = false;
+  if (auto s = EnsureAgent(&fresh); !s.ok()) {
     (void)DeliverText(m, kAgentDown, sent);
     return s;
+  }
+  if (fresh && settings_.deliver_greeting) {
+    if (auto s = MaybeDeliverGreeting(m, /*voice=*/false, sent); !s.ok()) return s;
   }
   BeginReply();
   agent_->SendText(m.text());
   std::string text;
-  auto ogg = CollectReply(/*want_audio=*/false, &text);
+  auto ogg = CollectReply(/*want_audio=*/false, &text, settings_.reply_timeout);
   if (!ogg.ok()) return ogg.status();
   if (text.empty()) return absl::InternalError("the agent answered without text");
   return DeliverText(m, text, sent);

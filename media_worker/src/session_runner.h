@@ -33,6 +33,11 @@ struct TurnSettings {
   absl::Duration connect_timeout = absl::Seconds(15);
   int connect_attempts = 5;           // the seed's reconnect budget
   bool read_receipts = true;
+  // The agent's first_message: "skip" drops it (the user's note interrupts
+  // it), "deliver" waits up to greeting_wait for it on a new conversation and
+  // sends it before answering the user's message.
+  bool deliver_greeting = false;
+  absl::Duration greeting_wait = absl::Seconds(2);
   std::string user_id_salt;           // SESSION_SECRET: user ids are derived, not copied
   int reply_bitrate_bps = 24000;
 };
@@ -55,15 +60,20 @@ class SessionRunner {
   struct Reply {
     std::vector<std::vector<int16_t>> audio;  // chunks not yet encoded
     std::string text;
+    bool heard = false;  // any audio or text since BeginReply (the mailbox drains)
     bool ended = false;
   };
 
-  absl::Status EnsureAgent();
+  // Connects if needed; *fresh is true for a new conversation.
+  absl::Status EnsureAgent(bool* fresh);
+  absl::Status MaybeDeliverGreeting(const v1::InboundMessage& m, bool voice,
+                                    std::vector<std::string>* sent);
   absl::Status ConnectOnce();
   AgentEvents Events();
   void BeginReply();
   // Waits for the end of the agent's reply, encoding audio as it arrives.
-  absl::StatusOr<std::string> CollectReply(bool want_audio, std::string* text);
+  absl::StatusOr<std::string> CollectReply(bool want_audio, std::string* text,
+                                           absl::Duration timeout);
   absl::Status StreamVoiceNote(const v1::InboundMessage& m, bool* unplayable);
   absl::Status SendPcm(const std::vector<int16_t>& pcm);
   absl::Status DeliverVoice(const v1::InboundMessage& m, const std::string& ogg,

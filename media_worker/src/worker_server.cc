@@ -41,6 +41,8 @@ TurnSettings SettingsFrom(const WorkerOptions& o) {
   t.reply_timeout = o.reply_timeout;
   t.read_receipts = o.read_receipts;
   t.user_id_salt = o.session_secret;
+  t.deliver_greeting = o.deliver_greeting;
+  t.greeting_wait = o.greeting_wait;
   return t;
 }
 

@@ -42,15 +42,24 @@ std::string AudioFixture(const std::string& name) {
   return ReadFile(absl::StrCat(BRIDGE_FIXTURES_DIR, "/audio/", name));
 }
 
+struct ClusterOptions {
+  double reply_pace = 0;
+  std::vector<std::string> sim_args;     // extra elevenlabs-sim flags
+  std::vector<std::string> worker_args;  // extra bridge-worker flags
+};
+
 class Cluster {
  public:
-  explicit Cluster(double reply_pace = 0) {
+  explicit Cluster(ClusterOptions o = {}) : options_(std::move(o)) {
+    const double reply_pace = options_.reply_pace;
     static std::atomic<int> clusters{0};
     const std::string id = absl::StrCat(getpid(), "-", clusters++);
     db_ = absl::StrCat(::testing::TempDir(), "/e2e-", id, ".db");
-    Spawn(&el_, BRIDGE_ELEVENLABS_SIM_BIN,
-          {"--listen=127.0.0.1:0", "--agent_id=e2e-agent",
-           absl::StrCat("--reply_pace=", reply_pace), "--ping_interval_ms=500"});
+    std::vector<std::string> sim = {"--listen=127.0.0.1:0", "--agent_id=e2e-agent",
+                                    absl::StrCat("--reply_pace=", reply_pace),
+                                    "--ping_interval_ms=500"};
+    sim.insert(sim.end(), options_.sim_args.begin(), options_.sim_args.end());
+    Spawn(&el_, BRIDGE_ELEVENLABS_SIM_BIN, sim);
     el_http_ = Ready(*el_, "http");
     StartController("127.0.0.1:0");
     Spawn(&gateway_, BRIDGE_GATEWAY_BIN,
@@ -74,9 +83,11 @@ class Cluster {
   }
 
   void StartWorker(int i) {
-    Spawn(&workers_[i], BRIDGE_WORKER_BIN,
-          {"--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
-           absl::StrCat("--worker_id=w", i), absl::StrCat("--controller=", controller_)},
+    std::vector<std::string> args = {"--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
+                                     absl::StrCat("--worker_id=w", i),
+                                     absl::StrCat("--controller=", controller_)};
+    args.insert(args.end(), options_.worker_args.begin(), options_.worker_args.end());
+    Spawn(&workers_[i], BRIDGE_WORKER_BIN, args,
           {{"WHATSAPP_ACCESS_TOKEN", kToken},
            {"WHATSAPP_GRAPH_BASE_URL", absl::StrCat("http://", wa_http_)},
            {"ELEVENLABS_BASE_URL", absl::StrCat("http://", el_http_)},
@@ -154,6 +165,15 @@ class Cluster {
     }
     return false;
   }
+  // Everything the processes printed, for failure messages.
+  std::string Logs() {
+    std::string out;
+    for (auto* p : {el_.get(), controller_proc_.get(), gateway_.get(), wa_.get(),
+                    workers_[0].get(), workers_[1].get()}) {
+      if (p) out += p->Output();
+    }
+    return out;
+  }
   const std::string& gateway_http() const { return gateway_http_; }
   const std::string& worker_metrics(int i) const { return worker_metrics_[i]; }
 
@@ -169,6 +189,7 @@ class Cluster {
     return ready[key];
   }
 
+  const ClusterOptions options_;
   std::string db_, el_http_, controller_, gateway_http_, wa_http_;
   std::string worker_metrics_[2];
   std::unique_ptr<ChildProcess> el_, controller_proc_, gateway_, wa_, workers_[2];
@@ -259,6 +280,26 @@ TEST(ConversationTest, OtherMessageTypesGetOnePoliteText) {
   EXPECT_THAT(out[0]["text"].get<std::string>(), HasSubstr("voice notes and text"));
 }
 
+TEST(ConversationTest, GreetingIsDeliveredFirstWhenAsked) {
+  Cluster c({.sim_args = {"--first_message=Hi, I'm the bridge's agent."},
+             .worker_args = {"--agent_greeting=deliver"}});
+  c.UserSays(kUser, "text", "hello");
+  json out = c.Outbox(kUser, 2);
+  ASSERT_EQ(out.size(), 2u) << out.dump() << c.Logs();
+  EXPECT_EQ(out[0]["text"], "Hi, I'm the bridge's agent.");
+  EXPECT_EQ(out[1]["text"], "You said: hello");
+}
+
+TEST(ConversationTest, GreetingIsSkippedByDefault) {
+  Cluster c({.sim_args = {"--first_message=Hi, I'm the bridge's agent."}});
+  c.UserSays(kUser, "voice", AudioFixture("voice_note_tone_440hz.ogg"));
+  c.UserSays(kUser, "text", "and now text");
+  json out = c.Outbox(kUser, 2);
+  ASSERT_EQ(out.size(), 2u) << out.dump();
+  EXPECT_EQ(out[0]["type"], "audio");
+  EXPECT_EQ(out[1]["text"], "You said: and now text");
+}
+
 TEST(ConversationTest, ControllerRestartKeepsSessions) {
   Cluster c;
   c.UserSays(kUser, "text", "before");
@@ -278,7 +319,7 @@ TEST(ConversationTest, ControllerRestartKeepsSessions) {
 }
 
 TEST(ConversationTest, KilledWorkersTurnFinishesOnTheOtherExactlyOnce) {
-  Cluster c(/*reply_pace=*/1.0);  // the reply streams for ~6 s: time to kill mid-turn
+  Cluster c({.reply_pace = 1.0});  // the reply streams for ~6 s: time to kill mid-turn
   c.UserSays(kUser, "voice", AudioFixture("voice_note_tone_440hz.ogg"));
   // The agent has heard the note: the turn is in flight on its worker.
   ASSERT_GE(c.Conversations(1)["conversations"].size(), 1u);

@@ -32,6 +32,8 @@ struct WorkerOptions {
   absl::Duration reply_timeout = absl::Seconds(60);
   bool read_receipts = true;
   int turn_threads = 16;
+  bool deliver_greeting = false;  // --agent_greeting=deliver
+  absl::Duration greeting_wait = absl::Seconds(2);
 };
 
 // Endpoints: grpc=, metrics=.
