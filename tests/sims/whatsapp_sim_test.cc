@@ -28,6 +28,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "test_pki.h"
 #include "whatsapp_sim/whatsapp_sim.h"
 
 namespace bridge::whatsapp_sim {
@@ -749,41 +750,13 @@ TEST(WhatsAppSimHelpers, RetryScheduleIsImmediateThenExponential) {
 
 // ----------------------------------------------------------------- TLS, binary
 
-// A throwaway self-signed certificate for 127.0.0.1, written to files.
-void WriteSelfSignedCert(const std::string& cert_path, const std::string& key_path) {
-  EVP_PKEY* key = EVP_RSA_gen(2048);
-  ASSERT_NE(key, nullptr);
-  X509* x = X509_new();
-  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-  X509_gmtime_adj(X509_getm_notBefore(x), 0);
-  X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-  X509_set_pubkey(x, key);
-  X509_NAME* name = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>("127.0.0.1"), -1, -1, 0);
-  X509_set_issuer_name(x, name);
-  X509_sign(x, key, EVP_sha256());
-  FILE* c = fopen(cert_path.c_str(), "w");
-  FILE* k = fopen(key_path.c_str(), "w");
-  ASSERT_TRUE(c && k);
-  PEM_write_X509(c, x);
-  PEM_write_PrivateKey(k, key, nullptr, nullptr, 0, nullptr, nullptr);
-  fclose(c);
-  fclose(k);
-  X509_free(x);
-  EVP_PKEY_free(key);
-}
-
 TEST(WhatsAppSimTls, ServesTheGraphApiOverHttps) {
-  const std::string dir = ::testing::TempDir();
-  const std::string tag = absl::StrCat(getpid(), "-", absl::ToUnixNanos(absl::Now()));
-  const std::string cert = absl::StrCat(dir, "/wsim-", tag, ".crt");
-  const std::string key = absl::StrCat(dir, "/wsim-", tag, ".key");
-  WriteSelfSignedCert(cert, key);
+  auto pki = bridge::testing::MakeTestPki();
+  ASSERT_TRUE(pki.ok()) << pki.status();
   SimOptions o;
   o.access_token = kToken;
-  o.tls_cert = cert;
-  o.tls_key = key;
+  o.tls_cert = pki->server_cert;
+  o.tls_key = pki->server_key;
   auto sim = WhatsAppSim::Start(o);
   ASSERT_TRUE(sim.ok()) << sim.status();
   EXPECT_TRUE(absl::StartsWith((*sim)->base_url(), "https://"));
@@ -793,8 +766,6 @@ TEST(WhatsAppSimTls, ServesTheGraphApiOverHttps) {
                  {{"Authorization", absl::StrCat("Bearer ", kToken)}});
   ASSERT_TRUE(r) << httplib::to_string(r.error());
   EXPECT_EQ(r->status, 200);
-  std::remove(cert.c_str());
-  std::remove(key.c_str());
 }
 
 TEST(WhatsAppSimBinary, PrintsReadyServesThePhonePageAndStopsCleanly) {

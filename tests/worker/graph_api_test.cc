@@ -27,6 +27,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "media_worker/graph_api.h"
+#include "test_pki.h"
 #include "nlohmann/json.hpp"
 #include "whatsapp_sim/whatsapp_sim.h"
 
@@ -505,67 +506,24 @@ TEST_F(GraphApiTest, ConcurrentCallsFromManyThreads) {
 
 // ------------------------------------------------------------------ TLS
 
-// A throwaway self-signed certificate for 127.0.0.1 (SAN and CN), usable as
-// its own trust anchor.
-void WriteSelfSignedCert(const std::string& cert_path, const std::string& key_path) {
-  EVP_PKEY* key = EVP_EC_gen("P-256");
-  ASSERT_NE(key, nullptr);
-  X509* x = X509_new();
-  X509_set_version(x, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-  X509_gmtime_adj(X509_getm_notBefore(x), -60);
-  X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-  X509_set_pubkey(x, key);
-  X509_NAME* name = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>("127.0.0.1"), -1, -1, 0);
-  X509_set_issuer_name(x, name);
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, x, x, nullptr, nullptr, 0);
-  const std::pair<int, const char*> exts[] = {{NID_subject_alt_name, "IP:127.0.0.1"},
-                                              {NID_basic_constraints, "critical,CA:TRUE"}};
-  for (const auto& [nid, value] : exts) {
-    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
-    ASSERT_NE(ext, nullptr);
-    X509_add_ext(x, ext, -1);
-    X509_EXTENSION_free(ext);
-  }
-  X509_sign(x, key, EVP_sha256());
-  FILE* c = fopen(cert_path.c_str(), "w");
-  FILE* k = fopen(key_path.c_str(), "w");
-  ASSERT_TRUE(c && k);
-  PEM_write_X509(c, x);
-  PEM_write_PrivateKey(k, key, nullptr, nullptr, 0, nullptr, nullptr);
-  fclose(c);
-  fclose(k);
-  X509_free(x);
-  EVP_PKEY_free(key);
-}
-
 class GraphApiTlsTest : public GraphApiTest {
  protected:
   void SetUp() override {
-    const std::string tag = absl::StrCat(getpid(), "-", absl::ToUnixNanos(absl::Now()));
-    cert_ = absl::StrCat(::testing::TempDir(), "/graph-api-", tag, ".crt");
-    key_ = absl::StrCat(::testing::TempDir(), "/graph-api-", tag, ".key");
-    WriteSelfSignedCert(cert_, key_);
+    auto pki = bridge::testing::MakeTestPki("IP:127.0.0.1");
+    ASSERT_TRUE(pki.ok()) << pki.status();
+    pki_ = *pki;
     SimOptions o;
-    o.tls_cert = cert_;
-    o.tls_key = key_;
+    o.tls_cert = pki_.server_cert;
+    o.tls_key = pki_.server_key;
     StartSim(o);
   }
-  void TearDown() override {
-    std::remove(cert_.c_str());
-    std::remove(key_.c_str());
-  }
-  std::string cert_, key_;
+  bridge::testing::TestPki pki_;
 };
 
 TEST_F(GraphApiTlsTest, VerifiesThePeerWithTheConfiguredCaFile) {
   ASSERT_THAT(sim_->base_url(), StartsWith("https://"));
   GraphApiOptions o = Options();
-  o.ca_file = cert_;
+  o.ca_file = pki_.ca_cert;
   auto api = NewGraphApi(o);
   const std::string note = VoiceNote();
   auto id = api->UploadMedia(kPhoneId, note, "audio/ogg", "hello.ogg");

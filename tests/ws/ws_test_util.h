@@ -3,6 +3,8 @@
 // throwaway PKI for TLS.
 #pragma once
 
+#include "test_pki.h"
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -129,15 +131,7 @@ std::string UpgradeThenDrop(uint16_t port);
 
 // ---- TLS ----
 
-struct TestPki {
-  std::string ca_cert;      // PEM path
-  std::string server_cert;  // PEM path, leaf only
-  std::string server_key;   // PEM path
-};
-
-// A fresh CA and a server certificate signed by it for `sans`
-// (e.g. "DNS:localhost,IP:127.0.0.1"), written under ::testing::TempDir()
-// with names unique to this process and call.
-absl::StatusOr<TestPki> MakeTestPki(const std::string& sans);
+using ::bridge::testing::MakeTestPki;
+using ::bridge::testing::TestPki;
 
 }  // namespace bridge::ws::test_util

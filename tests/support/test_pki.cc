@@ -17,9 +17,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "ws_test_util.h"
+#include "test_pki.h"
 
-namespace bridge::ws::test_util {
+namespace bridge::testing {
 namespace {
 
 struct Deleter {
@@ -93,7 +93,7 @@ bool WriteKey(const std::string& path, EVP_PKEY* key) {
 absl::StatusOr<TestPki> MakeTestPki(const std::string& sans) {
   static std::atomic<int> counter{0};
   // pid + counter keep parallel runs of this binary from sharing files.
-  std::string prefix = absl::StrCat(::testing::TempDir(), "ws_pki_", ::getpid(), "_",
+  std::string prefix = absl::StrCat(::testing::TempDir(), "pki_", ::getpid(), "_",
                                     counter.fetch_add(1), "_");
   KeyPtr ca_key(EVP_EC_gen("P-256"));
   KeyPtr server_key(EVP_EC_gen("P-256"));
@@ -110,4 +110,4 @@ absl::StatusOr<TestPki> MakeTestPki(const std::string& sans) {
   return pki;
 }
 
-}  // namespace bridge::ws::test_util
+}  // namespace bridge::testing
