@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "test_pki.h"
 #include "ws/websocket.h"
 
 namespace bridge::elevenlabs_sim {
@@ -221,6 +222,7 @@ class ElevenLabsSimTest : public ::testing::Test {
     ws::ClientOptions co;
     co.url = url;
     co.headers = std::move(headers);
+    co.ca_file = ca_file_;
     auto conn = pool_->Connect(co, client);
     EXPECT_TRUE(conn.ok()) << conn.status();
     client->conn_ = *conn;
@@ -234,6 +236,7 @@ class ElevenLabsSimTest : public ::testing::Test {
             httplib::Headers headers = {}, int* status = nullptr) {
     httplib::Client cli(sim_->http_base_url());
     cli.set_read_timeout(60);
+    if (!ca_file_.empty()) cli.set_ca_cert_path(ca_file_.c_str());
     httplib::Result r = method == "GET"    ? cli.Get(path.c_str(), headers)
                         : method == "POST" ? cli.Post(path.c_str(), headers, body, "application/json")
                                            : cli.Delete(path.c_str());
@@ -247,6 +250,7 @@ class ElevenLabsSimTest : public ::testing::Test {
 
   std::unique_ptr<ElevenLabsSim> sim_;
   std::unique_ptr<ws::ClientPool> pool_;
+  std::string ca_file_;  // set for TLS runs: the test CA
 };
 
 SimOptions Fast() {
@@ -484,6 +488,31 @@ TEST_F(ElevenLabsSimTest, FaultsCloseSignedUrlAndStall) {
   Http("POST", "/sim/faults", R"({"stall_ms":300})");
   Http("DELETE", "/sim/faults", "", {}, &status);
   EXPECT_EQ(status, 200);
+}
+
+TEST_F(ElevenLabsSimTest, TlsWithATestCaForBothTheSignedUrlAndTheSocket) {
+  auto pki = bridge::testing::MakeTestPki();
+  ASSERT_TRUE(pki.ok()) << pki.status();
+  SimOptions o = Fast();
+  o.tls_cert = pki->server_cert;
+  o.tls_key = pki->server_key;
+  o.api_key = "sk_tls_test_key";
+  Start(o);
+  ca_file_ = pki->ca_cert;
+  EXPECT_EQ(sim_->ws_base_url().substr(0, 6), "wss://");
+  int status = 0;
+  json j = Http("GET", "/v1/convai/conversation/get-signed-url?agent_id=a", "",
+                {{"xi-api-key", "sk_tls_test_key"}}, &status);
+  ASSERT_EQ(status, 200);
+  auto c = Connect(j["signed_url"]);
+  c->Send({{"type", "user_message"}, {"text", "over TLS"}});
+  auto r = c->WaitFor("agent_response");
+  ASSERT_TRUE(r.has_value()) << c->failure();
+  EXPECT_EQ((*r)["agent_response_event"]["agent_response"], "You said: over TLS");
+  // A client that does not trust the test CA is refused at the handshake.
+  ca_file_.clear();
+  auto untrusted = ConnectPublic();
+  EXPECT_FALSE(untrusted->WaitOpenOrFail());
 }
 
 }  // namespace
