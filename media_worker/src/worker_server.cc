@@ -5,25 +5,17 @@
 #include "absl/strings/str_cat.h"
 #include "bridge/v1/media.grpc.pb.h"
 #include "common/grpc_server.h"
-#include "common/grpc_unimplemented.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/process.h"
 #include "controller_link.h"
+#include "converse_service.h"
 #include "media_worker/graph_api.h"
 #include "worker_core.h"
 #include "ws/websocket.h"
 
 namespace bridge::media_worker {
 namespace {
-
-class MediaService final : public v1::Media::CallbackService {
-  grpc::ServerBidiReactor<v1::ConverseRequest, v1::ConverseResponse>* Converse(
-      grpc::CallbackServerContext*) override {
-    return new UnimplementedBidiReactor<v1::ConverseRequest, v1::ConverseResponse>(
-        "bridge.v1.Media/Converse");
-  }
-};
 
 std::string DefaultWorkerId() {
   char host[256] = {0};
@@ -57,7 +49,11 @@ class WorkerServerImpl final : public WorkerServer {
     auto metrics = MetricsServer::Start(opts.metrics_listen);
     if (!metrics.ok()) return metrics.status();
     metrics_ = *std::move(metrics);
-    auto grpc = GrpcServer::Start(opts.listen, {{&media_, "bridge.v1.Media"}});
+    ws_pool_ = ws::ClientPool::Create();
+    ConverseSettings converse;
+    converse.turn = SettingsFrom(opts_);
+    converse_ = std::make_unique<ConverseService>(converse, ws_pool_.get());
+    auto grpc = GrpcServer::Start(opts.listen, {{converse_.get(), "bridge.v1.Media"}});
     if (!grpc.ok()) return grpc.status();
     grpc_ = *std::move(grpc);
     if (opts_.advertise.empty()) opts_.advertise = grpc_->address();
@@ -68,7 +64,6 @@ class WorkerServerImpl final : public WorkerServer {
     go.access_token = opts.whatsapp_access_token;
     go.ca_file = opts.ca_file;
     graph_ = NewGraphApi(go);
-    ws_pool_ = ws::ClientPool::Create();
     core_ = std::make_unique<WorkerCore>(SettingsFrom(opts_), graph_.get(), ws_pool_.get(),
                                          opts.turn_threads,
                                          [this](v1::WorkerMessage m) { link_->Send(std::move(m)); });
@@ -79,11 +74,21 @@ class WorkerServerImpl final : public WorkerServer {
     lo.hello.set_capacity(opts.capacity);
     lo.hello.set_version(std::string(BridgeVersion()));
     ControllerLink::Callbacks cb;
-    cb.on_message = [this](const v1::ControllerMessage& m) { core_->OnMessage(m); };
+    cb.on_message = [this](const v1::ControllerMessage& m) {
+      const std::string& ended = m.end_session().session_id();
+      if (m.has_end_session() && ConverseService::IsConverseSession(ended)) {
+        converse_->EndSession(ended, m.end_session().reason());  // a Media.Converse stream
+        return;
+      }
+      core_->OnMessage(m);
+    };
     cb.held_sessions = [this] { return core_->HeldSessions(); };
     cb.load = [this] { return core_->Load(); };
-    cb.on_connection = [](bool) {};
+    cb.on_connection = [this](bool up) {
+      if (up) converse_->Reannounce();  // reports made while the link was down are lost
+    };
     link_ = std::make_unique<ControllerLink>(lo, cb);
+    converse_->SetReporter([this](v1::WorkerMessage m) { link_->Send(std::move(m)); });
     link_->Start();
     LogInfo("worker serving", {{"worker_id", opts_.worker_id},
                                {"grpc", grpc_->address()},
@@ -103,18 +108,21 @@ class WorkerServerImpl final : public WorkerServer {
   // then stop the turns and sockets.
   void Shutdown() override {
     if (link_) link_->Stop();
+    if (converse_) converse_->Shutdown();  // streams end UNAVAILABLE, agent sockets close
     if (grpc_) grpc_->Shutdown(absl::Seconds(1));
+    if (converse_) converse_->WaitForStreams();
     core_.reset();
     if (ws_pool_) ws_pool_->Stop();
   }
 
  private:
   WorkerOptions opts_;
-  MediaService media_;
+  // Before converse_ (its agent sockets), which is before grpc_ (it serves it).
+  std::unique_ptr<ws::ClientPool> ws_pool_;
+  std::unique_ptr<ConverseService> converse_;
   std::unique_ptr<MetricsServer> metrics_;
   std::unique_ptr<GrpcServer> grpc_;
   std::unique_ptr<GraphApi> graph_;
-  std::unique_ptr<ws::ClientPool> ws_pool_;
   std::unique_ptr<WorkerCore> core_;
   std::unique_ptr<ControllerLink> link_;
 };

@@ -9,11 +9,14 @@
 #include "absl/flags/usage.h"
 #include "bridgectl/audio_command.h"
 #include "bridgectl/sessions_command.h"
+#include "bridgectl/talk_command.h"
 
 ABSL_FLAG(std::string, controller, "127.0.0.1:7000", "Controller gRPC target");
 ABSL_FLAG(std::string, worker, "", "Worker gRPC target (talk)");
 ABSL_FLAG(bool, json, false, "Print JSON instead of tables");
 ABSL_FLAG(bool, reveal_ids, false, "Show WhatsApp ids unmasked");
+ABSL_FLAG(std::string, out, "", "talk: where to write the agent's reply (Ogg/Opus)");
+ABSL_FLAG(bool, realtime, false, "talk: send the note at real-time pace");
 
 namespace {
 
@@ -24,7 +27,9 @@ constexpr char kUsage[] = R"(bridgectl: operate a whatsapp-elevenlabs-bridge clu
   bridgectl end ID                   end a session
   bridgectl workers                  list workers
   bridgectl drain WORKER_ID          drain a worker
-  bridgectl talk IN.ogg --out R.ogg  a Media.Converse round trip (not built yet)
+  bridgectl talk IN.ogg --out R.ogg [--realtime]
+                                     a Media.Converse round trip with a worker
+                                     (--worker, or one the --controller picks)
   bridgectl audio info FILE.ogg [--json]
   bridgectl audio decode IN.ogg OUT.s16le --rate R
   bridgectl audio encode IN.s16le OUT.ogg --rate R [--bitrate B] [--complexity C]
@@ -50,8 +55,17 @@ int main(int argc, char** argv) {
                                          absl::GetFlag(FLAGS_json),
                                          absl::GetFlag(FLAGS_reveal_ids)};
   if (args[0] == "talk") {
-    std::cerr << "bridgectl talk: Media.Converse is not implemented in this build yet" << std::endl;
-    return 1;
+    if (args.size() != 2 || absl::GetFlag(FLAGS_out).empty()) {
+      std::cerr << kUsage << std::endl;
+      return 2;
+    }
+    bridge::bridgectl::TalkOptions talk;
+    talk.in_path = args[1];
+    talk.out_path = absl::GetFlag(FLAGS_out);
+    talk.realtime = absl::GetFlag(FLAGS_realtime);
+    talk.worker = absl::GetFlag(FLAGS_worker);
+    talk.controller = absl::GetFlag(FLAGS_controller);
+    return bridge::bridgectl::RunTalkCommand(talk, std::cout, std::cerr);
   }
   int rc = bridge::bridgectl::RunSessionsCommand(args, opts, std::cout, std::cerr);
   if (rc == 2) std::cerr << kUsage << std::endl;
