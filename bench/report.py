@@ -226,6 +226,81 @@ def turn_section(t):
             "histograms (`bridge_turn_stage_seconds{stage}`) split a turn further.", ""]
 
 
+def load_converse(path):
+    """bench/converse_bench.sh's TSV: "# key<TAB>value" facts, a header, one row per N."""
+    facts, rows, header = {}, [], None
+    for line in open(path):
+        parts = line.rstrip("\n").split("\t")
+        if line.startswith("#"):
+            if len(parts) == 2:
+                facts[parts[0].lstrip("# ").strip()] = parts[1]
+        elif header is None:
+            header = parts
+        elif len(parts) == len(header):
+            rows.append(dict(zip(header, parts)))
+    return facts, rows
+
+
+def converse_section(facts, rows):
+    """Media.Converse at N concurrent streams on one worker (issue #6)."""
+    f = lambda r, k: float(r.get(k) or "nan")
+    lines = ["## Media.Converse streams", "",
+             "bench/converse_bench.sh: for each N, a fresh bridge-controller, elevenlabs-sim (real-time "
+             "replies, end markers) and one bridge-worker (`--capacity=1000`); bench/converse_load opens N "
+             "`Media.Converse` streams (gRPC callback API, one timer thread, starts staggered over 2 s, "
+             f"{facts.get('channels', '?')} connections), each sending the 440 Hz tone (3 s, PCM 16 kHz) in "
+             "100 ms messages at real-time pace, then `end_of_input`, and reading the agent's 5.75 s reply "
+             "(PCM 16 kHz) to the end. Added latency is the worker's `bridge_converse_chunk_seconds`: agent "
+             "audio chunk arrival to the start of its response write. Worker CPU is user + system time over "
+             "the load run; CPU per audio second divides it by the audio the worker carried (in + out). "
+             "Memory per stream is (peak RSS − idle RSS) / N.", "",
+             "| streams | ok / failed | p50 added ms | p99 added ms | chunks | worker CPU s | worker CPU ms per audio s "
+             "| sim CPU s | worker RSS idle → peak MiB | KiB per stream | drops out / in | agent audio per stream s (min–max) "
+             "| wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['n']} | {r['ok']} / {r['failed']} | {f(r, 'p50_ms'):.3f} | {f(r, 'p99_ms'):.3f} | {r['chunks']} | "
+            f"{f(r, 'cpu_s'):.2f} | {f(r, 'cpu_ms_per_stream_audio_s'):.2f} | {f(r, 'sim_cpu_s'):.2f} | "
+            f"{f(r, 'rss_idle_kib') / 1024:.1f} → {f(r, 'rss_peak_kib') / 1024:.1f} | "
+            f"{f(r, 'kib_per_stream'):.0f} | {r['drops_out']} / {r['drops_in']} | "
+            f"{f(r, 'min_stream_audio_s'):.2f}–{f(r, 'max_stream_audio_s'):.2f} | {f(r, 'wall_s'):.1f} |")
+    bounds = rows[0].get("buckets_ms", "") if rows else ""
+    lines += ["", f"Percentiles are interpolated linearly inside the histogram bucket they fall in; the bucket "
+              f"bounds ({bounds.replace(',', ', ')} ms) are the resolution: a percentile is only known to lie "
+              "within its bucket (e.g. 0.25–0.5 ms). "
+              f"The load client, the simulator, the controller and the worker all share the same "
+              f"{facts.get('cores', '?')} cores, so every number includes that contention.", ""]
+    at = {r["n"]: r for r in rows}
+    r200 = at.get("200")
+    if r200 is None:
+        lines.append("- **Against the targets** (≤ 5 ms p99 added per chunk at 200 streams; ≤ 300 KiB per "
+                     "stream): not measured in this run (no 200-stream row).")
+    else:
+        p99, kib = f(r200, "p99_ms"), f(r200, "kib_per_stream")
+        clean = r200["failed"] == "0"
+        lat_ok, mem_ok = p99 <= 5 and clean, kib <= 300 and clean
+        lines.append(
+            f"- **Against the targets** at 200 streams ({r200['ok']} ok, {r200['failed']} failed): p99 added "
+            f"{p99:.3f} ms per chunk (target ≤ 5 ms): **{'met' if lat_ok else 'not met'}**; "
+            f"{kib:.0f} KiB per stream (target ≤ 300 KiB): **{'met' if mem_ok else 'not met'}**.")
+    full = max((f(r, "max_stream_audio_s") for r in rows), default=0)
+    for r in rows:
+        if f(r, "min_stream_audio_s") < full * 0.95:
+            lines.append(f"- At {r['n']} streams, some streams heard less of the agent's reply than others "
+                         f"({f(r, 'min_stream_audio_s'):.2f} s against {full:.2f} s, {r['turn_ends']} turn ends "
+                         f"for {r['ok']} ok streams): those streams ended OK without the whole reply, so the "
+                         "latency percentiles cover fewer chunks. The likely cause is the worker's reply quiet "
+                         "gap (1.2 s without agent audio ends a reply) firing while the CPU-starved simulator "
+                         "falls behind its 250 ms chunk pace; compare its CPU with the worker's.")
+        if r["failed"] != "0":
+            lines.append(f"- At {r['n']} streams, {r['failed']} of {r['n']} streams failed; converse_load's "
+                         f"stderr in the bench log has their statuses (descriptor limit was "
+                         f"{facts.get('nofile', '?')}).")
+    lines.append("")
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--audio", required=True)
@@ -234,6 +309,7 @@ def main():
     ap.add_argument("--command", required=True)
     ap.add_argument("--ingest", help="bench/ingest_bench.sh output; adds the webhook ingest section")
     ap.add_argument("--turn", help="bench/turn_latency.py output; adds the voice-note turn section")
+    ap.add_argument("--converse", help="bench/converse_bench.sh output; adds the Media.Converse section")
     a = ap.parse_args()
     runs = load_bench(a.audio)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -252,6 +328,8 @@ def main():
         out += ingest_section(load_ingest(a.ingest))
     if a.turn:
         out += turn_section(json.load(open(a.turn)))
+    if a.converse:
+        out += converse_section(*load_converse(a.converse))
     print("\n".join(out))
 
 

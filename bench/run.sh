@@ -67,6 +67,16 @@ else
   say "turn latency benchmark failed; writing the report without it"
 fi
 
+# Media.Converse at 50, 200 and 500 concurrent streams on one worker (~40 s).
+CONVERSE=()
+say "Media.Converse: concurrent streams on one bridge-worker (bench/converse_load)"
+if BUILD_DIR="$BUILD_DIR" "$ROOT/bench/converse_bench.sh" "$TMP/converse.tsv"; then
+  CONVERSE=(--converse "$TMP/converse.tsv")
+else
+  say "Media.Converse benchmark failed; writing the report without it"
+fi
+
 python3 "$ROOT/bench/report.py" --audio "$TMP/audio.json" --spawn "$TMP/spawn.tsv" \
-  --spawns "$SPAWNS" --command "tools/bridge.sh bench" "${INGEST[@]}" "${TURN[@]}" >"$OUT"
+  --spawns "$SPAWNS" --command "tools/bridge.sh bench" "${INGEST[@]}" "${TURN[@]}" \
+  "${CONVERSE[@]}" >"$OUT"
 say "wrote $OUT"
