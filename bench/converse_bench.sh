@@ -27,45 +27,12 @@ PIDS=()
 
 say() { printf 'converse: %s\n' "$*" >&2; }
 
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 trap cleanup EXIT
 
-# start NAME CMD...: as in bench/ingest_bench.sh: stdout on a FIFO this shell
-# keeps open, stderr in $TMP/NAME.log, blocks on the READY line (no sleep).
-start() {
-  local name=$1 fifo="$TMP/$1.stdout" fd
-  shift
-  rm -f "$fifo"
-  mkfifo "$fifo"
-  "$@" >"$fifo" 2>"$TMP/$name.log" &
-  PID=$!
-  PIDS+=("$PID")
-  exec {fd}<"$fifo"
-  if ! IFS= read -r -t 60 -u "$fd" READY || [[ $READY != "READY "* ]]; then
-    say "$name did not print READY; its log:"
-    tail -n 20 "$TMP/$name.log" >&2
-    exit 1
-  fi
-}
-
-field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 dialable() { sed -e 's/^0\.0\.0\.0:/127.0.0.1:/' <<<"$1"; }
 
-stop() {
-  local p keep=()
-  kill -TERM "$1" 2>/dev/null || true
-  timeout 10 tail --pid="$1" -f /dev/null || { say "pid $1 ignored SIGTERM; killing"; kill -KILL "$1"; }
-  wait "$1" 2>/dev/null || true
-  for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-
-status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 # CPU seconds (user + system) of a live process, from /proc/PID/stat.
 cpu_seconds() {
   awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$1/stat"

@@ -27,52 +27,12 @@ NODE_DIR="$ROOT/bench/node_reference"
 mkdir -p "$BUILD_DIR"
 TMP="$(mktemp -d "$BUILD_DIR/ingest-bench.XXXXXX")"
 PIDS=()
-FDS=()
 
 say() { printf 'ingest: %s\n' "$*" >&2; }
 
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 trap cleanup EXIT
-
-# start NAME CMD...: runs CMD with stdout on a FIFO this shell reads and
-# stderr in $TMP/NAME.log, then blocks on the READY line (no polling, no
-# sleep). Sets PID and READY. The read end stays open until the end, so the
-# service never gets SIGPIPE.
-start() {
-  local name=$1 fifo="$TMP/$1.stdout" fd
-  shift
-  mkfifo "$fifo"
-  "$@" >"$fifo" 2>"$TMP/$name.log" &
-  PID=$!
-  PIDS+=("$PID")
-  exec {fd}<"$fifo"
-  FDS+=("$fd")
-  if ! IFS= read -r -t 60 -u "$fd" READY || [[ $READY != "READY "* ]]; then
-    say "$name did not print READY; its log:"
-    tail -n 20 "$TMP/$name.log" >&2
-    exit 1
-  fi
-}
-
-field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
-
-# stop PID: SIGTERM, then wait at most 10 s for a clean exit before SIGKILL.
-# The PID leaves PIDS once reaped, so cleanup never signals a recycled PID.
-stop() {
-  local p keep=()
-  kill -TERM "$1" 2>/dev/null || true
-  timeout 10 tail --pid="$1" -f /dev/null || { say "pid $1 ignored SIGTERM; killing"; kill -KILL "$1"; }
-  wait "$1" 2>/dev/null || true
-  for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-
-peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
 # metric HOST:PORT NAME LABEL...: the value of a Prometheus sample whose line
 # holds NAME and every LABEL (prometheus-cpp's label order is not ours to fix).
@@ -171,8 +131,8 @@ say "verify bridge: wrk saw $ok 200s; gateway acked $acked; controller queued $q
   printf 'bridge\tverify\t%s\nbridge\tcommit_mean_us\t%s\n' "$verdict" "$commit_us"
   printf 'bridge\thealthz_p50_us\t%s\n' "$healthz_p50_us"
   printf 'bridge\trss_gateway_kib\t%s\nbridge\trss_controller_kib\t%s\n' \
-    "$(peak_rss_kib "$GW_PID")" "$(peak_rss_kib "$CTRL_PID")"
-  printf 'bridge\trss_kib\t%s\n' $(( $(peak_rss_kib "$GW_PID") + $(peak_rss_kib "$CTRL_PID") ))
+    "$(status_kib "$GW_PID" VmHWM)" "$(status_kib "$CTRL_PID" VmHWM)"
+  printf 'bridge\trss_kib\t%s\n' $(( $(status_kib "$GW_PID" VmHWM) + $(status_kib "$CTRL_PID" VmHWM) ))
 } >>"$OUT"
 # Gateway first: it drains its requests into a still-running controller.
 stop "$GW_PID"
@@ -184,7 +144,7 @@ start node env WEBHOOK_SIGNATURE_SECRET="$SECRET" EVENTS_FILE="$TMP/node-events.
 NODE_PID=$PID NODE_HTTP=$(field "$READY" http)
 run_wrk node "http://$NODE_HTTP/webhook/whatsapp"
 ok=$(( $(field "$WRK_LINE" requests) - $(field "$WRK_LINE" non2xx) ))
-rss=$(peak_rss_kib "$NODE_PID")
+rss=$(status_kib "$NODE_PID" VmHWM)
 stop "$NODE_PID"
 # After the stop every append has landed: lines in the file = bodies it kept.
 appended=$(wc -l <"$TMP/node-events.ndjson")
