@@ -148,6 +148,19 @@ class Cluster {
     return {resp.sessions().begin(), resp.sessions().end()};
   }
 
+  // The sessions once the controller has recorded `turns` finished turns in
+  // total: a reply reaches the user just before the worker reports it done.
+  std::vector<v1::Session> SessionsAfterTurns(int64_t turns) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    for (;;) {
+      auto sessions = Sessions();
+      int64_t done = 0;
+      for (const auto& s : sessions) done += s.turns_done();
+      if (done >= turns || absl::Now() > deadline) return sessions;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+
   std::string Metrics(const std::string& address) {
     httplib::Client cli(absl::StrCat("http://", address));
     auto r = cli.Get("/metrics");
@@ -209,7 +222,7 @@ TEST(ConversationTest, TextGetsTextInReplyToTheMessage) {
   EXPECT_EQ(out[0]["type"], "text");
   EXPECT_EQ(out[0]["text"], "You said: Hola, ¿qué tal?");
   EXPECT_EQ(out[0]["context_message_id"], wamid);
-  auto sessions = c.Sessions();
+  auto sessions = c.SessionsAfterTurns(1);
   ASSERT_EQ(sessions.size(), 1u);
   EXPECT_FALSE(sessions[0].worker_id().empty());
   EXPECT_FALSE(sessions[0].conversation_id().empty());
@@ -312,7 +325,7 @@ TEST(ConversationTest, ControllerRestartKeepsSessions) {
   json out = c.Outbox(kUser, 2);
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(out[1]["text"], "You said: after");
-  auto sessions = c.Sessions();
+  auto sessions = c.SessionsAfterTurns(2);
   ASSERT_EQ(sessions.size(), 1u);
   EXPECT_EQ(sessions[0].session_id(), id);
   EXPECT_EQ(sessions[0].turns_done(), 2);

@@ -139,6 +139,10 @@ std::optional<int> ChildProcess::Wait(absl::Duration timeout) {
       int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       absl::MutexLock lock(&mu_);
       exit_code_ = code;
+      // What it printed last may still sit in the pipes: let the readers
+      // drain them so Output() is complete once Wait() returns.
+      auto drained = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return open_streams_ == 0; };
+      mu_.AwaitWithTimeout(absl::Condition(&drained), absl::Seconds(10));
       return code;
     }
     if (absl::Now() > deadline) return std::nullopt;
