@@ -178,11 +178,14 @@ class Cluster {
     return r ? r->body : "";
   }
 
-  json Conversations(int min_count) {
+  // The simulator's record of its conversations, once at least `min_count`
+  // exist (ended ones only with `ended`: the close handshake takes a moment).
+  json Conversations(int min_count, bool ended = false) {
     httplib::Client cli(absl::StrCat("http://", sim_http_));
     cli.set_read_timeout(120);
-    auto r = cli.Get(
-        absl::StrCat("/sim/conversations?min_count=", min_count, "&wait_ms=60000").c_str());
+    auto r = cli.Get(absl::StrCat("/sim/conversations?min_count=", min_count,
+                                  ended ? "&ended=true" : "", "&wait_ms=60000")
+                         .c_str());
     return r ? json::parse(r->body, nullptr, false) : json();
   }
 
@@ -412,7 +415,7 @@ TEST(ConverseTest, CancelledStreamFreesItsSession) {
   EXPECT_TRUE(c.AwaitListed(session_id, false));
   EXPECT_TRUE(c.AwaitMetric("bridge_converse_streams 0\n"));
   EXPECT_TRUE(c.AwaitMetric("bridge_converse_streams_total{outcome=\"cancelled\"} 1\n"));
-  json conv = c.Conversations(1)["conversations"][0];
+  json conv = c.Conversations(1, /*ended=*/true)["conversations"][0];
   EXPECT_EQ(conv["ended"], true) << conv.dump();  // the agent socket was closed
 }
 
@@ -443,7 +446,7 @@ TEST(ConverseTest, WorkerStopEndsOpenStreamsAndExitsCleanly) {
   c.worker().Signal(SIGTERM);  // mid-reply
   EXPECT_EQ(call.Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(c.worker().Wait(kHangGuard), 0) << c.worker().Output();
-  json conv = c.Conversations(1)["conversations"][0];
+  json conv = c.Conversations(1, /*ended=*/true)["conversations"][0];
   EXPECT_EQ(conv["ended"], true) << conv.dump();
 }
 
