@@ -139,13 +139,6 @@ class HttpServerImpl final : public HttpServer {
   std::atomic<bool> listen_returned_{false};
 };
 
-// "https://host:port/a/b?q" -> {"https://host:port", "/a/b?q"}.
-std::pair<std::string, std::string> SplitUrl(const std::string& url) {
-  size_t scheme_end = url.find("://");
-  size_t path_start = url.find('/', scheme_end == std::string::npos ? 0 : scheme_end + 3);
-  if (path_start == std::string::npos) return {url, "/"};
-  return {url.substr(0, path_start), url.substr(path_start)};
-}
 
 }  // namespace
 
@@ -159,9 +152,13 @@ absl::StatusOr<HttpResult> HttpSend(absl::string_view method, const std::string&
                                     const std::vector<std::pair<std::string, std::string>>& headers,
                                     const std::string& body, const std::string& content_type,
                                     absl::Duration timeout) {
-  auto [origin, path] = SplitUrl(url);
-  httplib::Client cli(origin);
-  if (!cli.is_valid()) return absl::InvalidArgumentError(absl::StrCat("bad URL origin ", origin));
+  auto parts = SplitUrl(url);
+  if (!parts.ok()) return parts.status();
+  httplib::Client cli(parts->origin);
+  if (!cli.is_valid()) {
+    return absl::InvalidArgumentError(absl::StrCat("bad URL origin ", parts->origin));
+  }
+  const std::string& path = parts->path_and_query;
   cli.enable_server_certificate_verification(false);
   const auto usec = absl::ToInt64Microseconds(timeout);
   cli.set_connection_timeout(usec / 1000000, usec % 1000000);
@@ -174,24 +171,10 @@ absl::StatusOr<HttpResult> HttpSend(absl::string_view method, const std::string&
                             : cli.Post(path, h, body.data(), body.size(), content_type);
   if (!res) {
     return absl::UnavailableError(
-        absl::StrCat(method, " ", origin, ": ", httplib::to_string(res.error())));
+        absl::StrCat(method, " ", parts->origin, ": ", httplib::to_string(res.error())));
   }
   return HttpResult{res->status, res->body, res->get_header_value("Content-Type")};
 }
 
-std::string UrlEncode(absl::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (absl::ascii_isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-  }
-  return out;
-}
 
 }  // namespace bridge

@@ -77,29 +77,7 @@ std::string PublicAgentUrl(const std::string& normalized_base, const std::string
   return absl::StrCat(base, "/v1/convai/conversation?agent_id=", UrlEncode(agent_id));
 }
 
-std::string HostOf(const std::string& url) {
-  size_t start = url.find("://");
-  start = start == std::string::npos ? 0 : start + 3;
-  size_t end = url.find_first_of("/?#", start);
-  std::string host = url.substr(start, end == std::string::npos ? std::string::npos : end - start);
-  size_t at = host.rfind('@');  // user info would be a secret too
-  return at == std::string::npos ? host : host.substr(at + 1);
-}
 
-std::string UrlEncode(const std::string& s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (absl::ascii_isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-  }
-  return out;
-}
 
 std::string InitiationMessage(const std::string& user_id,
                               const std::map<std::string, std::string>& dynamic_variables) {

@@ -3,6 +3,8 @@
 // messages — kept apart from the socket plumbing so they are easy to test.
 #pragma once
 
+#include "common/url.h"
+
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -41,10 +43,9 @@ absl::StatusOr<std::string> NormalizeBaseUrl(const std::string& base_url);
 // wss://host/v1/convai/conversation?agent_id=ID for https://host (ws for http).
 std::string PublicAgentUrl(const std::string& normalized_base, const std::string& agent_id);
 
-// "host:port" or "host" of a URL, for logs: never its path or query.
-std::string HostOf(const std::string& url);
-
-std::string UrlEncode(const std::string& s);
+// URL helpers live in common/url.h (HostOf: what logs may name).
+using ::bridge::HostOf;
+using ::bridge::UrlEncode;
 
 // Client messages (PROTOCOLS.md B2), serialized.
 std::string InitiationMessage(const std::string& user_id,

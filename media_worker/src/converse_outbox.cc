@@ -2,9 +2,18 @@
 
 namespace bridge::media_worker {
 
-void Outbox::Erase(size_t index) {
-  if (items_[index].droppable) audio_ -= items_[index].audio;
-  items_.erase(items_.begin() + static_cast<std::ptrdiff_t>(index));
+int Outbox::DropWhile(const std::function<bool(const OutItem&)>& scan) {
+  int dropped = 0;
+  for (size_t i = 0; i < items_.size() && scan(items_[i]);) {
+    if (!items_[i].droppable) {
+      ++i;
+      continue;
+    }
+    audio_ -= items_[i].audio;
+    items_.erase(items_.begin() + static_cast<std::ptrdiff_t>(i));
+    ++dropped;
+  }
+  return dropped;
 }
 
 int Outbox::Push(OutItem item, absl::Time now) {
@@ -17,29 +26,11 @@ int Outbox::Push(OutItem item, absl::Time now) {
 // Items are queued in time order, so the expired ones are a prefix; the
 // droppable ones among them usually lead it, which makes erasing cheap.
 int Outbox::DropExpired(absl::Time now) {
-  int dropped = 0;
-  for (size_t i = 0; i < items_.size() && now - items_[i].queued_at > max_lag_;) {
-    if (items_[i].droppable) {
-      Erase(i);
-      ++dropped;
-    } else {
-      ++i;
-    }
-  }
-  return dropped;
+  return DropWhile([&](const OutItem& item) { return now - item.queued_at > max_lag_; });
 }
 
 int Outbox::DropOverCap() {
-  int dropped = 0;
-  for (size_t i = 0; audio_ > max_audio_ && i < items_.size();) {
-    if (items_[i].droppable) {
-      Erase(i);
-      ++dropped;
-    } else {
-      ++i;
-    }
-  }
-  return dropped;
+  return DropWhile([this](const OutItem&) { return audio_ > max_audio_; });
 }
 
 std::optional<OutItem> Outbox::Pop(absl::Time now, int* dropped) {
@@ -52,16 +43,7 @@ std::optional<OutItem> Outbox::Pop(absl::Time now, int* dropped) {
 }
 
 int Outbox::DropAudio() {
-  int dropped = 0;
-  for (size_t i = 0; i < items_.size();) {
-    if (items_[i].droppable) {
-      Erase(i);
-      ++dropped;
-    } else {
-      ++i;
-    }
-  }
-  return dropped;
+  return DropWhile([](const OutItem&) { return true; });
 }
 
 }  // namespace bridge::media_worker

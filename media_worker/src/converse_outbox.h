@@ -13,6 +13,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <optional>
 
 #include "absl/time/time.h"
@@ -49,7 +50,9 @@ class Outbox {
  private:
   int DropExpired(absl::Time now);
   int DropOverCap();
-  void Erase(size_t index);
+  // Scans from the oldest item while `scan(item)` holds, dropping the
+  // droppable ones; returns how many it dropped.
+  int DropWhile(const std::function<bool(const OutItem&)>& scan);
 
   const absl::Duration max_lag_, max_audio_;
   std::deque<OutItem> items_;

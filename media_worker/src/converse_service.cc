@@ -9,7 +9,6 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "common/grpc_unimplemented.h"
 #include "common/log.h"
 
 namespace bridge::media_worker {

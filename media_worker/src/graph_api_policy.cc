@@ -215,33 +215,6 @@ absl::Status FailureStatus(absl::string_view what, const Reply& reply,
   return status;
 }
 
-absl::StatusOr<UrlParts> SplitUrl(absl::string_view url) {
-  const size_t sep = url.find("://");
-  const std::string scheme =
-      sep == absl::string_view::npos ? "" : absl::AsciiStrToLower(url.substr(0, sep));
-  if (scheme != "http" && scheme != "https") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("not an http(s) URL: ", Redact(StripQuery(url))));
-  }
-  absl::string_view rest = url.substr(sep + 3);
-  const size_t end = rest.find_first_of("/?#");
-  absl::string_view authority = rest.substr(0, end);
-  if (authority.empty() || absl::StrContains(authority, '@')) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bad host in URL: ", Redact(StripQuery(url))));
-  }
-  UrlParts parts;
-  parts.origin = absl::StrCat(scheme, "://", authority);
-  absl::string_view tail = end == absl::string_view::npos ? "" : rest.substr(end);
-  tail = tail.substr(0, tail.find('#'));
-  parts.path_and_query = absl::StartsWith(tail, "/") ? std::string(tail) : absl::StrCat("/", tail);
-  parts.path = parts.path_and_query.substr(0, parts.path_and_query.find('?'));
-  return parts;
-}
-
-std::string StripQuery(absl::string_view url) {
-  return std::string(url.substr(0, url.find_first_of("?#")));
-}
 
 bool IsSafeId(absl::string_view id) {
   if (id.empty() || id.size() > 256) return false;

@@ -5,6 +5,8 @@
 // No httplib here: graph_api.cc is the only translation unit that includes it.
 #pragma once
 
+#include "common/url.h"
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -65,15 +67,10 @@ absl::Status FailureStatus(absl::string_view what, const Reply& reply,
 // Attaches `error` to `status` as the payload GraphErrorOf reads.
 void AttachGraphError(const GraphError& error, absl::Status* status);
 
-// "scheme://host[:port]" and "/path?query" of an absolute http(s) URL.
-struct UrlParts {
-  std::string origin;
-  std::string path_and_query;
-  std::string path;  // without the query: safe to log
-};
-absl::StatusOr<UrlParts> SplitUrl(absl::string_view url);
-// The URL without its query and fragment (download URLs carry signatures).
-std::string StripQuery(absl::string_view url);
+// URL handling lives in common/url.h (download URLs carry signatures).
+using ::bridge::SplitUrl;
+using ::bridge::StripQuery;
+using ::bridge::UrlParts;
 
 // True for ids we put in a URL path: no '/', '?', '#', '%' or spaces.
 bool IsSafeId(absl::string_view id);

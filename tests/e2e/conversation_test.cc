@@ -14,6 +14,7 @@
 #include "audio/ogg_opus_decoder.h"
 #include "bridge/v1/sessions.grpc.pb.h"
 #include "child_process.h"
+#include "grpc_probe.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -137,15 +138,9 @@ class Cluster {
   }
 
   std::vector<v1::Session> Sessions() {
-    auto stub = v1::Sessions::NewStub(
-        grpc::CreateChannel(controller_, grpc::InsecureChannelCredentials()));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-    ctx.set_wait_for_ready(true);
-    v1::ListSessionsResponse resp;
-    grpc::Status s = stub->ListSessions(&ctx, v1::ListSessionsRequest(), &resp);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return {resp.sessions().begin(), resp.sessions().end()};
+    auto sessions = ListSessions(controller_);
+    EXPECT_TRUE(sessions.ok()) << sessions.status();
+    return sessions.ok() ? *sessions : std::vector<v1::Session>();
   }
 
   // The sessions once the controller has recorded `turns` finished turns in

@@ -24,6 +24,7 @@
 #include "bridge/v1/media.grpc.pb.h"
 #include "bridge/v1/sessions.grpc.pb.h"
 #include "child_process.h"
+#include "grpc_probe.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -135,16 +136,9 @@ class Cluster {
   }
 
   std::vector<v1::Session> Sessions() {
-    auto stub = v1::Sessions::NewStub(
-        grpc::CreateChannel(controller_, grpc::InsecureChannelCredentials()));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-    v1::ListSessionsRequest req;
-    req.set_reveal_ids(true);
-    v1::ListSessionsResponse resp;
-    grpc::Status s = stub->ListSessions(&ctx, req, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return {resp.sessions().begin(), resp.sessions().end()};
+    auto sessions = ListSessions(controller_, /*reveal_ids=*/true);
+    EXPECT_TRUE(sessions.ok()) << sessions.status();
+    return sessions.ok() ? *sessions : std::vector<v1::Session>();
   }
 
   grpc::Status EndSession(const std::string& session_id) {

@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "bridge/v1/sessions.grpc.pb.h"
 #include "child_process.h"
+#include "grpc_probe.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -88,15 +89,9 @@ class IngestTest : public ::testing::Test {
   }
 
   std::vector<v1::Session> Sessions() {
-    auto stub = v1::Sessions::NewStub(
-        grpc::CreateChannel(controller_addr_, grpc::InsecureChannelCredentials()));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-    v1::ListSessionsRequest req;
-    v1::ListSessionsResponse resp;
-    grpc::Status s = stub->ListSessions(&ctx, req, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return {resp.sessions().begin(), resp.sessions().end()};
+    auto sessions = ListSessions(controller_addr_);
+    EXPECT_TRUE(sessions.ok()) << sessions.status();
+    return sessions.ok() ? *sessions : std::vector<v1::Session>();
   }
 
   std::string Metrics() {

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "bridge/v1/sessions.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -50,6 +51,20 @@ absl::StatusOr<std::vector<std::string>> ReflectedServices(const std::string& ta
   grpc::Status s = stream->Finish();
   if (!s.ok()) return absl::UnavailableError(s.error_message());
   return names;
+}
+
+absl::StatusOr<std::vector<bridge::v1::Session>> ListSessions(const std::string& target,
+                                                              bool reveal_ids) {
+  auto stub = bridge::v1::Sessions::NewStub(Channel(target));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  ctx.set_wait_for_ready(true);
+  bridge::v1::ListSessionsRequest req;
+  req.set_reveal_ids(reveal_ids);
+  bridge::v1::ListSessionsResponse resp;
+  grpc::Status s = stub->ListSessions(&ctx, req, &resp);
+  if (!s.ok()) return absl::UnavailableError(s.error_message());
+  return std::vector<bridge::v1::Session>(resp.sessions().begin(), resp.sessions().end());
 }
 
 std::pair<int, std::string> CallEmpty(const std::string& target, const std::string& method) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "bridge/v1/types.pb.h"
 
 namespace bridge::testing {
 
@@ -14,6 +15,10 @@ absl::StatusOr<std::string> HealthStatus(const std::string& target, const std::s
 
 // Every service name the server lists through reflection.
 absl::StatusOr<std::vector<std::string>> ReflectedServices(const std::string& target);
+
+// bridge.v1.Sessions/ListSessions, waiting for the controller to be reachable.
+absl::StatusOr<std::vector<bridge::v1::Session>> ListSessions(const std::string& target,
+                                                              bool reveal_ids = false);
 
 // Calls a unary RPC with an empty request through a generic stub and returns
 // the gRPC status code and message (for UNIMPLEMENTED checks).

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/url.h"  // UrlEncode for the query strings callers build
 
 namespace bridge {
 
@@ -99,8 +100,5 @@ absl::StatusOr<HttpResult> HttpSend(absl::string_view method, const std::string&
                                     const std::vector<std::pair<std::string, std::string>>& headers,
                                     const std::string& body, const std::string& content_type,
                                     absl::Duration timeout);
-
-// application/x-www-form-urlencoded value encoding for query strings we build.
-std::string UrlEncode(absl::string_view s);
 
 }  // namespace bridge

@@ -28,10 +28,6 @@ class ThreadPool {
     absl::MutexLock lock(&mu_);
     tasks_.push_back(std::move(task));
   }
-  size_t queued() {
-    absl::MutexLock lock(&mu_);
-    return tasks_.size();
-  }
 
  private:
   void Loop() {

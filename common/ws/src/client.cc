@@ -36,8 +36,6 @@ using TlsClient =
     websocketpp::client<internal::FixedTlsConfig<websocketpp::config::asio_tls_client>>;
 using SslContextPtr = std::shared_ptr<asio::ssl::context>;
 
-constexpr size_t kMaxMessageBytes = 16 << 20;
-constexpr long kCloseHandshakeMs = 2000;
 constexpr absl::Duration kStopGrace = absl::Seconds(2);
 constexpr size_t kMaxBodyInError = 200;
 
@@ -113,20 +111,12 @@ std::string DescribeFailure(Con& con, const std::string& where, const std::strin
   return prefix + detail;
 }
 
-template <typename Endpoint>
-void Configure(Endpoint& endpoint) {
-  // Our own logging lives elsewhere; failures surface through OnFail/OnClose.
-  endpoint.clear_access_channels(websocketpp::log::alevel::all);
-  endpoint.clear_error_channels(websocketpp::log::elevel::all);
-  endpoint.set_max_message_size(kMaxMessageBytes);
-  endpoint.set_close_handshake_timeout(kCloseHandshakeMs);
-}
 
 class ClientPoolImpl final : public ClientPool {
  public:
   ClientPoolImpl() {
-    Configure(plain_);
-    Configure(tls_);
+    internal::ConfigureEndpoint(plain_);
+    internal::ConfigureEndpoint(tls_);
     // Called synchronously inside get_connection() on the io thread, which
     // sets next_tls_context_ around that call: the handler's only argument is
     // a handle that does not yet know its URL or options.

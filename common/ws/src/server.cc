@@ -38,10 +38,7 @@ using TlsServer =
     websocketpp::server<internal::FixedTlsConfig<websocketpp::config::asio_tls>>;
 using SslContextPtr = std::shared_ptr<asio::ssl::context>;
 
-constexpr size_t kMaxMessageBytes = 16 << 20;
 constexpr long kOpenHandshakeMs = 10000;
-// Short: Stop() waits at most kStopGrace for peers to answer our close.
-constexpr long kCloseHandshakeMs = 2000;
 constexpr absl::Duration kStopGrace = absl::Seconds(2);
 
 HttpRequest ToHttpRequest(const websocketpp::http::parser::request& in) {
@@ -120,14 +117,9 @@ class ServerImpl final : public Server {
   using Conn = internal::WireConnection<Endpoint>;
 
   ServerImpl(ServerCallbacks callbacks, SslContextPtr tls) : callbacks_(std::move(callbacks)) {
-    // Our own logging lives elsewhere; failures surface through statuses and
-    // OnFail/OnClose, not websocketpp's stdout channels.
-    endpoint_.clear_access_channels(websocketpp::log::alevel::all);
-    endpoint_.clear_error_channels(websocketpp::log::elevel::all);
+    internal::ConfigureEndpoint(endpoint_);
     endpoint_.set_reuse_addr(true);
-    endpoint_.set_max_message_size(kMaxMessageBytes);
     endpoint_.set_open_handshake_timeout(kOpenHandshakeMs);
-    endpoint_.set_close_handshake_timeout(kCloseHandshakeMs);
     endpoint_.set_validate_handler(
         [this](websocketpp::connection_hdl hdl) { return OnValidate(hdl); });
     endpoint_.set_http_handler([this](websocketpp::connection_hdl hdl) { OnHttp(hdl); });

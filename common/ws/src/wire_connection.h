@@ -2,14 +2,32 @@
 // after websocketpp's endpoint headers (server.cc, client.cc).
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
 #include <system_error>
 
+#include <websocketpp/logger/levels.hpp>
+
 #include "connection_impl.h"
 
 namespace bridge::ws::internal {
+
+inline constexpr size_t kMaxMessageBytes = 16 << 20;
+// Short: Server::Stop() waits about 2 s for peers to answer our close.
+inline constexpr long kCloseHandshakeMs = 2000;
+
+// What both sides of a websocketpp endpoint share. Our own logging lives
+// elsewhere; failures surface through statuses and OnFail/OnClose, not
+// websocketpp's stdout channels.
+template <typename Endpoint>
+void ConfigureEndpoint(Endpoint& endpoint) {
+  endpoint.clear_access_channels(websocketpp::log::alevel::all);
+  endpoint.clear_error_channels(websocketpp::log::elevel::all);
+  endpoint.set_max_message_size(kMaxMessageBytes);
+  endpoint.set_close_handshake_timeout(kCloseHandshakeMs);
+}
 
 template <typename Endpoint>
 class WireConnection final : public ConnectionImpl {
