@@ -237,11 +237,11 @@ class GraphApiImpl final : public GraphApi {
   absl::StatusOr<std::string> UploadMedia(const std::string& phone_number_id,
                                           const std::string& bytes, const std::string& mime_type,
                                           const std::string& filename) override;
-  absl::StatusOr<std::string> SendText(const std::string& phone_number_id, const std::string& to,
+  absl::StatusOr<std::string> SendText(const std::string& phone_number_id, const Recipient& to,
                                        const std::string& text,
                                        const std::string& reply_to) override;
   absl::StatusOr<std::string> SendVoiceNote(const std::string& phone_number_id,
-                                            const std::string& to, const std::string& media_id,
+                                            const Recipient& to, const std::string& media_id,
                                             const std::string& reply_to) override;
   absl::Status MarkReadTyping(const std::string& phone_number_id,
                               const std::string& message_id) override;
@@ -251,7 +251,8 @@ class GraphApiImpl final : public GraphApi {
   Outcome Run(const Request& req);
   Reply Once(const Request& req, const UrlParts& url);
   absl::StatusOr<std::string> Call(const Request& req);
-  absl::StatusOr<std::string> SendMessage(const std::string& phone_number_id, json message,
+  absl::StatusOr<std::string> SendMessage(const std::string& phone_number_id, const Recipient& to,
+                                          json message,
                                           const std::string& reply_to);
   void Backoff(const std::string& what, const Reply& reply,
                const std::optional<DecodedError>& err, int attempt);
@@ -414,8 +415,17 @@ absl::StatusOr<std::string> GraphApiImpl::UploadMedia(const std::string& phone_n
 }
 
 absl::StatusOr<std::string> GraphApiImpl::SendMessage(const std::string& phone_number_id,
-                                                      json message, const std::string& reply_to) {
+                                                      const Recipient& to, json message,
+                                                      const std::string& reply_to) {
   if (!graph_internal::IsSafeId(phone_number_id)) return BadId("phone number id", phone_number_id);
+  // Meta: "to" wins when both are given and is the recommended form.
+  if (!to.wa_id.empty()) {
+    message["to"] = to.wa_id;
+  } else if (!to.user_id.empty()) {
+    message["recipient"] = to.user_id;
+  } else {
+    return absl::InvalidArgumentError("a message needs a recipient (no phone and no user id)");
+  }
   if (!reply_to.empty()) message["context"] = {{"message_id", reply_to}};
   absl::StatusOr<std::string> body =
       Call({"POST", GraphUrl("/" + phone_number_id + "/messages"), Dump(message)});
@@ -424,20 +434,20 @@ absl::StatusOr<std::string> GraphApiImpl::SendMessage(const std::string& phone_n
 }
 
 absl::StatusOr<std::string> GraphApiImpl::SendText(const std::string& phone_number_id,
-                                                   const std::string& to, const std::string& text,
+                                                   const Recipient& to, const std::string& text,
                                                    const std::string& reply_to) {
-  json m = {{"messaging_product", "whatsapp"}, {"recipient_type", "individual"}, {"to", to},
+  json m = {{"messaging_product", "whatsapp"}, {"recipient_type", "individual"},
             {"type", "text"},                   {"text", {{"preview_url", false}, {"body", text}}}};
-  return SendMessage(phone_number_id, std::move(m), reply_to);
+  return SendMessage(phone_number_id, to, std::move(m), reply_to);
 }
 
 absl::StatusOr<std::string> GraphApiImpl::SendVoiceNote(const std::string& phone_number_id,
-                                                        const std::string& to,
+                                                        const Recipient& to,
                                                         const std::string& media_id,
                                                         const std::string& reply_to) {
-  json m = {{"messaging_product", "whatsapp"}, {"recipient_type", "individual"}, {"to", to},
+  json m = {{"messaging_product", "whatsapp"}, {"recipient_type", "individual"},
             {"type", "audio"},                  {"audio", {{"id", media_id}, {"voice", true}}}};
-  return SendMessage(phone_number_id, std::move(m), reply_to);
+  return SendMessage(phone_number_id, to, std::move(m), reply_to);
 }
 
 absl::Status GraphApiImpl::MarkReadTyping(const std::string& phone_number_id,

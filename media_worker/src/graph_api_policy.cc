@@ -74,7 +74,7 @@ absl::StatusCode CodeForGraph(const graph_internal::DecodedError& e) {
                                    : absl::StatusCode::kInvalidArgument;
     case 131008: case 131009: case 131051: case 131052: case 131053:
       return absl::StatusCode::kInvalidArgument;
-    case 131047: case 131026: case 131049: case 368: case 131031:
+    case 131047: case 131026: case 131049: case 368: case 131031: case 131062:
       return absl::StatusCode::kFailedPrecondition;
     default:
       break;
@@ -145,7 +145,7 @@ bool IsRetryableCode(int code) {
 
 bool IsPermanentCode(int code) {
   switch (code) {
-    case 131047: case 131026: case 131049: case 100: case 131008: case 131009:
+    case 131047: case 131026: case 131049: case 131062: case 100: case 131008: case 131009:
     case 368: case 131031: case 190:
       return true;
     default:

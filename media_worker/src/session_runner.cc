@@ -360,7 +360,8 @@ absl::Status SessionRunner::DeliverText(const v1::InboundMessage& m, const std::
                                         std::vector<std::string>* sent) {
   const absl::Time t0 = absl::Now();
   for (const std::string& part : SplitForWhatsApp(text)) {
-    auto id = graph_->SendText(m.phone_number_id(), m.from().wa_id(), part, m.message_id());
+    auto id = graph_->SendText(m.phone_number_id(), {m.from().wa_id(), m.from().user_id()}, part,
+                               m.message_id());
     if (!id.ok()) return id.status();
     sent->push_back(*id);
   }
@@ -375,7 +376,8 @@ absl::Status SessionRunner::DeliverVoice(const v1::InboundMessage& m, const std:
   metrics_->Stage("upload").Observe(Since(t0));
   if (!media.ok()) return media.status();
   const absl::Time t1 = absl::Now();
-  auto id = graph_->SendVoiceNote(m.phone_number_id(), m.from().wa_id(), *media, m.message_id());
+  auto id = graph_->SendVoiceNote(m.phone_number_id(), {m.from().wa_id(), m.from().user_id()},
+                                    *media, m.message_id());
   metrics_->Stage("send").Observe(Since(t1));
   if (!id.ok()) return id.status();
   sent->push_back(*id);
@@ -463,7 +465,7 @@ v1::TurnResult SessionRunner::RunTurn(const v1::Turn& turn) {
     s = DeliverText(m, kUnsupported, &sent);
   }
   result.set_conversation_id(conversation_id());
-  for (auto& id : sent) result.add_sent_message_ids(id);
+  for (auto& id : sent) result.add_sent()->set_message_id(id);
   result.set_outcome(s.ok() ? v1::TURN_OUTCOME_DONE : v1::TURN_OUTCOME_FAILED);
   if (!s.ok()) {
     result.set_reason(std::string(RedactStatus(s).message()));

@@ -331,7 +331,7 @@ TEST_F(GraphApiTest, RetriesRunOutAsUnavailableOrResourceExhausted) {
   EXPECT_EQ(Retries().size(), 2u);
 
   Fault(R"({"messages_status":429})");
-  auto sent = api->SendText(kPhoneId, kUser, "hi", "");
+  auto sent = api->SendText(kPhoneId, {kUser}, "hi", "");
   EXPECT_TRUE(absl::IsResourceExhausted(sent.status())) << sent.status();
   EXPECT_EQ(GraphErrorOf(sent.status())->code, 130429);
   EXPECT_EQ(Retries().size(), 4u);
@@ -341,7 +341,7 @@ TEST_F(GraphApiTest, RetriesRunOutAsUnavailableOrResourceExhausted) {
 
 TEST_F(GraphApiTest, SendTextAsAReply) {
   auto api = NewGraphApi(Options());
-  auto wamid = api->SendText(kPhoneId, kUser, "Hello there \xF0\x9F\x91\x8B", "wamid.IN-1");
+  auto wamid = api->SendText(kPhoneId, {kUser}, "Hello there \xF0\x9F\x91\x8B", "wamid.IN-1");
   ASSERT_TRUE(wamid.ok()) << wamid.status();
   EXPECT_THAT(*wamid, StartsWith("wamid."));
   json out = Outbox(kUser, 1);
@@ -354,7 +354,7 @@ TEST_F(GraphApiTest, SendTextAsAReply) {
 
 TEST_F(GraphApiTest, TooLongTextIsABadRequestAndNotRetried) {
   auto api = NewGraphApi(Options());
-  auto wamid = api->SendText(kPhoneId, kUser, std::string(4097, 'a'), "");
+  auto wamid = api->SendText(kPhoneId, {kUser}, std::string(4097, 'a'), "");
   EXPECT_TRUE(absl::IsInvalidArgument(wamid.status())) << wamid.status();
   std::optional<GraphError> e = GraphErrorOf(wamid.status());
   ASSERT_TRUE(e.has_value());
@@ -370,7 +370,7 @@ TEST_F(GraphApiTest, SendVoiceNoteAsAReply) {
   auto api = NewGraphApi(Options());
   auto media = api->UploadMedia(kPhoneId, VoiceNote(), "audio/ogg", "reply.ogg");
   ASSERT_TRUE(media.ok()) << media.status();
-  auto wamid = api->SendVoiceNote(kPhoneId, kUser, *media, "wamid.IN-2");
+  auto wamid = api->SendVoiceNote(kPhoneId, {kUser}, *media, "wamid.IN-2");
   ASSERT_TRUE(wamid.ok()) << wamid.status();
   json out = Outbox(kUser, 1);
   ASSERT_EQ(out.size(), 1u) << out.dump();
@@ -396,7 +396,7 @@ TEST_F(GraphApiTest, ThrottlingIsRetriedHonouringRetryAfter) {
   o.max_backoff = absl::Seconds(1);  // room for the 1 s Retry-After, no more
   auto api = NewGraphApi(o);
   Fault(R"({"messages_status":429,"retry_after_s":1,"count":2})");
-  auto wamid = api->SendText(kPhoneId, kUser, "third time lucky", "");
+  auto wamid = api->SendText(kPhoneId, {kUser}, "third time lucky", "");
   ASSERT_TRUE(wamid.ok()) << wamid.status();
   std::vector<RetrySeen> r = Retries();
   ASSERT_EQ(r.size(), 2u);  // succeeded on the third attempt
@@ -414,10 +414,10 @@ TEST_F(GraphApiTest, ThrottlingIsRetriedHonouringRetryAfter) {
 TEST_F(GraphApiTest, PairRateLimitIsRetriedWithCappedBackoff) {
   auto api = NewGraphApi(Options());
   Fault(R"({"pair_rate_limit":true})");
-  ASSERT_TRUE(api->SendText(kPhoneId, kUser, "first", "").ok());
+  ASSERT_TRUE(api->SendText(kPhoneId, {kUser}, "first", "").ok());
   // The simulated 6 s pass while the client backs off, without waiting them.
   SetRetryHook([this] { SimCall("POST", "/sim/clock", R"({"advance_s":7})"); });
-  auto second = api->SendText(kPhoneId, kUser, "second", "");
+  auto second = api->SendText(kPhoneId, {kUser}, "second", "");
   ASSERT_TRUE(second.ok()) << second.status();
   std::vector<RetrySeen> r = Retries();
   ASSERT_EQ(r.size(), 1u);
@@ -430,7 +430,7 @@ TEST_F(GraphApiTest, PairRateLimitIsRetriedWithCappedBackoff) {
 TEST_F(GraphApiTest, ClosedWindowIsPermanent) {
   auto api = NewGraphApi(Options());
   Fault(R"({"service_window":true})");
-  auto wamid = api->SendText(kPhoneId, kUser, "anyone there?", "");
+  auto wamid = api->SendText(kPhoneId, {kUser}, "anyone there?", "");
   EXPECT_TRUE(absl::IsFailedPrecondition(wamid.status())) << wamid.status();
   EXPECT_THAT(std::string(wamid.status().message()),
               HasSubstr("graph error 131047: Re-engagement message"));
@@ -443,7 +443,7 @@ TEST_F(GraphApiTest, BadTokenIsUnauthenticatedAndNeverEchoed) {
   GraphApiOptions o = Options();
   o.access_token = wrong;
   auto api = NewGraphApi(o);
-  auto wamid = api->SendText(kPhoneId, kUser, "hi", "");
+  auto wamid = api->SendText(kPhoneId, {kUser}, "hi", "");
   EXPECT_TRUE(absl::IsUnauthenticated(wamid.status())) << wamid.status();
   std::optional<GraphError> e = GraphErrorOf(wamid.status());
   ASSERT_TRUE(e.has_value());
@@ -470,7 +470,7 @@ TEST_F(GraphApiTest, RefusedConnectionsAreRetriedThenUnavailable) {
   o.base_url = dead;
   o.max_attempts = 2;
   auto api = NewGraphApi(o);
-  auto wamid = api->SendText(kPhoneId, kUser, "hi", "");
+  auto wamid = api->SendText(kPhoneId, {kUser}, "hi", "");
   EXPECT_TRUE(absl::IsUnavailable(wamid.status())) << wamid.status();
   EXPECT_FALSE(GraphErrorOf(wamid.status()).has_value());
   std::vector<RetrySeen> r = Retries();
@@ -489,7 +489,7 @@ TEST_F(GraphApiTest, ConcurrentCallsFromManyThreads) {
     threads.emplace_back([&, t] {
       const std::string user = absl::StrCat("1650555100", t);
       for (int i = 0; i < kEach; ++i) {
-        if (!api->SendText(kPhoneId, user, absl::StrCat("msg ", i), "").ok()) ++failures;
+        if (!api->SendText(kPhoneId, {user}, absl::StrCat("msg ", i), "").ok()) ++failures;
         Collector got;
         if (!api->DownloadMedia(id, "", Sha256B64(note), got.Sink()).ok() || got.bytes != note) {
           ++failures;

@@ -56,6 +56,14 @@ struct MediaInfo {
   int64_t file_size = 0;
 };
 
+// Who a message goes to (PROTOCOLS.md A4): the phone ("to") when one is
+// known, else the business-scoped user id ("recipient"). Meta prefers the
+// phone; a BSUID cannot take every message type (error 131062).
+struct Recipient {
+  std::string wa_id;
+  std::string user_id;
+};
+
 class GraphApi {
  public:
   virtual ~GraphApi() = default;
@@ -76,10 +84,10 @@ class GraphApi {
                                                   const std::string& filename) = 0;
   // Return the sent message's wamid. `reply_to` (a wamid) may be empty.
   virtual absl::StatusOr<std::string> SendText(const std::string& phone_number_id,
-                                               const std::string& to, const std::string& text,
+                                               const Recipient& to, const std::string& text,
                                                const std::string& reply_to) = 0;
   virtual absl::StatusOr<std::string> SendVoiceNote(const std::string& phone_number_id,
-                                                    const std::string& to,
+                                                    const Recipient& to,
                                                     const std::string& media_id,
                                                     const std::string& reply_to) = 0;
   // Marks the user's message read and shows the typing indicator.
