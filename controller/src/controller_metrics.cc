@@ -22,6 +22,17 @@ ControllerMetrics::ControllerMetrics() {
   statuses = &ingest_events->Add({{"kind", "status"}, {"outcome", "recorded"}});
   other_events = &ingest_events->Add({{"kind", "other"}, {"outcome", "ignored"}});
   ingest_failures = &ingest_events->Add({{"kind", "batch"}, {"outcome", "store_error"}});
+  messages_too_old = &ingest_events->Add({{"kind", "message"}, {"outcome", "too_old"}});
+  messages_applied = &ingest_events->Add({{"kind", "message"}, {"outcome", "applied"}});
+  failures_unmatched = &ingest_events->Add({{"kind", "status"}, {"outcome", "failed_unmatched"}});
+  actions = &prometheus::BuildCounter()
+                 .Name("bridge_controller_message_actions_total")
+                 .Help("What reactions, edits, revokes, number changes and failed voice notes did")
+                 .Register(r);
+  delivery_failures = &prometheus::BuildCounter()
+                           .Name("bridge_controller_delivery_failures_total")
+                           .Help("`failed` statuses for messages the workers sent, by error code")
+                           .Register(r);
   ingest_commit_seconds = &prometheus::BuildHistogram()
                                .Name("bridge_controller_ingest_commit_seconds")
                                .Help("Time to make one webhook batch durable")
@@ -39,6 +50,7 @@ ControllerMetrics::ControllerMetrics() {
   turns_done = &turns->Add({{"outcome", "done"}});
   turns_failed = &turns->Add({{"outcome", "failed"}});
   turns_retried = &turns->Add({{"outcome", "retried"}});
+  turns_window_closed = &turns->Add({{"outcome", "window_closed"}});
   sessions_active = &prometheus::BuildGauge()
                          .Name("bridge_controller_sessions")
                          .Help("Sessions not ended")

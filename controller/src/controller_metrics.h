@@ -19,12 +19,20 @@ struct ControllerMetrics {
   prometheus::Counter* statuses;
   prometheus::Counter* other_events;
   prometheus::Counter* ingest_failures;
+  prometheus::Counter* messages_too_old;  // older than --max_message_age
+  prometheus::Counter* messages_applied;  // reactions, edits, revokes, number changes
+  prometheus::Counter* failures_unmatched;  // `failed` statuses for no wamid we know
+  // What a non-turn message did: reaction_inform, edit_replaced, edit_inform,
+  // revoke_dropped, revoke_inform, number_changed, resend_as_text.
+  prometheus::Family<prometheus::Counter>* actions;  // {action}
+  prometheus::Family<prometheus::Counter>* delivery_failures;  // {code}
   prometheus::Histogram* ingest_commit_seconds;
   prometheus::Histogram* queue_wait_seconds;
   prometheus::Family<prometheus::Counter>* turns;  // {outcome}
   prometheus::Counter* turns_done;
   prometheus::Counter* turns_failed;
   prometheus::Counter* turns_retried;
+  prometheus::Counter* turns_window_closed;  // completed without sending (131047)
   prometheus::Gauge* sessions_active;
   prometheus::Gauge* turns_pending;
   prometheus::Gauge* workers_serving;

@@ -26,6 +26,7 @@ class ControllerServerImpl final : public ControllerServer {
     co.session_idle_timeout = opts.session_idle_timeout;
     co.session_max_duration = opts.session_max_duration;
     co.heartbeat_timeout = opts.heartbeat_timeout;
+    co.max_message_age = opts.max_message_age;
     coordinator_ = std::make_unique<Coordinator>(store_.get(), co);
     if (auto s = coordinator_->Load(); !s.ok()) return s;
     ingest_ = NewIngestService(coordinator_.get());

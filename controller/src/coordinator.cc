@@ -23,12 +23,18 @@ std::string TurnKey(const std::string& session, const std::string& turn_id) {
   return absl::StrCat(TurnPrefix(session), turn_id);
 }
 std::string DedupKey(const std::string& message_id) { return absl::StrCat("d/", message_id); }
+// What a worker sent (a TurnResult with that one message), and the mark that
+// a `failed` status for it was handled: both outlive a restart.
+std::string SentKey(const std::string& wamid) { return absl::StrCat("m/", wamid); }
+std::string FailedKey(const std::string& wamid) { return absl::StrCat("f/", wamid); }
 
-// One session per business number and user; users without a phone number
-// (usernames, 2026) are keyed by their business-scoped id.
-std::string UserKey(const v1::InboundMessage& m) {
-  return absl::StrCat(m.phone_number_id(), "/",
-                      m.from().wa_id().empty() ? "u:" + m.from().user_id() : m.from().wa_id());
+// One session per business number and user. A user has up to two keys: the
+// business-scoped id (BSUID, stable) and the phone (shared only sometimes).
+std::string BsuidKey(const std::string& phone_number_id, const std::string& user_id) {
+  return absl::StrCat(phone_number_id, "/u:", user_id);
+}
+std::string PhoneKey(const std::string& phone_number_id, const std::string& wa_id) {
+  return absl::StrCat(phone_number_id, "/", wa_id);
 }
 
 google::protobuf::Timestamp Ts(absl::Time t) {
@@ -40,21 +46,93 @@ std::string NewSessionId() {
   return absl::StrFormat("s_%x%04x", absl::ToUnixMicros(absl::Now()), counter++ & 0xffff);
 }
 
-// Collects the outcome of a batch's commits and answers once all are in.
-struct IngestBatch {
-  absl::Mutex mu;
-  int remaining ABSL_GUARDED_BY(mu) = 0;
-  v1::DeliverResponse response ABSL_GUARDED_BY(mu);
-  absl::Status error ABSL_GUARDED_BY(mu);
-  absl::Time started = absl::Now();
-  std::function<void(absl::StatusOr<v1::DeliverResponse>)> done;
-};
+// Turns that end with something sent to the user (not INFORM).
+bool SendsToUser(const v1::Turn& t) { return t.action() != v1::TURN_ACTION_INFORM; }
 
 }  // namespace
+
+// Collects the outcome of a batch's commits and answers once all are in.
+class Coordinator::IngestBatch {
+ public:
+  IngestBatch(ControllerMetrics* metrics,
+              std::function<void(absl::StatusOr<v1::DeliverResponse>)> done)
+      : metrics_(metrics), done_(std::move(done)) {}
+
+  void Expect(int n) {
+    absl::MutexLock l(&mu_);
+    remaining_ = n;
+    if (n == 0) Finish();
+  }
+  // One event's outcome; for committed events, the last one answers.
+  void Record(Outcome o, bool committed) {
+    absl::MutexLock l(&mu_);
+    Count(o);
+    if (committed && --remaining_ == 0) Finish();
+  }
+  void Fail(const absl::Status& error) {
+    absl::MutexLock l(&mu_);
+    error_ = error;
+    if (--remaining_ == 0) Finish();
+  }
+
+ private:
+  void Count(Outcome o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    v1::DeliverResponse& r = response_;
+    switch (o) {
+      case Outcome::kAccepted:
+        metrics_->messages_accepted->Increment();
+        return r.set_accepted(r.accepted() + 1);
+      case Outcome::kDuplicate:
+        metrics_->messages_duplicate->Increment();
+        return r.set_duplicates(r.duplicates() + 1);
+      case Outcome::kTooOld:
+        metrics_->messages_too_old->Increment();
+        return r.set_too_old(r.too_old() + 1);
+      case Outcome::kApplied:
+        metrics_->messages_applied->Increment();
+        return r.set_applied(r.applied() + 1);
+      case Outcome::kStatus:
+        metrics_->statuses->Increment();
+        return r.set_statuses(r.statuses() + 1);
+      case Outcome::kIgnored:
+        metrics_->other_events->Increment();
+        return r.set_ignored(r.ignored() + 1);
+    }
+  }
+  void Finish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    metrics_->ingest_commit_seconds->Observe(absl::ToDoubleSeconds(absl::Now() - started_));
+    if (!error_.ok()) metrics_->ingest_failures->Increment();
+    done_(error_.ok() ? absl::StatusOr<v1::DeliverResponse>(response_) : error_);
+  }
+
+  ControllerMetrics* metrics_;
+  std::function<void(absl::StatusOr<v1::DeliverResponse>)> done_;
+  const absl::Time started_ = absl::Now();
+  absl::Mutex mu_;
+  int remaining_ ABSL_GUARDED_BY(mu_) = 0;
+  v1::DeliverResponse response_ ABSL_GUARDED_BY(mu_);
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+};
 
 std::string MaskId(const std::string& id) {
   if (id.size() <= 7) return std::string(id.size(), '*');
   return absl::StrCat(id.substr(0, 4), std::string(id.size() - 7, '*'), id.substr(id.size() - 3));
+}
+
+bool ResendsVoiceAsText(int code) {
+  switch (code) {
+    case 131047:  // more than 24 h since the user wrote: a text fails too
+    case 131031:  // account locked
+    case 368:     // temporarily blocked for policy violations
+    case 190:     // access token expired: an operator problem
+    case 131049:  // per-user marketing limit (templates only)
+    case 131050:  // the user stopped marketing messages
+    case 130472:  // the user is part of a Meta experiment
+      return false;
+    default:  // 131053 media unusable, 131026 undeliverable (an old app may
+              // take text), 131062 (voice cannot go to a BSUID; text can) ...
+      return true;
+  }
 }
 
 Coordinator::Coordinator(SessionStore* store, CoordinatorOptions options)
@@ -67,16 +145,15 @@ absl::Status Coordinator::Load() {
   if (!sessions.ok()) return sessions.status();
   auto turns = store_->Range("t/");
   if (!turns.ok()) return turns.status();
+  auto sent = store_->Range("m/");
+  if (!sent.ok()) return sent.status();
   absl::MutexLock lock(&mu_);
   for (const KeyValue& kv : *sessions) {
     auto e = std::make_unique<SessionEntry>();
     if (!e->session.ParseFromString(kv.value)) continue;
     e->durable = true;
-    e->key = absl::StrCat(e->session.phone_number_id(), "/",
-                          e->session.wa_id().empty() ? "u:" + e->session.user_id()
-                                                     : e->session.wa_id());
     if (e->session.state() != v1::SESSION_STATE_ENDED) {
-      by_key_[e->key] = e->session.session_id();
+      Index(*e);  // by BSUID and by phone, whichever it has
       // Its worker may be gone: dispatch re-picks when it is.
       e->session.set_state(v1::SESSION_STATE_PENDING);
     }
@@ -94,33 +171,104 @@ absl::Status Coordinator::Load() {
     if (absl::SimpleAtoi(t.turn_id(), &seq)) next_turn_seq_ = std::max(next_turn_seq_, seq + 1);
     ++restored;
   }
-  LogInfo("controller state restored", {{"sessions", sessions_.size()}, {"pending_turns", restored}});
+  for (const KeyValue& kv : *sent) {
+    v1::TurnResult r;
+    if (!r.ParseFromString(kv.value) || r.sent_size() != 1) continue;
+    sent_[r.sent(0).message_id()] = SentRecord{r.session_id(), r.sent(0)};
+    sent_expiry_.emplace_back(absl::Now() + options_.sent_ttl, r.sent(0).message_id());
+  }
+  LogInfo("controller state restored", {{"sessions", sessions_.size()},
+                                        {"pending_turns", restored},
+                                        {"sent_messages", sent_.size()}});
   UpdateGauges();
   return absl::OkStatus();
 }
 
+void Coordinator::Index(const SessionEntry& e) {
+  const v1::Session& s = e.session;
+  if (!s.user_id().empty()) by_key_[BsuidKey(s.phone_number_id(), s.user_id())] = s.session_id();
+  if (!s.wa_id().empty()) by_key_[PhoneKey(s.phone_number_id(), s.wa_id())] = s.session_id();
+}
+
+void Coordinator::Unindex(const SessionEntry& e) {
+  const v1::Session& s = e.session;
+  for (const std::string& key : {BsuidKey(s.phone_number_id(), s.user_id()),
+                                 PhoneKey(s.phone_number_id(), s.wa_id())}) {
+    auto it = by_key_.find(key);
+    if (it != by_key_.end() && it->second == s.session_id()) by_key_.erase(it);
+  }
+}
+
+Coordinator::SessionEntry* Coordinator::Find(const std::string& session_id) {
+  auto it = sessions_.find(session_id);
+  return it == sessions_.end() ? nullptr : it->second.get();
+}
+
+Coordinator::SessionEntry* Coordinator::FindSession(const v1::UserRef& from,
+                                                    const std::string& phone_number_id) {
+  auto lookup = [&](const std::string& key) -> SessionEntry* {
+    auto it = by_key_.find(key);
+    return it == by_key_.end() ? nullptr : Find(it->second);
+  };
+  // The BSUID first: it is the stable key.
+  if (!from.user_id().empty()) {
+    if (SessionEntry* s = lookup(BsuidKey(phone_number_id, from.user_id()))) return s;
+  }
+  if (from.wa_id().empty()) return nullptr;
+  SessionEntry* s = lookup(PhoneKey(phone_number_id, from.wa_id()));
+  // A phone already linked to another BSUID is a recycled number: a new user.
+  if (s != nullptr && !from.user_id().empty() && !s->session.user_id().empty() &&
+      s->session.user_id() != from.user_id()) {
+    return nullptr;
+  }
+  return s;
+}
+
+// Links what a message says about its sender to the session: the BSUID to a
+// session found by phone (sessions from before BSUIDs), a phone that appeared
+// or changed, a new profile name or username. True when anything changed.
+bool Coordinator::Link(SessionEntry* e, const v1::UserRef& from) {
+  v1::Session& s = e->session;
+  bool changed = false;
+  auto update = [&changed](const std::string& v, std::string* field) {
+    if (v.empty() || v == *field) return;
+    *field = v;
+    changed = true;
+  };
+  if (from.user_id() != s.user_id() || (!from.wa_id().empty() && from.wa_id() != s.wa_id())) {
+    Unindex(*e);
+    update(from.user_id(), s.mutable_user_id());
+    update(from.wa_id(), s.mutable_wa_id());  // a phone that disappears stays known
+    Index(*e);
+  }
+  update(from.profile_name(), s.mutable_profile_name());
+  update(from.username(), s.mutable_username());
+  return changed;
+}
+
 Coordinator::SessionEntry* Coordinator::FindOrCreateSession(const v1::InboundMessage& m,
-                                                            bool* created) {
-  const std::string key = UserKey(m);
-  if (auto it = by_key_.find(key); it != by_key_.end()) {
-    *created = false;
-    return sessions_[it->second].get();
+                                                            bool* created, bool* changed) {
+  *created = false;
+  *changed = false;
+  if (SessionEntry* s = FindSession(m.from(), m.phone_number_id())) {
+    *changed = Link(s, m.from());
+    return s;
   }
   *created = true;
   auto e = std::make_unique<SessionEntry>();
-  e->key = key;
   v1::Session& s = e->session;
   s.set_session_id(NewSessionId());
   s.set_phone_number_id(m.phone_number_id());
   s.set_wa_id(m.from().wa_id());
   s.set_user_id(m.from().user_id());
   s.set_profile_name(m.from().profile_name());
+  s.set_username(m.from().username());
   s.set_state(v1::SESSION_STATE_PENDING);
   s.set_kind(v1::SESSION_KIND_WHATSAPP);
   *s.mutable_created_at() = Ts(absl::Now());
   *s.mutable_last_activity_at() = Ts(absl::Now());
   SessionEntry* raw = e.get();
-  by_key_[key] = s.session_id();
+  Index(*raw);
   sessions_[s.session_id()] = std::move(e);
   return raw;
 }
@@ -132,86 +280,285 @@ void Coordinator::Persist(const SessionEntry& s, Txn* txn) {
   txn->Put(SessionKey(s.session.session_id()), s.session.SerializeAsString(), expires);
 }
 
+void Coordinator::PersistAsync(const SessionEntry& s, Txn txn) {
+  Persist(s, &txn);
+  store_->CommitAsync(std::move(txn), [](absl::StatusOr<int64_t> res) {
+    if (!res.ok()) LogError("cannot record a session change", {{"error", res.status()}});
+  });
+}
+
 void Coordinator::Ingest(const v1::DeliverRequest& request,
                          std::function<void(absl::StatusOr<v1::DeliverResponse>)> done) {
-  auto batch = std::make_shared<IngestBatch>();
-  batch->done = std::move(done);
+  auto batch = std::make_shared<IngestBatch>(&metrics_, std::move(done));
   absl::MutexLock lock(&mu_);
-  std::vector<std::pair<Txn, std::function<void(absl::StatusOr<int64_t>)>>> commits;
+  std::vector<Planned> plans;
   for (const v1::WebhookEvent& ev : request.events()) {
+    std::optional<Planned> plan;
+    Outcome now = Outcome::kIgnored;
     if (ev.has_status()) {
-      metrics_.statuses->Increment();
-      LogDebug("status update", {{"message_id", ev.status().message_id()},
-                                 {"status", ev.status().status_name()}});
-      absl::MutexLock b(&batch->mu);
-      batch->response.set_statuses(batch->response.statuses() + 1);
-      continue;
-    }
-    if (!ev.has_message()) {
-      metrics_.other_events->Increment();
+      now = Outcome::kStatus;
+      plan = PlanStatus(ev.status());
+    } else if (ev.has_message()) {
+      plan = PlanMessage(ev.message(), &now);
+    } else {
       LogInfo("webhook event ignored", {{"field", ev.other().field()},
                                         {"errors", ev.other().errors_size()}});
-      absl::MutexLock b(&batch->mu);
-      batch->response.set_ignored(batch->response.ignored() + 1);
-      continue;
     }
-    const v1::InboundMessage& m = ev.message();
-    bool created = false;
-    SessionEntry* s = FindOrCreateSession(m, &created);
-    if (created) Notify(v1::SESSION_EVENT_TYPE_CREATED, *s);
-    v1::Turn turn;
-    turn.set_session_id(s->session.session_id());
-    turn.set_turn_id(absl::StrFormat("%020d", next_turn_seq_++));
-    *turn.mutable_message() = m;
-    Txn txn;
-    if (!m.message_id().empty()) {
-      txn.IfAbsent(DedupKey(m.message_id()))
-          .Put(DedupKey(m.message_id()), "", absl::Now() + options_.dedup_ttl);
-    }
-    txn.Put(TurnKey(turn.session_id(), turn.turn_id()), turn.SerializeAsString());
-    if (!s->durable) Persist(*s, &txn);
-    commits.emplace_back(std::move(txn), [this, batch, turn](absl::StatusOr<int64_t> r) {
-      bool queued = r.ok();
-      if (queued) {
-        absl::MutexLock l(&mu_);
-        auto it = sessions_.find(turn.session_id());
-        if (it != sessions_.end()) {
-          SessionEntry* e = it->second.get();
-          e->durable = true;
-          e->pending.push_back(turn);
-          e->enqueued_at.push_back(absl::Now());
-          *e->session.mutable_last_activity_at() = Ts(absl::Now());
-          Dispatch(e);
-          UpdateGauges();
+    if (plan) plans.push_back(*std::move(plan));
+    else batch->Record(now, /*committed=*/false);
+  }
+  batch->Expect(static_cast<int>(plans.size()));
+  for (Planned& p : plans) {
+    store_->CommitAsync(std::move(p.txn), [this, batch, apply = std::move(p.apply),
+                                           conflict = p.on_conflict](absl::StatusOr<int64_t> r) {
+      if (r.ok()) {
+        Outcome o;
+        {
+          absl::MutexLock l(&mu_);
+          o = apply();
         }
-      }
-      absl::MutexLock b(&batch->mu);
-      if (queued) {
-        metrics_.messages_accepted->Increment();
-        batch->response.set_accepted(batch->response.accepted() + 1);
+        batch->Record(o, true);
       } else if (absl::IsFailedPrecondition(r.status())) {
-        metrics_.messages_duplicate->Increment();
-        batch->response.set_duplicates(batch->response.duplicates() + 1);
+        batch->Record(conflict, true);  // a retry of what was already recorded
       } else {
-        batch->error = r.status();
+        batch->Fail(r.status());
       }
-      if (--batch->remaining > 0) return;
-      metrics_.ingest_commit_seconds->Observe(absl::ToDoubleSeconds(absl::Now() - batch->started));
-      if (!batch->error.ok()) metrics_.ingest_failures->Increment();
-      batch->done(batch->error.ok() ? absl::StatusOr<v1::DeliverResponse>(batch->response)
-                                    : batch->error);
     });
   }
-  {
-    absl::MutexLock b(&batch->mu);
-    batch->remaining = static_cast<int>(commits.size());
+}
+
+v1::Turn Coordinator::NewTurn(const SessionEntry& s, const v1::InboundMessage& m,
+                              v1::TurnAction action) {
+  v1::Turn turn;
+  turn.set_session_id(s.session.session_id());
+  turn.set_turn_id(absl::StrFormat("%020d", next_turn_seq_++));
+  *turn.mutable_message() = m;
+  turn.set_action(action);
+  return turn;
+}
+
+// A message becomes a transaction: its dedup key, its turn, the session if new
+// or changed. What it does in memory waits for the commit (`apply`).
+std::optional<Coordinator::Planned> Coordinator::PlanMessage(const v1::InboundMessage& m,
+                                                             Outcome* now) {
+  if (m.type() == v1::MESSAGE_TYPE_SYSTEM) return PlanSystem(m, now);
+  bool created = false, changed = false;
+  SessionEntry* s = FindOrCreateSession(m, &created, &changed);
+  if (created) Notify(v1::SESSION_EVENT_TYPE_CREATED, *s);
+  Txn txn;
+  if (!m.message_id().empty()) {
+    txn.IfAbsent(DedupKey(m.message_id()))
+        .Put(DedupKey(m.message_id()), "", absl::Now() + options_.dedup_ttl);
   }
-  if (commits.empty()) {
-    absl::MutexLock b(&batch->mu);
-    batch->done(batch->response);
-    return;
+  if (!s->durable || changed) Persist(*s, &txn);
+  if (m.timestamp() > 0 &&
+      absl::Now() - absl::FromUnixSeconds(m.timestamp()) > options_.max_message_age) {
+    return PlanTooOld(s, m, std::move(txn));
   }
-  for (auto& [txn, cb] : commits) store_->CommitAsync(std::move(txn), std::move(cb));
+  // Reactions, and edits or revokes of what already ran, are context for
+  // the agent (PROTOCOLS.md A2): never answered.
+  v1::TurnAction action = v1::TURN_ACTION_REPLY;
+  Outcome outcome = Outcome::kAccepted;
+  if (m.type() == v1::MESSAGE_TYPE_REACTION || m.type() == v1::MESSAGE_TYPE_EDIT ||
+      m.type() == v1::MESSAGE_TYPE_REVOKE) {
+    action = v1::TURN_ACTION_INFORM;
+    outcome = Outcome::kApplied;
+  }
+  v1::Turn turn = NewTurn(*s, m, action);
+  txn.Put(TurnKey(turn.session_id(), turn.turn_id()), turn.SerializeAsString());
+  return Planned{std::move(txn), [this, turn, outcome] { return ApplyTurn(turn, outcome); }};
+}
+
+Coordinator::Planned Coordinator::PlanTooOld(SessionEntry* s, const v1::InboundMessage& m,
+                                             Txn txn) {
+  const std::string session_id = s->session.session_id();
+  const std::string message_id = m.message_id();
+  const int64_t age_s = absl::ToInt64Seconds(absl::Now() - absl::FromUnixSeconds(m.timestamp()));
+  return Planned{std::move(txn), [this, session_id, message_id, age_s] {
+    LogInfo("message older than --max_message_age: recorded, not answered",
+            {{"session_id", session_id}, {"message_id", message_id}, {"age_s", age_s}});
+    if (SessionEntry* e = Find(session_id)) {
+      e->durable = true;
+      e->session.set_messages_too_old(e->session.messages_too_old() + 1);
+      PersistAsync(*e);
+      Notify(v1::SESSION_EVENT_TYPE_UPDATED, *e);
+    }
+    return Outcome::kTooOld;
+  }};
+}
+
+// Only a number change does anything: the session follows the new phone.
+std::optional<Coordinator::Planned> Coordinator::PlanSystem(const v1::InboundMessage& m,
+                                                            Outcome* now) {
+  SessionEntry* s = FindSession(m.from(), m.phone_number_id());
+  if (m.system_type() != "user_changed_number" || m.new_wa_id().empty() || s == nullptr) {
+    LogInfo("system message ignored", {{"type", m.system_type()}, {"known_user", s != nullptr}});
+    *now = Outcome::kIgnored;
+    return std::nullopt;
+  }
+  Txn txn;
+  if (!m.message_id().empty()) {
+    txn.IfAbsent(DedupKey(m.message_id()))
+        .Put(DedupKey(m.message_id()), "", absl::Now() + options_.dedup_ttl);
+  }
+  const std::string session_id = s->session.session_id();
+  const std::string new_wa_id = m.new_wa_id();
+  return Planned{std::move(txn), [this, session_id, new_wa_id] {
+    SessionEntry* e = Find(session_id);
+    if (e != nullptr && e->session.state() != v1::SESSION_STATE_ENDED) Rekey(e, new_wa_id);
+    return Outcome::kApplied;
+  }};
+}
+
+void Coordinator::Rekey(SessionEntry* e, const std::string& new_wa_id) {
+  Unindex(*e);
+  e->session.set_wa_id(new_wa_id);
+  Index(*e);
+  metrics_.actions->Add({{"action", "number_changed"}}).Increment();
+  LogInfo("user changed number: session re-keyed", {{"session_id", e->session.session_id()}});
+  PersistAsync(*e);
+  Notify(v1::SESSION_EVENT_TYPE_UPDATED, *e);
+}
+
+// Runs once the turn is durable: an edit or revoke of a turn still waiting
+// changes that turn instead; anything else joins the session's queue.
+Coordinator::Outcome Coordinator::ApplyTurn(const v1::Turn& turn, Outcome outcome) {
+  SessionEntry* e = Find(turn.session_id());
+  if (e == nullptr) return outcome;
+  e->durable = true;
+  const v1::MessageType type = turn.message().type();
+  if (e->session.window_closed()) {
+    e->session.set_window_closed(false);  // they wrote again: the window is open
+    PersistAsync(*e);
+  }
+  if (type == v1::MESSAGE_TYPE_EDIT && ApplyEdit(e, turn)) return outcome;
+  if (type == v1::MESSAGE_TYPE_REVOKE && ApplyRevoke(e, turn)) return outcome;
+  if (type == v1::MESSAGE_TYPE_REACTION) {
+    metrics_.actions->Add({{"action", "reaction_inform"}}).Increment();
+  } else if (type == v1::MESSAGE_TYPE_EDIT) {
+    metrics_.actions->Add({{"action", "edit_inform"}}).Increment();
+  } else if (type == v1::MESSAGE_TYPE_REVOKE) {
+    metrics_.actions->Add({{"action", "revoke_inform"}}).Increment();
+  }
+  Enqueue(e, turn);
+  return outcome;
+}
+
+void Coordinator::Enqueue(SessionEntry* e, v1::Turn turn) {
+  e->pending.push_back(std::move(turn));
+  e->enqueued_at.push_back(absl::Now());
+  *e->session.mutable_last_activity_at() = Ts(absl::Now());
+  Dispatch(e);
+  UpdateGauges();
+}
+
+// An edit of a message whose turn has not started: the turn answers the new
+// text, and the edit's own (INFORM) turn is dropped.
+bool Coordinator::ApplyEdit(SessionEntry* e, const v1::Turn& edit) {
+  const std::string& target = edit.message().target_message_id();
+  for (v1::Turn& t : e->pending) {
+    if (target.empty() || t.message().message_id() != target || !SendsToUser(t)) continue;
+    t.mutable_message()->set_text(edit.message().text());
+    if (t.message().has_media()) t.mutable_message()->mutable_media()->set_caption(edit.message().text());
+    Txn txn;
+    txn.Put(TurnKey(t.session_id(), t.turn_id()), t.SerializeAsString());
+    txn.Delete(TurnKey(edit.session_id(), edit.turn_id()));
+    store_->CommitAsync(std::move(txn), [](absl::StatusOr<int64_t> res) {
+      if (!res.ok()) LogError("cannot record an edit", {{"error", res.status()}});
+    });
+    metrics_.actions->Add({{"action", "edit_replaced"}}).Increment();
+    return true;
+  }
+  return false;
+}
+
+// A revoke of a message whose turn has not started: both turns are dropped.
+bool Coordinator::ApplyRevoke(SessionEntry* e, const v1::Turn& revoke) {
+  const std::string& target = revoke.message().target_message_id();
+  for (size_t i = 0; i < e->pending.size(); ++i) {
+    const v1::Turn& t = e->pending[i];
+    if (target.empty() || t.message().message_id() != target || !SendsToUser(t)) continue;
+    Txn txn;
+    txn.Delete(TurnKey(t.session_id(), t.turn_id()));
+    txn.Delete(TurnKey(revoke.session_id(), revoke.turn_id()));
+    store_->CommitAsync(std::move(txn), [](absl::StatusOr<int64_t> res) {
+      if (!res.ok()) LogError("cannot record a revoke", {{"error", res.status()}});
+    });
+    e->pending.erase(e->pending.begin() + static_cast<std::ptrdiff_t>(i));
+    e->enqueued_at.erase(e->enqueued_at.begin() + static_cast<std::ptrdiff_t>(i));
+    metrics_.actions->Add({{"action", "revoke_dropped"}}).Increment();
+    UpdateGauges();
+    Notify(v1::SESSION_EVENT_TYPE_UPDATED, *e);
+    return true;
+  }
+  return false;
+}
+
+// Statuses are not turns; only a `failed` one for a message we sent does
+// anything (PROTOCOLS.md A2: a 200 from /messages means accepted).
+std::optional<Coordinator::Planned> Coordinator::PlanStatus(const v1::StatusUpdate& st) {
+  if (st.status() != v1::DELIVERY_STATUS_FAILED) {
+    LogDebug("status update", {{"message_id", st.message_id()}, {"status", st.status_name()}});
+    return std::nullopt;
+  }
+  auto it = sent_.find(st.message_id());
+  if (it == sent_.end()) {
+    // Maybe the worker's TurnResult naming it is still on its way.
+    LogInfo("failed status for a message not (yet) known", {{"message_id", st.message_id()}});
+    metrics_.failures_unmatched->Increment();
+    if (unmatched_failures_.size() < 10000) {
+      unmatched_failures_[st.message_id()] = UnmatchedFailure{st, absl::Now()};
+    }
+    return std::nullopt;
+  }
+  return PlanFailure(it->second, st);
+}
+
+// Recorded once per wamid (the "f/" key), however often Meta repeats the
+// status: counted, noted on the session, and a failed voice note is followed
+// by its text; 131047 closes the session's window.
+Coordinator::Planned Coordinator::PlanFailure(const SentRecord& rec, const v1::StatusUpdate& st) {
+  const int code = st.errors_size() > 0 ? st.errors(0).code() : 0;
+  const std::string error =
+      st.errors_size() > 0 ? absl::StrCat(code, " ", st.errors(0).title()) : "failed";
+  Txn txn;
+  txn.IfAbsent(FailedKey(st.message_id()))
+      .Put(FailedKey(st.message_id()), "", absl::Now() + options_.sent_ttl);
+  std::optional<v1::Turn> resend;
+  SessionEntry* s = Find(rec.session_id);
+  if (s != nullptr && s->session.state() != v1::SESSION_STATE_ENDED &&
+      rec.sent.kind() == v1::SENT_KIND_VOICE && !rec.sent.text().empty() &&
+      ResendsVoiceAsText(code)) {
+    v1::InboundMessage m;  // nothing inbound: names the failed message
+    m.set_phone_number_id(s->session.phone_number_id());
+    m.set_target_message_id(st.message_id());
+    m.set_timestamp(absl::ToUnixSeconds(absl::Now()));
+    resend = NewTurn(*s, m, v1::TURN_ACTION_RESEND_AS_TEXT);
+    resend->set_fallback_text(rec.sent.text());
+    txn.Put(TurnKey(resend->session_id(), resend->turn_id()), resend->SerializeAsString());
+  }
+  const std::string session_id = rec.session_id;
+  const std::string wamid = st.message_id();
+  Planned p{std::move(txn), [this, session_id, wamid, code, error, resend] {
+    metrics_.delivery_failures->Add({{"code", absl::StrCat(code)}}).Increment();
+    LogWarn("a sent message failed", {{"session_id", session_id}, {"message_id", wamid},
+                                      {"error", error}, {"resend_as_text", resend.has_value()}});
+    SessionEntry* e = Find(session_id);
+    if (e == nullptr) return Outcome::kStatus;
+    v1::Session& ss = e->session;
+    ss.set_delivery_failures(ss.delivery_failures() + 1);
+    ss.set_last_delivery_error(error);
+    if (code == 131047) ss.set_window_closed(true);
+    PersistAsync(*e);
+    Notify(v1::SESSION_EVENT_TYPE_UPDATED, *e);
+    if (resend) {
+      metrics_.actions->Add({{"action", "resend_as_text"}}).Increment();
+      Enqueue(e, *resend);
+    }
+    return Outcome::kStatus;
+  }};
+  p.on_conflict = Outcome::kStatus;
+  return p;
 }
 
 Coordinator::WorkerEntry* Coordinator::PickWorker(const SessionEntry& s) {
@@ -239,8 +586,34 @@ void Coordinator::Unassign(SessionEntry* s) {
   if (s->session.state() != v1::SESSION_STATE_ENDED) s->session.set_state(v1::SESSION_STATE_PENDING);
 }
 
+// While the window is closed (131047) nothing can reach the user: turns that
+// would send are completed here, recorded as failed and never run; INFORM
+// turns still go to the agent. The user writing again reopens it.
+void Coordinator::SkipWhileWindowClosed(SessionEntry* s) {
+  if (!s->session.window_closed()) return;
+  Txn txn;
+  bool skipped = false;
+  while (!s->pending.empty() && SendsToUser(s->pending.front())) {
+    const v1::Turn& t = s->pending.front();
+    txn.Delete(TurnKey(t.session_id(), t.turn_id()));
+    s->session.set_turns_failed(s->session.turns_failed() + 1);
+    s->session.set_last_error("not sent: the 24-hour window is closed (131047)");
+    metrics_.turns_window_closed->Increment();
+    s->pending.pop_front();
+    s->enqueued_at.pop_front();
+    skipped = true;
+  }
+  if (!skipped) return;
+  LogInfo("turns completed without sending: window closed",
+          {{"session_id", s->session.session_id()}});
+  PersistAsync(*s, std::move(txn));
+  Notify(v1::SESSION_EVENT_TYPE_UPDATED, *s);
+}
+
 void Coordinator::Dispatch(SessionEntry* s) {
-  if (s->session.state() == v1::SESSION_STATE_ENDED || s->inflight || s->pending.empty()) return;
+  if (s->session.state() == v1::SESSION_STATE_ENDED || s->inflight) return;
+  SkipWhileWindowClosed(s);
+  if (s->pending.empty()) return;
   WorkerEntry* w = PickWorker(*s);
   if (w == nullptr) return;  // waits for a worker; Attach() dispatches again
   if (s->session.worker_id() != w->worker.worker_id()) {
@@ -278,6 +651,13 @@ void Coordinator::Dispatch(SessionEntry* s) {
   metrics_.queue_wait_seconds->Observe(absl::ToDoubleSeconds(absl::Now() - s->enqueued_at.front()));
   s->enqueued_at.pop_front();
   turn.set_attempt(turn.attempt() + 1);
+  if (turn.action() == v1::TURN_ACTION_UNSPECIFIED) turn.set_action(v1::TURN_ACTION_REPLY);
+  // Resolved now, not at arrival: the phone may have appeared or changed.
+  v1::UserRef* to = turn.mutable_reply_to();
+  to->set_wa_id(s->session.wa_id());
+  to->set_user_id(s->session.user_id());
+  to->set_profile_name(s->session.profile_name());
+  to->set_username(s->session.username());
   s->inflight = turn;
   s->inflight_since = absl::Now();
   v1::ControllerMessage msg;
@@ -364,13 +744,64 @@ void Coordinator::OnTurnResult(WorkerChannel* channel, const v1::TurnResult& r) 
       break;
   }
   s->inflight.reset();
+  RecordSent(r, &txn);
   Persist(*s, &txn);
   store_->CommitAsync(std::move(txn), [](absl::StatusOr<int64_t> res) {
     if (!res.ok()) LogError("cannot record a turn result", {{"error", res.status()}});
   });
+  MatchLateFailures(r);
   Notify(v1::SESSION_EVENT_TYPE_UPDATED, *s);
   Dispatch(s);
   UpdateGauges();
+}
+
+// Kept (store and memory) so that statuses days later, or after a restart,
+// find the message, its session and what it said.
+void Coordinator::RecordSent(const v1::TurnResult& r, Txn* txn) {
+  for (const v1::SentMessage& m : r.sent()) {
+    if (m.message_id().empty()) continue;
+    v1::TurnResult record;
+    record.set_session_id(r.session_id());
+    record.set_turn_id(r.turn_id());
+    *record.add_sent() = m;
+    txn->Put(SentKey(m.message_id()), record.SerializeAsString(), absl::Now() + options_.sent_ttl);
+    sent_[m.message_id()] = SentRecord{r.session_id(), m};
+    sent_expiry_.emplace_back(absl::Now() + options_.sent_ttl, m.message_id());
+  }
+}
+
+// `failed` statuses that overtook this result.
+void Coordinator::MatchLateFailures(const v1::TurnResult& r) {
+  for (const v1::SentMessage& m : r.sent()) {
+    auto it = unmatched_failures_.find(m.message_id());
+    if (it == unmatched_failures_.end()) continue;
+    v1::StatusUpdate st = it->second.status;
+    unmatched_failures_.erase(it);
+    CommitPlanned(PlanFailure(sent_[m.message_id()], st));
+  }
+}
+
+// A planned change outside an ingest batch.
+void Coordinator::CommitPlanned(Planned p) {
+  store_->CommitAsync(std::move(p.txn), [this, apply = std::move(p.apply)](absl::StatusOr<int64_t> r) {
+    if (r.ok()) {
+      absl::MutexLock l(&mu_);
+      apply();
+    } else if (!absl::IsFailedPrecondition(r.status())) {
+      LogError("cannot record a delivery failure", {{"error", r.status()}});
+    }
+  });
+}
+
+void Coordinator::Prune(absl::Time now) {
+  while (!sent_expiry_.empty() && sent_expiry_.front().first < now) {
+    sent_.erase(sent_expiry_.front().second);
+    sent_expiry_.pop_front();
+  }
+  for (auto it = unmatched_failures_.begin(); it != unmatched_failures_.end();) {
+    if (now - it->second.seen > options_.unmatched_failure_ttl) it = unmatched_failures_.erase(it);
+    else ++it;
+  }
 }
 
 void Coordinator::OnSessionReport(WorkerChannel* channel, const v1::SessionReport& r) {
@@ -460,7 +891,7 @@ void Coordinator::End(SessionEntry* s, const std::string& reason) {
   s->session.set_state(v1::SESSION_STATE_ENDED);
   s->session.set_end_reason(reason);
   *s->session.mutable_ended_at() = Ts(absl::Now());
-  by_key_.erase(s->key);
+  Unindex(*s);
   if (s->session.kind() != v1::SESSION_KIND_CONVERSE) {
     Txn txn;
     txn.DeletePrefix(TurnPrefix(s->session.session_id()));
@@ -485,6 +916,7 @@ void Coordinator::Tick(absl::Time now) {
         dead.push_back(w.channel);
       }
     }
+    Prune(now);
     for (auto& [id, s] : sessions_) {
       if (s->session.state() == v1::SESSION_STATE_ENDED || s->inflight || !s->pending.empty() ||
           s->session.kind() == v1::SESSION_KIND_CONVERSE) {  // a stream ends with its call
@@ -589,6 +1021,7 @@ v1::Session Coordinator::Public(const v1::Session& s, bool reveal_ids) const {
   if (!reveal_ids) {
     out.set_wa_id(MaskId(s.wa_id()));
     out.set_user_id(MaskId(s.user_id()));
+    out.set_username(MaskId(s.username()));
   }
   return out;
 }

@@ -36,7 +36,22 @@ struct CoordinatorOptions {
   absl::Duration heartbeat_timeout = absl::Seconds(15);
   absl::Duration dedup_ttl = absl::Hours(24 * 7);  // Meta retries for up to 7 days
   int max_turn_attempts = 5;
+  // WhatsApp's customer-service window: a free-form reply to a message older
+  // than 24 h fails with 131047, and Meta retries a webhook for days, so a
+  // message whose own timestamp is older than this is recorded, not answered.
+  absl::Duration max_message_age = absl::Hours(24);
+  // What workers sent is kept this long so that status webhooks (which can
+  // come days later, and after a restart) find the message they are about.
+  absl::Duration sent_ttl = absl::Hours(24 * 7);
+  // A `failed` status can overtake the worker's TurnResult naming its wamid:
+  // it waits this long in memory for it.
+  absl::Duration unmatched_failure_ttl = absl::Hours(1);
 };
+
+// Failed voice notes whose text would fail just the same (the window is
+// closed, the account is blocked, the token expired, marketing-only limits)
+// are not resent as text; every other failure of a voice note is, once.
+bool ResendsVoiceAsText(int error_code);
 
 // The controller's side of one worker's WorkerLink stream.
 class WorkerChannel {
@@ -84,7 +99,6 @@ class Coordinator {
  private:
   struct SessionEntry {
     v1::Session session;  // wa_id unmasked; masked on the way out
-    std::string key;      // phone_number_id/user
     std::deque<v1::Turn> pending;  // in arrival order
     std::deque<absl::Time> enqueued_at;  // parallel to pending (queue-wait metric)
     std::optional<v1::Turn> inflight;
@@ -101,8 +115,55 @@ class Coordinator {
     bool reveal_ids;
   };
 
-  SessionEntry* FindOrCreateSession(const v1::InboundMessage& m, bool* created)
+  // What a committed ingest transaction turned out to be (DeliverResponse).
+  enum class Outcome { kAccepted, kDuplicate, kTooOld, kApplied, kStatus, kIgnored };
+  // A store transaction and what to do in memory once it committed. `apply`
+  // runs under mu_; `on_conflict` is the outcome when a compare failed.
+  struct Planned {
+    Txn txn;
+    std::function<Outcome()> apply;
+    Outcome on_conflict = Outcome::kDuplicate;
+  };
+  struct SentRecord {
+    std::string session_id;
+    v1::SentMessage sent;
+  };
+  struct UnmatchedFailure {
+    v1::StatusUpdate status;
+    absl::Time seen;
+  };
+  class IngestBatch;
+
+  SessionEntry* FindSession(const v1::UserRef& from, const std::string& phone_number_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  SessionEntry* FindOrCreateSession(const v1::InboundMessage& m, bool* created, bool* changed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Link(SessionEntry* s, const v1::UserRef& from) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Index(const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Unindex(const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  SessionEntry* Find(const std::string& session_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::Turn NewTurn(const SessionEntry& s, const v1::InboundMessage& m, v1::TurnAction action)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::optional<Planned> PlanMessage(const v1::InboundMessage& m, Outcome* now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Planned PlanTooOld(SessionEntry* s, const v1::InboundMessage& m, Txn txn)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::optional<Planned> PlanSystem(const v1::InboundMessage& m, Outcome* now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::optional<Planned> PlanStatus(const v1::StatusUpdate& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Planned PlanFailure(const SentRecord& rec, const v1::StatusUpdate& st)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Outcome ApplyTurn(const v1::Turn& turn, Outcome outcome) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool ApplyEdit(SessionEntry* s, const v1::Turn& edit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool ApplyRevoke(SessionEntry* s, const v1::Turn& revoke) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Rekey(SessionEntry* s, const std::string& new_wa_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Enqueue(SessionEntry* s, v1::Turn turn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecordSent(const v1::TurnResult& r, Txn* txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MatchLateFailures(const v1::TurnResult& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CommitPlanned(Planned p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SkipWhileWindowClosed(SessionEntry* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistAsync(const SessionEntry& s, Txn txn = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Prune(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Dispatch(SessionEntry* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchAll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   WorkerEntry* PickWorker(const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -121,7 +182,14 @@ class Coordinator {
   ControllerMetrics metrics_;
   absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<SessionEntry>> sessions_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::string> by_key_ ABSL_GUARDED_BY(mu_);  // key -> session id
+  // User keys -> session id: a session is indexed by its BSUID and by its
+  // phone, so that it is found by either (PROTOCOLS.md A2).
+  std::map<std::string, std::string> by_key_ ABSL_GUARDED_BY(mu_);
+  // What workers sent (wamid -> record), for status correlation; a copy of
+  // the store's "m/" keys, pruned in expiry order.
+  std::map<std::string, SentRecord> sent_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::pair<absl::Time, std::string>> sent_expiry_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, UnmatchedFailure> unmatched_failures_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
   std::map<int, Watcher> watchers_ ABSL_GUARDED_BY(mu_);
   int next_watcher_ ABSL_GUARDED_BY(mu_) = 1;

@@ -16,6 +16,9 @@ ABSL_FLAG(std::string, store, "sqlite:./data/controller.db",
 ABSL_FLAG(absl::Duration, session_idle_timeout, absl::Minutes(30),
           "A session with no activity for this long ends (its agent socket closes)");
 ABSL_FLAG(absl::Duration, session_max_duration, absl::Hours(24), "A session ends after this long");
+ABSL_FLAG(absl::Duration, max_message_age, absl::Hours(24),
+          "A message whose own timestamp is older is acknowledged and counted, not answered: "
+          "WhatsApp's customer-service window is 24 h and Meta retries webhooks for days");
 ABSL_FLAG(absl::Duration, heartbeat_timeout, absl::Seconds(15),
           "A worker silent for this long is declared dead and its turns re-run elsewhere");
 
@@ -29,5 +32,6 @@ int main(int argc, char** argv) {
   opts.session_idle_timeout = absl::GetFlag(FLAGS_session_idle_timeout);
   opts.session_max_duration = absl::GetFlag(FLAGS_session_max_duration);
   opts.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
+  opts.max_message_age = absl::GetFlag(FLAGS_max_message_age);
   return bridge::RunUntilSignal("bridge-controller", bridge::controller::ControllerServer::Start(opts));
 }

@@ -60,6 +60,44 @@ v1::WebhookEvent Text(const std::string& wamid, const std::string& wa_id, const 
   return ev;
 }
 
+// A message from a user known by a BSUID, a phone, or both.
+v1::WebhookEvent From(const std::string& wamid, const std::string& user_id,
+                      const std::string& wa_id, v1::MessageType type = v1::MESSAGE_TYPE_TEXT,
+                      const std::string& text = "hi") {
+  v1::WebhookEvent ev = Text(wamid, wa_id, text);
+  ev.mutable_message()->mutable_from()->set_user_id(user_id);
+  ev.mutable_message()->set_type(type);
+  return ev;
+}
+
+v1::WebhookEvent Targeting(const std::string& wamid, const std::string& wa_id,
+                           v1::MessageType type, const std::string& target,
+                           const std::string& text = "") {
+  v1::WebhookEvent ev = Text(wamid, wa_id, text);
+  ev.mutable_message()->set_type(type);
+  ev.mutable_message()->set_target_message_id(target);
+  return ev;
+}
+
+v1::WebhookEvent Failed(const std::string& wamid, int code, const std::string& title) {
+  v1::WebhookEvent ev;
+  v1::StatusUpdate* st = ev.mutable_status();
+  st->set_message_id(wamid);
+  st->set_status(v1::DELIVERY_STATUS_FAILED);
+  st->set_status_name("failed");
+  st->add_errors()->set_code(code);
+  st->mutable_errors(0)->set_title(title);
+  return ev;
+}
+
+v1::SentMessage Sent(const std::string& wamid, v1::SentKind kind, const std::string& text) {
+  v1::SentMessage m;
+  m.set_message_id(wamid);
+  m.set_kind(kind);
+  m.set_text(text);
+  return m;
+}
+
 class CoordinatorTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -97,14 +135,27 @@ class CoordinatorTest : public ::testing::Test {
     hello.set_capacity(capacity);
     ASSERT_TRUE(coordinator_->Attach(ch, hello).ok());
   }
-  void Done(RecordingChannel* ch, const v1::Turn& t, v1::TurnOutcome o = v1::TURN_OUTCOME_DONE) {
+  void Done(RecordingChannel* ch, const v1::Turn& t, v1::TurnOutcome o = v1::TURN_OUTCOME_DONE,
+            std::vector<v1::SentMessage> sent = {}) {
     v1::TurnResult r;
     r.set_session_id(t.session_id());
     r.set_turn_id(t.turn_id());
     r.set_outcome(o);
+    for (auto& m : sent) *r.add_sent() = std::move(m);
     r.set_conversation_id("conv_1");
     coordinator_->OnTurnResult(ch, r);
   }
+
+  v1::Session Only() {
+    v1::ListSessionsRequest reveal;
+    reveal.set_reveal_ids(true);
+    auto s = coordinator_->ListSessions(reveal);
+    EXPECT_EQ(s.size(), 1u);
+    return s.empty() ? v1::Session() : s[0];
+  }
+  // Waits for the commits a change queued outside an ingest batch (edits,
+  // revokes, session changes): one more commit lands after them, in order.
+  void Flush() { ASSERT_TRUE(store_->Commit(Txn().Put("x/flush", "")).ok()); }
 
   std::string spec_;
   std::unique_ptr<SessionStore> store_;
@@ -255,6 +306,232 @@ TEST_F(CoordinatorTest, ConverseStreamsAreListedCountedAndGoneWhenTheyEnd) {
   all.set_include_ended(true);
   for (const auto& x : coordinator_->ListSessions(all)) EXPECT_NE(x.session_id(), "cv_1");
   EXPECT_EQ(coordinator_->ListWorkers(false)[0].active_sessions(), 1);
+}
+
+TEST_F(CoordinatorTest, ABsuidSessionNeverSplitsWhenThePhoneComesAndGoes) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({From("wamid.b1", "US.1349", "")});
+  ASSERT_EQ(w.Turns().size(), 1u);
+  EXPECT_EQ(w.Turns()[0].reply_to().user_id(), "US.1349");
+  EXPECT_EQ(w.Turns()[0].reply_to().wa_id(), "");  // the worker sends with "recipient"
+  EXPECT_EQ(w.Turns()[0].action(), v1::TURN_ACTION_REPLY);
+  Done(&w, w.Turns()[0]);
+  Deliver({From("wamid.b2", "US.1349", "16505551234")});  // the phone appears
+  ASSERT_EQ(w.Turns().size(), 2u);
+  EXPECT_EQ(w.Turns()[1].reply_to().wa_id(), "16505551234");  // now "to"
+  EXPECT_EQ(w.Turns()[1].reply_to().user_id(), "US.1349");
+  Done(&w, w.Turns()[1]);
+  Deliver({From("wamid.b3", "", "16505551234")});  // found by the phone alone
+  Done(&w, w.Turns()[2]);
+  Deliver({From("wamid.b4", "US.1349", "")});  // the phone disappears again
+  ASSERT_EQ(w.Turns().size(), 4u);
+  EXPECT_EQ(w.Turns()[3].reply_to().wa_id(), "16505551234");
+  v1::Session s = Only();
+  EXPECT_EQ(s.user_id(), "US.1349");
+  EXPECT_EQ(s.wa_id(), "16505551234");
+  EXPECT_EQ(s.turns_done(), 3);
+}
+
+TEST_F(CoordinatorTest, PhoneKeyedSessionsFromBeforeAreFoundAndLinkedAcrossRestarts) {
+  Deliver({From("wamid.p1", "", "16505551234")});  // a session from before BSUIDs
+  Open();
+  Deliver({From("wamid.p2", "US.77", "16505551234")});
+  EXPECT_EQ(Only().user_id(), "US.77");
+  Open();  // Load() indexes both keys
+  Deliver({From("wamid.p3", "US.77", "")});
+  v1::Session s = Only();
+  EXPECT_EQ(s.turns_pending(), 3);
+  EXPECT_EQ(s.wa_id(), "16505551234");
+}
+
+TEST_F(CoordinatorTest, UsernamesAreMaskedLikePhones) {
+  v1::WebhookEvent ev = From("wamid.u", "US.1349", "");
+  ev.mutable_message()->mutable_from()->set_username("ana.banana");
+  Deliver({ev});
+  EXPECT_EQ(Only().username(), "ana.banana");
+  auto masked = coordinator_->ListSessions({});
+  ASSERT_EQ(masked.size(), 1u);
+  EXPECT_EQ(masked[0].username(), "ana.***ana");
+}
+
+TEST_F(CoordinatorTest, OldMessagesAreAcknowledgedCountedAndNotAnswered) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  v1::WebhookEvent old = Text("wamid.old", "111111111", "three days late");
+  old.mutable_message()->set_timestamp(absl::ToUnixSeconds(absl::Now() - absl::Hours(72)));
+  v1::WebhookEvent fresh = Text("wamid.new", "111111111", "now");
+  fresh.mutable_message()->set_timestamp(absl::ToUnixSeconds(absl::Now() - absl::Minutes(1)));
+  auto r = Deliver({old, fresh});
+  EXPECT_EQ(r.too_old(), 1);
+  EXPECT_EQ(r.accepted(), 1);
+  ASSERT_EQ(w.Turns().size(), 1u);
+  EXPECT_EQ(w.Turns()[0].message().text(), "now");
+  Flush();
+  EXPECT_EQ(Only().messages_too_old(), 1);
+  EXPECT_EQ(Deliver({old}).duplicates(), 1);  // its id was recorded
+  Open();
+  EXPECT_EQ(Only().messages_too_old(), 1);
+}
+
+TEST_F(CoordinatorTest, AReactionIsContextForTheAgentNotATurnToAnswer) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.m", "111111111", "hi")});
+  Done(&w, w.Turns()[0]);
+  auto r = Deliver({Targeting("wamid.r", "111111111", v1::MESSAGE_TYPE_REACTION, "wamid.reply",
+                              "\xF0\x9F\x91\x8D")});
+  EXPECT_EQ(r.applied(), 1);
+  EXPECT_EQ(r.accepted(), 0);
+  ASSERT_EQ(w.Turns().size(), 2u);
+  EXPECT_EQ(w.Turns()[1].action(), v1::TURN_ACTION_INFORM);
+}
+
+TEST_F(CoordinatorTest, AnEditOfAWaitingMessageReplacesItsTextDurably) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.e1", "111111111", "first"), Text("wamid.e2", "111111111", "tpyo")});
+  auto r = Deliver({Targeting("wamid.e3", "111111111", v1::MESSAGE_TYPE_EDIT, "wamid.e2",
+                              "typo")});
+  EXPECT_EQ(r.applied(), 1);
+  Flush();
+  Open();  // the edit survives a restart, and its own turn is gone
+  EXPECT_EQ(Only().turns_pending(), 2);
+  RecordingChannel w2;
+  AttachWorker(&w2, "w2");
+  Done(&w2, w2.Turns()[0]);
+  ASSERT_EQ(w2.Turns().size(), 2u);
+  EXPECT_EQ(w2.Turns()[1].message().text(), "typo");
+  EXPECT_EQ(w2.Turns()[1].action(), v1::TURN_ACTION_REPLY);
+  Done(&w2, w2.Turns()[1]);
+  EXPECT_EQ(w2.Turns().size(), 2u);
+}
+
+TEST_F(CoordinatorTest, AnEditOfARunningOrAnsweredMessageTellsTheAgent) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.f1", "111111111", "tpyo")});  // in flight
+  Deliver({Targeting("wamid.f2", "111111111", v1::MESSAGE_TYPE_EDIT, "wamid.f1", "typo")});
+  Done(&w, w.Turns()[0]);
+  ASSERT_EQ(w.Turns().size(), 2u);
+  EXPECT_EQ(w.Turns()[0].message().text(), "tpyo");
+  EXPECT_EQ(w.Turns()[1].action(), v1::TURN_ACTION_INFORM);
+  EXPECT_EQ(w.Turns()[1].message().text(), "typo");
+}
+
+TEST_F(CoordinatorTest, ARevokeDropsAWaitingTurnAndOtherwiseTellsTheAgent) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.v1", "111111111", "one"), Text("wamid.v2", "111111111", "oops")});
+  EXPECT_EQ(Deliver({Targeting("wamid.v3", "111111111", v1::MESSAGE_TYPE_REVOKE, "wamid.v2")})
+                .applied(), 1);
+  Flush();
+  EXPECT_EQ(Only().turns_pending(), 1);  // only "one", in flight
+  Open();  // and gone from the store
+  EXPECT_EQ(Only().turns_pending(), 1);
+  RecordingChannel w2;
+  AttachWorker(&w2, "w2");
+  ASSERT_EQ(w2.Turns().size(), 1u);
+  EXPECT_EQ(w2.Turns()[0].message().text(), "one");
+  Done(&w2, w2.Turns()[0]);
+  EXPECT_EQ(w2.Turns().size(), 1u);
+  Deliver({Targeting("wamid.v4", "111111111", v1::MESSAGE_TYPE_REVOKE, "wamid.v1")});
+  ASSERT_EQ(w2.Turns().size(), 2u);
+  EXPECT_EQ(w2.Turns()[1].action(), v1::TURN_ACTION_INFORM);
+}
+
+TEST_F(CoordinatorTest, ANumberChangeRekeysTheSessionWithoutATurn) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.n1", "111111111", "hi")});
+  Done(&w, w.Turns()[0]);
+  v1::WebhookEvent sys = Text("wamid.n2", "111111111", "User A changed their number");
+  sys.mutable_message()->set_type(v1::MESSAGE_TYPE_SYSTEM);
+  sys.mutable_message()->set_system_type("user_changed_number");
+  sys.mutable_message()->set_new_wa_id("222222222");
+  EXPECT_EQ(Deliver({sys}).applied(), 1);
+  EXPECT_EQ(w.Turns().size(), 1u);
+  Deliver({Text("wamid.n3", "222222222", "from my new number")});
+  ASSERT_EQ(w.Turns().size(), 2u);
+  EXPECT_EQ(w.Turns()[1].reply_to().wa_id(), "222222222");
+  EXPECT_EQ(Only().wa_id(), "222222222");
+}
+
+TEST_F(CoordinatorTest, RequestWelcomeIsATurnToAnswer) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  v1::WebhookEvent ev = From("wamid.w", "US.1", "", v1::MESSAGE_TYPE_REQUEST_WELCOME, "");
+  EXPECT_EQ(Deliver({ev}).accepted(), 1);
+  ASSERT_EQ(w.Turns().size(), 1u);
+  EXPECT_EQ(w.Turns()[0].action(), v1::TURN_ACTION_REPLY);
+}
+
+TEST_F(CoordinatorTest, AFailedVoiceNoteIsFollowedOnceByItsTextEvenAfterARestart) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.a", "111111111", "hi")});
+  Done(&w, w.Turns()[0], v1::TURN_OUTCOME_DONE,
+       {Sent("wamid.voice", v1::SENT_KIND_VOICE, "Hello there")});
+  Open();  // what was sent is found again after a restart
+  RecordingChannel w2;
+  AttachWorker(&w2, "w2");
+  auto r = Deliver({Failed("wamid.voice", 131053, "Media upload error")});
+  EXPECT_EQ(r.statuses(), 1);
+  ASSERT_EQ(w2.Turns().size(), 1u);
+  EXPECT_EQ(w2.Turns()[0].action(), v1::TURN_ACTION_RESEND_AS_TEXT);
+  EXPECT_EQ(w2.Turns()[0].fallback_text(), "Hello there");
+  EXPECT_EQ(w2.Turns()[0].reply_to().wa_id(), "111111111");
+  Done(&w2, w2.Turns()[0]);
+  EXPECT_EQ(Deliver({Failed("wamid.voice", 131053, "Media upload error")}).statuses(), 1);
+  Flush();
+  EXPECT_EQ(w2.Turns().size(), 1u);  // never twice
+  v1::Session s = Only();
+  EXPECT_EQ(s.delivery_failures(), 1);
+  EXPECT_EQ(s.last_delivery_error(), "131053 Media upload error");
+  EXPECT_FALSE(s.window_closed());
+}
+
+TEST_F(CoordinatorTest, AFailureThatOvertakesTheTurnResultIsStillMatched) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.o", "111111111", "hi")});
+  Deliver({Failed("wamid.fast", 131026, "Message undeliverable")});
+  Done(&w, w.Turns()[0], v1::TURN_OUTCOME_DONE,
+       {Sent("wamid.fast", v1::SENT_KIND_VOICE, "Hi!")});
+  Flush();
+  ASSERT_EQ(w.Turns().size(), 2u);
+  EXPECT_EQ(w.Turns()[1].action(), v1::TURN_ACTION_RESEND_AS_TEXT);
+  EXPECT_EQ(Only().delivery_failures(), 1);
+}
+
+TEST_F(CoordinatorTest, AClosedWindowStopsSendingUntilTheUserWritesAgain) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.c0", "111111111", "zero")});
+  Done(&w, w.Turns()[0], v1::TURN_OUTCOME_DONE, {Sent("wamid.t0", v1::SENT_KIND_VOICE, "0")});
+  Deliver({Text("wamid.c1", "111111111", "one"), Text("wamid.c2", "111111111", "two")});
+  // The reply to "zero" failed: the window is closed. No text resend either.
+  Deliver({Failed("wamid.t0", 131047, "Re-engagement message")});
+  Flush();
+  EXPECT_TRUE(Only().window_closed());
+  Done(&w, w.Turns()[1]);  // "one" was already running
+  EXPECT_EQ(w.Turns().size(), 2u);  // "two" is completed without sending
+  v1::Session s = Only();
+  EXPECT_EQ(s.turns_pending(), 0);
+  EXPECT_EQ(s.turns_failed(), 1);
+  EXPECT_EQ(s.last_delivery_error(), "131047 Re-engagement message");
+  Deliver({Text("wamid.c3", "111111111", "three")});
+  ASSERT_EQ(w.Turns().size(), 3u);
+  EXPECT_EQ(w.Turns()[2].message().text(), "three");
+  EXPECT_FALSE(Only().window_closed());
+}
+
+TEST(ResendPolicy, OnlyFailuresThatATextWouldSurviveAreResent) {
+  EXPECT_TRUE(ResendsVoiceAsText(131053));
+  EXPECT_TRUE(ResendsVoiceAsText(131026));
+  EXPECT_TRUE(ResendsVoiceAsText(131062));
+  EXPECT_FALSE(ResendsVoiceAsText(131047));
+  EXPECT_FALSE(ResendsVoiceAsText(190));
 }
 
 }  // namespace

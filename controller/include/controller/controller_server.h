@@ -19,6 +19,8 @@ struct ControllerOptions {
   absl::Duration session_idle_timeout = absl::Minutes(30);
   absl::Duration session_max_duration = absl::Hours(24);
   absl::Duration heartbeat_timeout = absl::Seconds(15);
+  // WhatsApp's 24-hour customer-service window (see CoordinatorOptions).
+  absl::Duration max_message_age = absl::Hours(24);
 };
 
 // Endpoints: grpc=, metrics=.
