@@ -115,11 +115,18 @@ class GatewayServerImpl final : public GatewayServer {
         LogWarn("webhook with a bad signature", {{"remote", req.remote}});
         return Answer(res, 403, "invalid X-Hub-Signature-256");
     }
-    auto batch = ParseWebhook(req.body);
+    std::vector<std::string> problems;
+    auto batch = ParseWebhook(req.body, &problems);
     if (!batch.ok()) {
       metrics_.malformed->Increment();
       LogWarn("malformed webhook", {{"error", batch.status().message()}});
       return Answer(res, 400, batch.status().message());
+    }
+    // A bad part must not make Meta retry the good ones beside it for days:
+    // it is counted and logged (with its JSON path), the rest goes on.
+    for (const std::string& p : problems) {
+      metrics_.malformed_parts->Increment();
+      LogWarn("malformed part of a webhook skipped", {{"error", p}});
     }
     batch->set_delivery_id(absl::StrFormat("gw-%d", delivery_seq_++));
     batch->set_received_at_unix_ms(absl::ToUnixMillis(absl::Now()));
