@@ -622,6 +622,149 @@ TEST_F(WhatsAppSimTest, OutOfOrderFaultSendsStatusesNewestFirst) {
   EXPECT_THAT(order, ElementsAre("read", "delivered", "sent"));
 }
 
+// ----------------------------------------------------------- issue #9
+
+// The message object of a webhook post (the last change's first message).
+json MessageOf(const FakeGateway::Post& p) {
+  const json& changes = p.parsed["entry"][0]["changes"];
+  return changes[changes.size() - 1]["value"]["messages"][0];
+}
+
+bool IsMessagePost(const FakeGateway::Post& p) { return !IsStatusPost(p); }
+
+TEST_F(WhatsAppSimTest, BsuidOnlyUsersWriteAndAreAnsweredByRecipient) {
+  const std::string bsuid = "US.13491208655302741918";
+  auto r = Client()->Post(absl::StrCat("/sim/users/", bsuid, "/text?username=neo"), "hi",
+                          "text/plain");
+  ASSERT_TRUE(r && r->status == 200) << (r ? r->body : "");
+  auto posts = gateway_.Wait(1, IsMessagePost);
+  ASSERT_EQ(posts.size(), 1u);
+  const json& value = posts[0].parsed["entry"][0]["changes"][0]["value"];
+  EXPECT_FALSE(value["messages"][0].contains("from")) << value;  // no phone shared
+  EXPECT_EQ(value["messages"][0]["from_user_id"], bsuid);
+  EXPECT_EQ(value["contacts"][0]["user_id"], bsuid);
+  EXPECT_EQ(value["contacts"][0]["profile"]["username"], "neo");
+  EXPECT_FALSE(value["contacts"][0].contains("wa_id"));
+
+  auto [status, sent] = SendJson({{"messaging_product", "whatsapp"}, {"recipient", bsuid},
+                                  {"type", "text"}, {"text", {{"body", "hello neo"}}}});
+  ASSERT_EQ(status, 200) << sent;
+  EXPECT_EQ(sent["contacts"][0]["user_id"], bsuid);
+  EXPECT_FALSE(sent["contacts"][0].contains("wa_id"));
+  json out = GetJson(absl::StrCat("/sim/users/", bsuid, "/outbox?min_count=1&wait_ms=", kWaitMs));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0]["recipient"], bsuid);
+  EXPECT_EQ(out[0]["text"], "hello neo");
+  // `to` wins over `recipient`; a recipient that is no BSUID is refused.
+  auto [s2, both] = SendJson({{"messaging_product", "whatsapp"}, {"to", kUser},
+                              {"recipient", bsuid}, {"text", {{"body", "to wins"}}}});
+  ASSERT_EQ(s2, 200);
+  EXPECT_EQ(both["contacts"][0]["wa_id"], kUser);
+  auto [s3, bad] = SendJson({{"messaging_product", "whatsapp"}, {"recipient", "12345"},
+                             {"text", {{"body", "x"}}}});
+  EXPECT_EQ(s3, 400);
+  ExpectGraphError(bad, 131009);
+}
+
+TEST_F(WhatsAppSimTest, AUserWithPhoneAndBsuidIsOneUser) {
+  const std::string bsuid = "US.77";
+  auto r = Client()->Post(absl::StrCat("/sim/users/", kUser, "/text?user_id=", bsuid), "both",
+                          "text/plain");
+  ASSERT_TRUE(r && r->status == 200);
+  json m = MessageOf(gateway_.Wait(1, IsMessagePost)[0]);
+  EXPECT_EQ(m["from"], kUser);
+  EXPECT_EQ(m["from_user_id"], bsuid);
+  ASSERT_EQ(SendText("by phone").first, 200);
+  ASSERT_EQ(SendJson({{"messaging_product", "whatsapp"}, {"recipient", bsuid},
+                      {"text", {{"body", "by bsuid"}}}}).first, 200);
+  json out = GetJson(absl::StrCat("/sim/users/", bsuid, "/outbox?min_count=2&wait_ms=", kWaitMs));
+  EXPECT_EQ(out.size(), 2u) << out;
+  EXPECT_EQ(GetJson(absl::StrCat("/sim/users/", kUser, "/outbox")).size(), 2u);
+}
+
+TEST_F(WhatsAppSimTest, ReactionsEditsRevokesAndOldMessages) {
+  const std::string base = absl::StrCat("/sim/users/", kUser);
+  auto r = Client()->Post(base + "/reaction?message_id=wamid.ours", "\xF0\x9F\x91\x8D", "text/plain");
+  ASSERT_TRUE(r && r->status == 200) << (r ? r->body : "");
+  r = Client()->Post(base + "/edit?message_id=wamid.mine", "fixed text", "text/plain");
+  ASSERT_TRUE(r && r->status == 200);
+  r = Client()->Post(base + "/revoke?message_id=wamid.mine", "", "text/plain");
+  ASSERT_TRUE(r && r->status == 200);
+  r = Client()->Post(base + "/text?age_s=259200", "three days late", "text/plain");
+  ASSERT_TRUE(r && r->status == 200);
+  r = Client()->Post(base + "/edit", "no target", "text/plain");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  auto posts = gateway_.Wait(4, IsMessagePost);
+  ASSERT_EQ(posts.size(), 4u);
+  const json reaction = MessageOf(posts[0]);
+  EXPECT_EQ(reaction["type"], "reaction");
+  EXPECT_EQ(reaction["reaction"]["message_id"], "wamid.ours");
+  EXPECT_EQ(reaction["reaction"]["emoji"], "\xF0\x9F\x91\x8D");
+  EXPECT_THAT(posts[0].body, HasSubstr("\\ud83d\\udc4d"));  // escaped like Meta
+  const json edit = MessageOf(posts[1]);
+  EXPECT_EQ(edit["edit"]["original_message_id"], "wamid.mine");
+  EXPECT_EQ(edit["edit"]["message"]["text"]["body"], "fixed text");
+  EXPECT_EQ(MessageOf(posts[2])["revoke"]["original_message_id"], "wamid.mine");
+  const json old = MessageOf(posts[3]);
+  const int64_t now = GetJson("/sim/clock")["now"];
+  EXPECT_NEAR(std::stoll(old["timestamp"].get<std::string>()), now - 259200, 5);
+}
+
+TEST_F(WhatsAppSimTest, MalformedExtraChangeSitsBesideTheValidMessage) {
+  auto r = Client()->Post(absl::StrCat("/sim/users/", kUser, "/text?malformed_extra_change=true"),
+                          "valid", "text/plain");
+  ASSERT_TRUE(r && r->status == 200);
+  auto posts = gateway_.Wait(1);
+  ASSERT_EQ(posts.size(), 1u);
+  const json& changes = posts[0].parsed["entry"][0]["changes"];
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_TRUE(changes[0]["value"]["metadata"].is_string());
+  EXPECT_EQ(changes[1]["value"]["messages"][0]["text"]["body"], "valid");
+  EXPECT_EQ(posts[0].signature, absl::StrCat("sha256=", HmacHex(kAppSecret, posts[0].body)));
+}
+
+TEST_F(WhatsAppSimTest, DeliveryFailedFaultAcceptsThenPostsAFailedStatusOnce) {
+  // Even without --status_webhooks: the fault asked for the failure.
+  int status = 0;
+  PostJson("/sim/faults", R"({"delivery_failed_code":131053,"message_type":"audio","count":1})",
+           &status);
+  ASSERT_EQ(status, 200);
+  ASSERT_EQ(SendText("text is not affected").first, 200);
+  const std::string media_id = UploadOk(Fixture("audio/voice_note_hello.ogg"));
+  json voice = {{"messaging_product", "whatsapp"}, {"recipient", "US.5"}, {"type", "audio"},
+                {"audio", {{"id", media_id}, {"voice", true}}}};
+  auto [s1, sent] = SendJson(voice);
+  ASSERT_EQ(s1, 200) << sent;
+  const std::string wamid = sent["messages"][0]["id"];
+  auto posts = gateway_.Wait(2, IsStatusPost);
+  ASSERT_EQ(posts.size(), 2u);
+  const json st = posts[1].parsed["entry"][0]["changes"][0]["value"]["statuses"][0];
+  EXPECT_EQ(st["id"], wamid);
+  EXPECT_EQ(st["status"], "failed");
+  EXPECT_EQ(st["recipient_user_id"], "US.5");
+  EXPECT_EQ(st["errors"][0]["code"], 131053);
+  EXPECT_EQ(st["errors"][0]["title"], "Media upload error");
+  EXPECT_EQ(posts[1].signature, absl::StrCat("sha256=", HmacHex(kAppSecret, posts[1].body)));
+  // count 1: the next voice note is not failed (and, without
+  // --status_webhooks, posts no status at all).
+  ASSERT_EQ(SendJson(voice).first, 200);
+  EXPECT_EQ(GetJson("/sim/faults")["delivery_failed_code"], 0);
+}
+
+TEST_F(WhatsAppSimTest, Bsuid131062FaultRefusesThoseTypesToABsuid) {
+  int status = 0;
+  PostJson("/sim/faults", R"({"bsuid_131062_types":["audio"]})", &status);
+  ASSERT_EQ(status, 200);
+  const std::string media_id = UploadOk(Fixture("audio/voice_note_hello.ogg"));
+  auto [s1, body] = SendJson({{"messaging_product", "whatsapp"}, {"recipient", "US.5"},
+                              {"type", "audio"}, {"audio", {{"id", media_id}, {"voice", true}}}});
+  EXPECT_EQ(s1, 400);
+  ExpectGraphError(body, 131062);
+  EXPECT_EQ(SendJson({{"messaging_product", "whatsapp"}, {"recipient", "US.5"},
+                      {"text", {{"body", "text goes"}}}}).first, 200);
+}
+
 TEST_F(WhatsAppSimTest, VerifyPerformsMetasChallenge) {
   int status = 0;
   json ok = PostJson("/sim/verify", "", &status);

@@ -68,28 +68,50 @@ bool CanDeliver(HttpResponse& res, SimCore& core) {
 
 // ------------------------------------------------------------- user side
 
-// Shared by /text and /voice: who writes, how to sign, how often to retry.
-// Fills everything of `m` but the content.
+// Who writes: /sim/users/{user}/… names a phone (digits) or a BSUID. A phone
+// user with ?user_id=BSUID is both (webhooks carry both; one outbox).
+bool ParseUser(const HttpRequest& req, HttpResponse& res, SimCore& core, InboundMessage* m) {
+  const std::string user = req.matches[1];
+  if (IsBsuid(user)) {
+    m->user_id = user;
+  } else if (IsDigits(user) && user.size() <= 20) {
+    m->wa_id = user;
+    m->user_id = req.Param("user_id");
+    if (!m->user_id.empty() && !IsBsuid(m->user_id)) {
+      Error(res, 400, "?user_id must be a BSUID (e.g. US.13491208655302741918)");
+      return false;
+    }
+    if (!m->user_id.empty()) core.state().LinkUser(m->wa_id, m->user_id);
+  } else {
+    Error(res, 400, "the user must be a phone number (digits) or a BSUID (US.123…)");
+    return false;
+  }
+  m->username = req.Param("username");
+  return true;
+}
+
+// Shared by every user message: who writes, how to sign, how often to retry,
+// how old the message claims to be (?age_s=N: its timestamp N seconds ago, as
+// in a webhook Meta kept retrying), and ?malformed_extra_change=true (a bad
+// change beside it in the batch). Fills everything of `m` but the content.
 bool StartInbound(const HttpRequest& req, HttpResponse& res, SimCore& core, InboundMessage* m,
                   Delivery* d) {
-  m->wa_id = req.matches[1];
-  if (!IsDigits(m->wa_id) || m->wa_id.size() > 20) {
-    Error(res, 400, "wa_id must be a phone number (digits)");
+  int64_t retries = 5, age_s = 0;
+  if (!IntParam(req, res, "retries", 0, 100, &retries) ||
+      !IntParam(req, res, "age_s", 0, 365 * 86400, &age_s) || !ParseSign(req, res, &d->sign)) {
     return false;
   }
-  int64_t retries = 5;
-  if (!IntParam(req, res, "retries", 0, 100, &retries) || !ParseSign(req, res, &d->sign)) {
+  if (!ParseUser(req, res, core, m) || !CanDeliver(res, core)) return false;
+  if (!IsValidUtf8(req.Param("name")) || !IsValidUtf8(m->username)) {
+    Error(res, 400, "?name and ?username must be UTF-8");
     return false;
   }
-  if (!CanDeliver(res, core)) return false;
-  if (!IsValidUtf8(req.Param("name"))) {
-    Error(res, 400, "?name must be UTF-8");
-    return false;
-  }
-  m->wamid = NewWamid(m->wa_id, /*inbound=*/true);
-  m->profile_name = core.state().NoteInbound(m->wa_id, m->wamid, req.Param("name"));
-  m->timestamp = core.state().NowUnix();
+  const std::string& user = m->wa_id.empty() ? m->user_id : m->wa_id;
+  m->wamid = NewWamid(user, /*inbound=*/true);
+  m->profile_name = core.state().NoteInbound(user, m->wamid, req.Param("name"));
+  m->timestamp = core.state().NowUnix() - age_s;
   m->context_wamid = req.Param("context");
+  m->malformed_extra_change = BoolParam(req, "malformed_extra_change", false);
   d->event = "message";
   d->id = m->wamid;
   d->max_attempts = static_cast<int>(retries) + 1;
@@ -99,7 +121,8 @@ bool StartInbound(const HttpRequest& req, HttpResponse& res, SimCore& core, Inbo
 void Deliver(const InboundMessage& m, Delivery d, HttpResponse& res, SimCore& core,
              json answer) {
   d.body = SerializeLikeMeta(InboundWebhook(core.business(), m));
-  LogInfo("user message", {{"from", m.wa_id}, {"type", m.type}, {"id", m.wamid}});
+  LogInfo("user message", {{"from", m.wa_id.empty() ? m.user_id : m.wa_id}, {"type", m.type},
+                           {"id", m.wamid}});
   core.webhooks().Enqueue(std::move(d));
   answer["message_id"] = m.wamid;
   Reply(res, answer);
@@ -132,6 +155,49 @@ void UserVoice(const HttpRequest& req, HttpResponse& res, SimCore& core) {
   // Meta is rolling `url` out (Nov 2025): ?url=false leaves it out.
   if (BoolParam(req, "url", true)) m.url = core.DownloadUrl(m.media_id, "");
   Deliver(m, std::move(d), res, core, json{{"media_id", m.media_id}});
+}
+
+// Reactions, edits and revokes name the message they are about (?message_id=).
+bool Targeted(const HttpRequest& req, HttpResponse& res, SimCore& core, const char* type,
+              InboundMessage* m, Delivery* d) {
+  if (req.Param("message_id").empty()) {
+    Error(res, 400, "?message_id= names the message this is about");
+    return false;
+  }
+  if (!IsValidUtf8(req.body)) {
+    Error(res, 400, "the body must be UTF-8");
+    return false;
+  }
+  if (!StartInbound(req, res, core, m, d)) return false;
+  m->type = type;
+  m->target_wamid = req.Param("message_id");
+  return true;
+}
+
+// The body is the emoji ("" removes the reaction: give curl -d '').
+void UserReaction(const HttpRequest& req, HttpResponse& res, SimCore& core) {
+  InboundMessage m;
+  Delivery d;
+  if (!Targeted(req, res, core, "reaction", &m, &d)) return;
+  m.text = req.body;
+  Deliver(m, std::move(d), res, core, json::object());
+}
+
+// The body is the new text of the user's message ?message_id=.
+void UserEdit(const HttpRequest& req, HttpResponse& res, SimCore& core) {
+  if (req.body.empty()) return Error(res, 400, "the body is the new text; it is empty");
+  InboundMessage m;
+  Delivery d;
+  if (!Targeted(req, res, core, "edit", &m, &d)) return;
+  m.text = req.body;
+  Deliver(m, std::move(d), res, core, json::object());
+}
+
+void UserRevoke(const HttpRequest& req, HttpResponse& res, SimCore& core) {
+  InboundMessage m;
+  Delivery d;
+  if (!Targeted(req, res, core, "revoke", &m, &d)) return;
+  Deliver(m, std::move(d), res, core, json::object());
 }
 
 void Outbox(const HttpRequest& req, HttpResponse& res, SimCore& core) {
@@ -300,6 +366,9 @@ void AddControlRoutes(HttpServer& server, SimCore& core) {
   };
   server.Route("POST", "/sim/users/([^/]+)/text", bind(UserText));
   server.Route("POST", "/sim/users/([^/]+)/voice", bind(UserVoice));
+  server.Route("POST", "/sim/users/([^/]+)/reaction", bind(UserReaction));
+  server.Route("POST", "/sim/users/([^/]+)/edit", bind(UserEdit));
+  server.Route("POST", "/sim/users/([^/]+)/revoke", bind(UserRevoke));
   server.Route("GET", "/sim/users/([^/]+)/outbox", bind(Outbox));
   server.Route("POST", "/sim/webhook", bind(RawWebhook));
   server.Route("GET", "/sim/webhooks", bind(Webhooks));

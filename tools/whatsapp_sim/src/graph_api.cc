@@ -2,8 +2,10 @@
 // /vNN.N/ prefix, and the media download URLs they hand out.
 #include <openssl/crypto.h>
 
+#include <algorithm>
 #include <optional>
 #include <set>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -282,20 +284,32 @@ std::optional<GraphError> ValidateSend(const json& msg, SimCore& core, json* ent
   static const std::set<std::string> kMedia = {"audio", "image", "video", "document", "sticker"};
   static const std::set<std::string> kOther = {"reaction", "location", "contacts",
                                                "interactive", "template"};
-  if (!msg.contains("to")) return MissingParamError("to");
-  const std::string to = Str(msg, "to");
+  // `to` (a phone) wins over `recipient` (a BSUID) when both are given
+  // (PROTOCOLS.md A4).
+  if (!msg.contains("to") && !msg.contains("recipient")) return MissingParamError("to");
+  const bool by_bsuid = !msg.contains("to");
+  const std::string to = Str(msg, by_bsuid ? "recipient" : "to");
   absl::string_view digits = to;
   absl::ConsumePrefix(&digits, "+");
-  if (!IsDigits(digits) || digits.size() > 20) {
+  if (by_bsuid && !IsBsuid(to)) {
+    return BadValueError("Param recipient must be a business-scoped user ID.");
+  }
+  if (!by_bsuid && (!IsDigits(digits) || digits.size() > 20)) {
     return BadValueError("Param to must be the recipient's phone number (digits).");
   }
   if (msg.contains("recipient_type") && msg["recipient_type"] != "individual") {
     return BadValueError("Param recipient_type must be 'individual'.");
   }
   const std::string type = msg.contains("type") ? Str(msg, "type") : "text";
-  (*entry)["to"] = std::string(digits);
+  (*entry)[by_bsuid ? "recipient" : "to"] = by_bsuid ? to : std::string(digits);
   (*entry)["input"] = to;
   (*entry)["type"] = type;
+  const std::vector<std::string>& refused = core.state().CurrentFaults().bsuid_131062_types;
+  if (by_bsuid && std::find(refused.begin(), refused.end(), type) != refused.end()) {
+    return WhatsAppError(400, 131062, DeliveryErrorTitle(131062),
+                         absl::StrCat("Message type '", type, "' cannot be sent to a "
+                                      "business-scoped user ID; use the phone number."));
+  }
   if (msg.contains("context")) {
     const json& ctx = msg["context"];
     if (!ctx.is_object() || !ctx.contains("message_id") || !ctx["message_id"].is_string()) {
@@ -316,7 +330,8 @@ std::optional<GraphError> ValidateSend(const json& msg, SimCore& core, json* ent
 void Send(const json& msg, HttpResponse& res, SimCore& core) {
   json entry;
   if (std::optional<GraphError> e = ValidateSend(msg, core, &entry)) return Fail(res, *e);
-  const std::string wa_id = entry["to"].get<std::string>();
+  const bool by_bsuid = entry.contains("recipient");
+  const std::string wa_id = entry[by_bsuid ? "recipient" : "to"].get<std::string>();
   const std::string input = entry["input"].get<std::string>();
   entry.erase("input");
   const std::string wamid = NewWamid(wa_id, /*inbound=*/false);
@@ -324,6 +339,8 @@ void Send(const json& msg, HttpResponse& res, SimCore& core) {
   entry["received_at"] = core.state().NowText();
   const std::string type = entry["type"].get<std::string>();
   const bool voice_note = type == "audio" && entry.value("voice", false);
+  const std::optional<int> failure = core.state().TakeDeliveryFailure(type);
+  if (failure) entry["delivery_failed_code"] = *failure;  // inspection: it never arrived
   switch (core.state().RecordOutbound(wa_id, std::move(entry))) {
     case SendVerdict::kPairRateLimited:
       return Fail(res, WhatsAppError(400, 131056,
@@ -339,10 +356,13 @@ void Send(const json& msg, HttpResponse& res, SimCore& core) {
       break;
   }
   LogInfo("message sent", {{"to", wa_id}, {"type", type}, {"id", wamid}});
-  core.QueueStatuses(wa_id, wamid, voice_note);
+  const std::string phone = by_bsuid ? "" : wa_id;
+  const std::string bsuid = by_bsuid ? wa_id : core.state().BsuidOf(wa_id);
+  core.QueueStatuses(phone, bsuid, wamid, voice_note, failure);
   ojson answer;
   answer["messaging_product"] = "whatsapp";
-  answer["contacts"] = ojson::array({ojson{{"input", input}, {"wa_id", wa_id}}});
+  answer["contacts"] = ojson::array(
+      {ojson{{"input", input}, {by_bsuid ? "user_id" : "wa_id", wa_id}}});
   answer["messages"] = ojson::array({ojson{{"id", wamid}}});
   Ok(res, answer);
 }

@@ -98,6 +98,15 @@ bool IsDigits(absl::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), absl::ascii_isdigit);
 }
 
+bool IsBsuid(absl::string_view s) {
+  if (s.size() < 4 || s.size() > 140 || !absl::ascii_isupper(s[0]) || !absl::ascii_isupper(s[1]) ||
+      s[2] != '.') {
+    return false;
+  }
+  return std::all_of(s.begin() + 3, s.end(),
+                     [](char c) { return absl::ascii_isalnum(c) || c == '.'; });
+}
+
 bool IsValidUtf8(absl::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
@@ -217,33 +226,79 @@ ojson ValueHead(const BusinessNumber& to) {
 
 }  // namespace
 
+namespace {
+
+// The type-specific object of an inbound message.
+ojson Content(const InboundMessage& m) {
+  if (m.type == "text") return {{"body", m.text}};
+  if (m.type == "reaction") return {{"message_id", m.target_wamid}, {"emoji", m.text}};
+  if (m.type == "revoke") return {{"original_message_id", m.target_wamid}};
+  if (m.type == "edit") {
+    ojson inner;
+    inner["type"] = "text";
+    inner["text"] = {{"body", m.text}};
+    ojson edit;
+    edit["original_message_id"] = m.target_wamid;
+    edit["message"] = std::move(inner);
+    return edit;
+  }
+  ojson media;
+  media["mime_type"] = m.mime_type;
+  media["sha256"] = m.sha256;
+  media["id"] = m.media_id;
+  if (!m.url.empty()) media["url"] = m.url;
+  if (m.type == "audio") media["voice"] = m.voice;
+  return media;
+}
+
+// A change Meta would never send: what a batch with one bad part looks like.
+ojson MalformedChange() {
+  ojson change;
+  change["value"] = {{"messaging_product", "whatsapp"}, {"metadata", "not an object"}};
+  change["field"] = "messages";
+  return change;
+}
+
+}  // namespace
+
 ojson InboundWebhook(const BusinessNumber& to, const InboundMessage& m) {
   ojson msg;
   if (!m.context_wamid.empty()) {
     msg["context"] = {{"from", to.display_phone_number}, {"id", m.context_wamid}};
   }
-  msg["from"] = m.wa_id;
+  // The phone only while Meta shares it; the BSUID always once a user has one.
+  if (!m.wa_id.empty()) msg["from"] = m.wa_id;
+  if (!m.user_id.empty()) msg["from_user_id"] = m.user_id;
   msg["id"] = m.wamid;
   msg["timestamp"] = absl::StrCat(m.timestamp);  // Meta sends strings
   msg["type"] = m.type;
-  if (m.type == "text") {
-    msg["text"] = {{"body", m.text}};
-  } else {
-    ojson media;
-    media["mime_type"] = m.mime_type;
-    media["sha256"] = m.sha256;
-    media["id"] = m.media_id;
-    if (!m.url.empty()) media["url"] = m.url;
-    if (m.type == "audio") media["voice"] = m.voice;
-    msg[m.type] = std::move(media);
-  }
+  msg[m.type] = Content(m);
+  ojson profile;
+  profile["name"] = m.profile_name;
+  if (!m.username.empty()) profile["username"] = m.username;
   ojson contact;
-  contact["profile"] = {{"name", m.profile_name}};
-  contact["wa_id"] = m.wa_id;
+  contact["profile"] = std::move(profile);
+  if (!m.wa_id.empty()) contact["wa_id"] = m.wa_id;
+  if (!m.user_id.empty()) contact["user_id"] = m.user_id;
   ojson value = ValueHead(to);
   value["contacts"] = ojson::array({std::move(contact)});
   value["messages"] = ojson::array({std::move(msg)});
-  return Envelope(to, std::move(value));
+  ojson body = Envelope(to, std::move(value));
+  if (m.malformed_extra_change) {
+    ojson& changes = body["entry"][0]["changes"];
+    changes.insert(changes.begin(), MalformedChange());
+  }
+  return body;
+}
+
+std::string DeliveryErrorTitle(int code) {
+  switch (code) {
+    case 131053: return "Media upload error";
+    case 131026: return "Message undeliverable";
+    case 131047: return "Re-engagement message";
+    case 131062: return "Business-scoped user ID recipients not supported for this message type";
+    default: return "Message failed to send";
+  }
 }
 
 ojson StatusWebhook(const BusinessNumber& to, const StatusUpdate& s) {
@@ -252,11 +307,21 @@ ojson StatusWebhook(const BusinessNumber& to, const StatusUpdate& s) {
   st["status"] = s.status;
   st["timestamp"] = absl::StrCat(s.timestamp);
   st["recipient_id"] = s.recipient_id;
+  if (!s.recipient_user_id.empty()) st["recipient_user_id"] = s.recipient_user_id;
   if (s.status == "sent") {  // as in fixtures/webhooks/status_sent.json
     st["pricing"] = {{"billable", true},
                      {"pricing_model", "PMP"},
                      {"type", "free_customer_service"},
                      {"category", "service"}};
+  }
+  if (s.status == "failed") {  // as in fixtures/webhooks/status_failed.json
+    ojson err;
+    err["code"] = s.error_code;
+    err["title"] = DeliveryErrorTitle(s.error_code);
+    err["message"] = DeliveryErrorTitle(s.error_code);
+    err["error_data"] = {{"details", "Injected delivery failure (whatsapp-sim fault)."}};
+    err["href"] = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/";
+    st["errors"] = ojson::array({std::move(err)});
   }
   ojson value = ValueHead(to);
   value["statuses"] = ojson::array({std::move(st)});

@@ -30,6 +30,9 @@ std::string RandomDigits(int n);
 std::string Sha256Base64(absl::string_view bytes);
 size_t Utf8Length(absl::string_view s);  // code points, as Meta counts text
 bool IsDigits(absl::string_view s);
+// A business-scoped user id: country code, a dot, alphanumerics (and dots,
+// for parent ids "US.ENT.…"), e.g. "US.13491208655302741918".
+bool IsBsuid(absl::string_view s);
 bool IsValidUtf8(absl::string_view s);  // JSON strings must be
 
 // A Graph API error: {"error":{message,type,code,error_subcode?,error_data?,fbtrace_id}}.
@@ -63,14 +66,22 @@ struct BusinessNumber {  // the business number a webhook is about
   std::string phone_number_id;
 };
 struct InboundMessage {
-  std::string wa_id;
+  std::string wa_id;    // the phone; empty for a user known only by BSUID
+  std::string user_id;  // the BSUID (from_user_id, contacts[].user_id)
+  std::string username;
   std::string profile_name;
   std::string wamid;
   int64_t timestamp = 0;
   std::string context_wamid;  // non-empty: a reply to this business message
-  // type "text": text; type "audio": the media fields.
+  // type "text": text; type "audio": the media fields; "reaction": text =
+  // the emoji; "edit": text = the new body; "reaction", "edit", "revoke":
+  // target_wamid = the message they are about.
   std::string type;
   std::string text;
+  std::string target_wamid;
+  // A change before the message's own whose `value.metadata` is a string:
+  // the batch must still deliver the valid message (issue #9).
+  bool malformed_extra_change = false;
   std::string media_id, mime_type, sha256, url;  // url empty: left out
   bool voice = false;
 };
@@ -78,10 +89,14 @@ ojson InboundWebhook(const BusinessNumber& to, const InboundMessage& m);
 
 struct StatusUpdate {
   std::string wamid;
-  std::string status;  // sent, delivered, read, played
+  std::string status;  // sent, delivered, read, played, failed
   int64_t timestamp = 0;
-  std::string recipient_id;
+  std::string recipient_id;       // the phone ("" when sent to a BSUID)
+  std::string recipient_user_id;  // the BSUID, when known
+  int error_code = 0;             // failed: errors[0]
 };
+// Meta's title for a delivery error code ("Media upload error" ...).
+std::string DeliveryErrorTitle(int code);
 ojson StatusWebhook(const BusinessNumber& to, const StatusUpdate& s);
 
 }  // namespace bridge::whatsapp_sim

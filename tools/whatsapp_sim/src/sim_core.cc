@@ -27,15 +27,18 @@ std::string SimCore::DownloadUrl(const std::string& media_id, const std::string&
                       "&hash=", ticket);
 }
 
-void SimCore::QueueStatuses(const std::string& wa_id, const std::string& wamid,
-                            bool voice_note) {
-  if (!opts_.status_webhooks || !webhooks_.enabled()) return;
+void SimCore::QueueStatuses(const std::string& wa_id, const std::string& user_id,
+                            const std::string& wamid, bool voice_note,
+                            std::optional<int> failed_code) {
+  if (!webhooks_.enabled() || (!opts_.status_webhooks && !failed_code)) return;
   std::vector<std::string> order = {"sent", "delivered", "read"};
   if (voice_note) order.push_back("played");
+  if (failed_code) order = {"sent", "failed"};
   const int64_t t0 = state_.NowUnix();
   std::vector<Delivery> out;
   for (size_t i = 0; i < order.size(); ++i) {
-    StatusUpdate s{wamid, order[i], t0 + static_cast<int64_t>(i), wa_id};
+    StatusUpdate s{wamid, order[i], t0 + static_cast<int64_t>(i), wa_id, user_id,
+                   order[i] == "failed" ? *failed_code : 0};
     out.push_back(Delivery{order[i], wamid, SerializeLikeMeta(StatusWebhook(business(), s))});
   }
   // Meta does not promise order (a `read` can come before `delivered`);

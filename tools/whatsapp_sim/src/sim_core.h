@@ -2,6 +2,7 @@
 // webhook sender, and the few actions both sides perform.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "absl/synchronization/notification.h"
@@ -33,8 +34,12 @@ class SimCore {
 
   // Queues the status webhooks Meta sends for a business message: sent,
   // delivered, read (+ played for a voice note), timestamps increasing;
-  // newest first under the out-of-order fault.
-  void QueueStatuses(const std::string& wa_id, const std::string& wamid, bool voice_note);
+  // newest first under the out-of-order fault. With `failed_code`: sent,
+  // then failed with that error, posted even without --status_webhooks
+  // (the fault asked for it). `wa_id` is "" for a message sent to a BSUID.
+  void QueueStatuses(const std::string& wa_id, const std::string& user_id,
+                     const std::string& wamid, bool voice_note,
+                     std::optional<int> failed_code = std::nullopt);
 
   // Sleeps for the latency fault; returns early at shutdown.
   void ApplyLatency();

@@ -94,10 +94,36 @@ TicketState SimState::RedeemTicket(const std::string& ticket, const std::string&
 
 // --- Users ---
 
+std::string SimState::KeyLocked(const std::string& user) const {
+  auto it = bsuid_to_phone_.find(user);
+  return it == bsuid_to_phone_.end() ? user : it->second;
+}
+
+void SimState::LinkUser(const std::string& wa_id, const std::string& bsuid) {
+  absl::MutexLock lock(&mu_);
+  bsuid_to_phone_[bsuid] = wa_id;
+  // What was kept under the BSUID alone (an earlier BSUID-only user) joins
+  // the phone's record.
+  auto it = users_.find(bsuid);
+  if (it == users_.end()) return;
+  User& u = users_[wa_id];
+  for (json& e : it->second.outbox) u.outbox.push_back(std::move(e));
+  if (u.name.empty()) u.name = it->second.name;
+  users_.erase(bsuid);
+}
+
+std::string SimState::BsuidOf(const std::string& wa_id) const {
+  absl::ReaderMutexLock lock(&mu_);
+  for (const auto& [bsuid, phone] : bsuid_to_phone_) {
+    if (phone == wa_id) return bsuid;
+  }
+  return "";
+}
+
 std::string SimState::NoteInbound(const std::string& wa_id, const std::string& wamid,
                                   const std::string& requested_name) {
   absl::MutexLock lock(&mu_);
-  User& u = users_[wa_id];
+  User& u = users_[KeyLocked(wa_id)];
   if (!requested_name.empty()) u.name = requested_name;
   if (u.name.empty()) u.name = "Sim User";
   u.last_inbound = NowLocked();
@@ -114,7 +140,7 @@ std::string SimState::UserOf(const std::string& wamid) const {
 SendVerdict SimState::RecordOutbound(const std::string& wa_id, json entry) {
   absl::MutexLock lock(&mu_);
   const absl::Time now = NowLocked();
-  User& u = users_[wa_id];
+  User& u = users_[KeyLocked(wa_id)];
   if (faults_.pair_rate_limit && u.last_outbound && now - *u.last_outbound < kPairRateWindow) {
     return SendVerdict::kPairRateLimited;
   }
@@ -151,11 +177,11 @@ json SimState::Stats(size_t min_long_polls, absl::Duration wait) {
 json SimState::Outbox(const std::string& wa_id, size_t min_count, absl::Duration wait) {
   absl::MutexLock lock(&mu_);
   auto count = [&]() {
-    auto it = users_.find(wa_id);
+    auto it = users_.find(KeyLocked(wa_id));
     return it == users_.end() ? size_t{0} : it->second.outbox.size();
   };
   AwaitCount(count, min_count, wait);
-  auto it = users_.find(wa_id);
+  auto it = users_.find(KeyLocked(wa_id));
   return it == users_.end() ? json::array() : Slice(it->second.outbox);
 }
 
@@ -218,6 +244,38 @@ absl::Status ReadBool(const json& spec, const char* key, bool* out) {
   return absl::OkStatus();
 }
 
+absl::Status ReadTypes(const json& spec, const char* key, std::vector<std::string>* out) {
+  if (!spec.contains(key)) return absl::OkStatus();
+  std::vector<std::string> types;
+  for (const json& t : spec[key].is_array() ? spec[key] : json::array({nullptr})) {
+    if (!t.is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat("\"", key, "\" must be an array of types"));
+    }
+    types.push_back(t.get<std::string>());
+  }
+  *out = std::move(types);
+  return absl::OkStatus();
+}
+
+// {"delivery_failed_code":N,"message_type":T?,"count":C?}; code 0 clears it.
+absl::Status ReadDeliveryFailure(const json& spec, int count, Faults* next) {
+  if (!spec.contains("delivery_failed_code")) {
+    if (spec.contains("message_type")) {
+      return absl::InvalidArgumentError("\"message_type\" goes with \"delivery_failed_code\"");
+    }
+    return absl::OkStatus();
+  }
+  int code = 0;
+  if (auto s = ReadInt(spec, "delivery_failed_code", 0, 100000000, &code); !s.ok()) return s;
+  if (spec.contains("message_type") && !spec["message_type"].is_string()) {
+    return absl::InvalidArgumentError("\"message_type\" must be a message type");
+  }
+  next->delivery_failed_code = code;
+  next->delivery_failed_type = spec.value("message_type", "");
+  next->delivery_failed_remaining = count;
+  return absl::OkStatus();
+}
+
 json StatusFaultJson(const std::optional<StatusFault>& f) {
   if (!f) return nullptr;
   return {{"status", f->status}, {"code", f->code}, {"retry_after_s", f->retry_after_s},
@@ -230,7 +288,7 @@ absl::Status SimState::MergeFaults(const json& spec) {
   static const char* const kKeys[] = {
       "messages_status", "media_status", "upload_status", "count", "retry_after_s", "code",
       "webhook_duplicate", "webhook_out_of_order", "pair_rate_limit", "service_window",
-      "latency_ms"};
+      "latency_ms", "delivery_failed_code", "message_type", "bsuid_131062_types"};
   if (!spec.is_object()) return absl::InvalidArgumentError("faults must be a JSON object");
   for (const auto& [key, value] : spec.items()) {
     if (std::find(std::begin(kKeys), std::end(kKeys), key) == std::end(kKeys)) {
@@ -256,6 +314,8 @@ absl::Status SimState::MergeFaults(const json& spec) {
   if (auto s = ReadBool(spec, "pair_rate_limit", &next.pair_rate_limit); !s.ok()) return s;
   if (auto s = ReadBool(spec, "service_window", &next.service_window); !s.ok()) return s;
   if (auto s = ReadInt(spec, "latency_ms", 0, 60000, &next.latency_ms); !s.ok()) return s;
+  if (auto s = ReadDeliveryFailure(spec, base.remaining, &next); !s.ok()) return s;
+  if (auto s = ReadTypes(spec, "bsuid_131062_types", &next.bsuid_131062_types); !s.ok()) return s;
   std::optional<StatusFault>* slots[3] = {&next.messages, &next.media, &next.upload};
   for (int i = 0; i < 3; ++i) {
     if (statuses[i] < 0) continue;
@@ -293,7 +353,11 @@ json SimState::FaultsJson() const {
           {"webhook_out_of_order", faults_.webhook_out_of_order},
           {"pair_rate_limit", faults_.pair_rate_limit},
           {"service_window", faults_.service_window},
-          {"latency_ms", faults_.latency_ms}};
+          {"latency_ms", faults_.latency_ms},
+          {"delivery_failed_code", faults_.delivery_failed_code},
+          {"message_type", faults_.delivery_failed_type},
+          {"delivery_failed_remaining", faults_.delivery_failed_remaining},
+          {"bsuid_131062_types", faults_.bsuid_131062_types}};
 }
 
 std::optional<StatusFault> SimState::TakeFault(FaultKind kind) {
@@ -305,6 +369,19 @@ std::optional<StatusFault> SimState::TakeFault(FaultKind kind) {
   StatusFault f = *slot;
   if (slot->remaining > 0 && --slot->remaining == 0) slot.reset();
   return f;
+}
+
+std::optional<int> SimState::TakeDeliveryFailure(const std::string& type) {
+  absl::MutexLock lock(&mu_);
+  Faults& f = faults_;
+  if (f.delivery_failed_code == 0) return std::nullopt;
+  if (!f.delivery_failed_type.empty() && f.delivery_failed_type != type) return std::nullopt;
+  const int code = f.delivery_failed_code;
+  if (f.delivery_failed_remaining > 0 && --f.delivery_failed_remaining == 0) {
+    f.delivery_failed_code = 0;
+    f.delivery_failed_type.clear();
+  }
+  return code;
 }
 
 void SimState::Close() {

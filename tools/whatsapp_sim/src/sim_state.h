@@ -45,6 +45,14 @@ struct Faults {
   bool pair_rate_limit = false;         // > 1 message / 6 s to one user: 131056
   bool service_window = false;          // no free-form message 24 h after the user: 131047
   int latency_ms = 0;                   // every Graph answer delayed
+  // A send of this type ("" = any) is accepted with a wamid, then a `failed`
+  // status with this code is posted for it (PROTOCOLS.md A2: 200 means
+  // accepted, not delivered). {"delivery_failed_code":131053,"message_type":"audio","count":1}
+  int delivery_failed_code = 0;
+  std::string delivery_failed_type;
+  int delivery_failed_remaining = -1;  // -1: until cleared
+  // Message types refused with 131062 when sent to a BSUID ("recipient").
+  std::vector<std::string> bsuid_131062_types;
 };
 
 enum class FaultKind { kMessages, kMedia, kUpload };
@@ -70,6 +78,10 @@ class SimState {
                            std::shared_ptr<const Media>* media) const;
 
   // --- Users. ---
+  // A user is named by a phone or a BSUID; once both were seen together they
+  // are one user (one outbox), found by either.
+  void LinkUser(const std::string& wa_id, const std::string& bsuid);
+  std::string BsuidOf(const std::string& wa_id) const;  // "" if none linked
   // Records a message a user sent; returns the profile name to use (the
   // requested one, else the last one the user had, else a default).
   std::string NoteInbound(const std::string& wa_id, const std::string& wamid,
@@ -97,6 +109,8 @@ class SimState {
   nlohmann::json FaultsJson() const;
   // The fault to apply to this call, if any (consumes one of its count).
   std::optional<StatusFault> TakeFault(FaultKind kind);
+  // The delivery failure code due for a send of `type`, if any (consumes one).
+  std::optional<int> TakeDeliveryFailure(const std::string& type);
 
   // Wakes every waiter for good (shutdown).
   void Close();
@@ -114,6 +128,8 @@ class SimState {
   };
 
   absl::Time NowLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The key a user's record is kept under (a linked BSUID maps to the phone).
+  std::string KeyLocked(const std::string& user) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Waits (mu_ held) until count() >= min_count, closing, or timeout.
   template <typename Count>
   void AwaitCount(Count count, size_t min_count, absl::Duration wait)
@@ -125,6 +141,7 @@ class SimState {
   std::map<std::string, Ticket> tickets_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, User> users_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> inbound_wamids_ ABSL_GUARDED_BY(mu_);  // -> wa_id
+  std::map<std::string, std::string> bsuid_to_phone_ ABSL_GUARDED_BY(mu_);
   std::vector<nlohmann::json> reads_ ABSL_GUARDED_BY(mu_);
   std::vector<nlohmann::json> attempts_ ABSL_GUARDED_BY(mu_);
   Faults faults_ ABSL_GUARDED_BY(mu_);
