@@ -19,7 +19,7 @@ BUILD_PACKAGES=(
   cmake ninja-build ccache g++ pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libabsl-dev libre2-dev libcpp-httplib-dev libwebsocketpp-dev libasio-dev libssl-dev
-  libopus-dev libogg-dev libspeexdsp-dev prometheus-cpp-dev nlohmann-json3-dev libsqlite3-dev
+  libopus-dev libogg-dev libspeexdsp-dev libspandsp-dev libmimetic-dev prometheus-cpp-dev nlohmann-json3-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 TEST_PACKAGES=(opus-tools curl procps)

@@ -14,6 +14,12 @@
 #include "nlohmann/json.hpp"
 #include "ws/websocket.h"
 
+extern "C" {
+#include <spandsp/telephony.h>
+#include <spandsp/bit_operations.h>
+#include <spandsp/g711.h>
+}
+
 namespace bridge::media_worker::agent_internal {
 namespace {
 
@@ -27,16 +33,17 @@ std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 
 }  // namespace
 
-absl::StatusOr<int> ParsePcmFormat(const std::string& format) {
+absl::StatusOr<AudioFormat> ParseAudioFormat(const std::string& format) {
+  if (format == "ulaw_8000") return AudioFormat{8000, true};
   absl::string_view f = format;
   int rate = 0;
   if (absl::ConsumePrefix(&f, "pcm_") && absl::SimpleAtoi(f, &rate)) {
     for (int ok : {8000, 16000, 22050, 24000, 44100, 48000}) {
-      if (rate == ok) return rate;
+      if (rate == ok) return AudioFormat{rate, false};
     }
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("agent audio format '", format, "' is not supported (PCM only)"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "agent audio format '", format, "' is not supported (pcm_8000..pcm_48000, ulaw_8000)"));
 }
 
 bool RetryableCloseCode(int code) { return code != ws::kClosePolicyViolation; }
@@ -91,8 +98,14 @@ std::string InitiationMessage(const std::string& user_id,
   return Dump(msg);
 }
 
-std::string AudioMessage(absl::Span<const int16_t> pcm) {
+std::string AudioMessage(absl::Span<const int16_t> pcm, bool ulaw) {
+  std::string encoded;
   absl::string_view bytes(reinterpret_cast<const char*>(pcm.data()), pcm.size() * 2);
+  if (ulaw) {
+    encoded.resize(pcm.size());
+    for (size_t i = 0; i < pcm.size(); ++i) encoded[i] = static_cast<char>(linear_to_ulaw(pcm[i]));
+    bytes = encoded;
+  }
   // Built by hand: base64 needs no escaping, and this is the hot path.
   return absl::StrCat("{\"user_audio_chunk\":\"", absl::Base64Escape(bytes), "\"}");
 }
@@ -119,9 +132,16 @@ std::string ToolResultMessage(const std::string& tool_call_id, const std::string
                {"is_error", is_error}});
 }
 
-std::optional<std::vector<int16_t>> DecodeAudio(const std::string& base64) {
+std::optional<std::vector<int16_t>> DecodeAudio(const std::string& base64, bool ulaw) {
   std::string bytes;
   if (!absl::Base64Unescape(base64, &bytes)) return std::nullopt;
+  if (ulaw) {
+    std::vector<int16_t> pcm(bytes.size());
+    for (size_t i = 0; i < bytes.size(); ++i) {
+      pcm[i] = ulaw_to_linear(static_cast<uint8_t>(bytes[i]));
+    }
+    return pcm;
+  }
   std::vector<int16_t> pcm(bytes.size() / 2);
   if (!pcm.empty()) std::memcpy(pcm.data(), bytes.data(), pcm.size() * 2);
   return pcm;

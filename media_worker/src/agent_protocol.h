@@ -19,9 +19,16 @@ namespace bridge::media_worker::agent_internal {
 // Close code for "we cannot use what the agent sends" (RFC 6455: 1003).
 inline constexpr int kCloseUnsupportedData = 1003;
 
-// "pcm_16000" -> 16000. μ-law and anything unknown are errors: the bridge
-// speaks PCM only.
-absl::StatusOr<int> ParsePcmFormat(const std::string& format);
+// An agent audio format (PROTOCOLS.md B2): PCM s16le at a rate, or G.711
+// μ-law at 8 kHz (telephony agents).
+struct AudioFormat {
+  int rate = 16000;
+  bool ulaw = false;
+};
+
+// "pcm_16000" -> {16000, PCM}; "ulaw_8000" -> {8000, μ-law}; anything else
+// is an error.
+absl::StatusOr<AudioFormat> ParseAudioFormat(const std::string& format);
 
 // Whether reconnecting can help after the server closed with `code`: not
 // after 1008 (bad input, override_error), which would only repeat.
@@ -50,7 +57,8 @@ using ::bridge::UrlEncode;
 // Client messages (PROTOCOLS.md B2), serialized.
 std::string InitiationMessage(const std::string& user_id,
                               const std::map<std::string, std::string>& dynamic_variables);
-std::string AudioMessage(absl::Span<const int16_t> pcm);
+// Linear PCM in, in the agent's input encoding on the wire.
+std::string AudioMessage(absl::Span<const int16_t> pcm, bool ulaw);
 std::string UserMessage(const std::string& text);
 std::string ContextualUpdateMessage(const std::string& text);
 std::string UserActivityMessage();
@@ -58,8 +66,8 @@ std::string PongMessage(int64_t event_id);
 std::string ToolResultMessage(const std::string& tool_call_id, const std::string& result,
                               bool is_error);
 
-// Base64 of s16le mono -> samples; nullopt if it is not base64. A trailing
-// odd byte is dropped (it cannot be half a sample we could play).
-std::optional<std::vector<int16_t>> DecodeAudio(const std::string& base64);
+// Base64 of s16le mono (or of μ-law bytes) -> linear samples; nullopt if it
+// is not base64. A trailing odd PCM byte is dropped (half a sample).
+std::optional<std::vector<int16_t>> DecodeAudio(const std::string& base64, bool ulaw);
 
 }  // namespace bridge::media_worker::agent_internal

@@ -23,7 +23,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "agent_protocol.h"
-#include "agent_signed_url.h"
+#include "elevenlabs_rest.h"
+#include "reply_evidence.h"
 #include "common/log.h"
 #include "common/redact.h"
 #include "nlohmann/json.hpp"
@@ -44,9 +45,9 @@ constexpr size_t kMaxCloseReason = 123;
 // Server messages we understand but do not use (PROTOCOLS.md B3).
 bool KnownIgnoredType(const std::string& type) {
   static const std::set<std::string> kTypes = {
-      "agent_response_correction", "tentative_user_transcript", "vad_score",
-      "agent_chat_response_part",  "agent_tool_response",       "context_usage",
-      "queue_status"};
+      "tentative_user_transcript", "vad_score",       "agent_chat_response_part",
+      "context_usage",             "queue_status",    "agent_typing",
+      "asr_initiation_metadata",   "guardrail_triggered", "rich_content"};
   return kTypes.count(type) > 0 || absl::StartsWith(type, "internal_") ||
          absl::StartsWith(type, "mcp_");
 }
@@ -61,6 +62,25 @@ const json& EventOf(const json& msg, const char* key) {
 std::string StringField(const json& obj, const char* key) {
   auto it = obj.find(key);
   return it != obj.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+// A server-side tool event's object: keyed by the type, or by type + "_event".
+const json& ToolEventOf(const json& msg, const std::string& type) {
+  const json& ev = EventOf(msg, type.c_str());
+  return ev.empty() ? EventOf(msg, (type + "_event").c_str()) : ev;
+}
+
+// The characters an audio chunk speaks (audio_event.alignment.chars).
+std::optional<std::string> AlignedChars(const json& audio_event) {
+  auto al = audio_event.find("alignment");
+  if (al == audio_event.end() || !al->is_object()) return std::nullopt;
+  auto chars = al->find("chars");
+  if (chars == al->end() || !chars->is_array()) return std::nullopt;
+  std::string out;
+  for (const json& c : *chars) {
+    if (c.is_string()) out += c.get_ref<const std::string&>();
+  }
+  return out;
 }
 
 std::optional<int64_t> IdField(const json& obj) {
@@ -79,6 +99,8 @@ class Core : public std::enable_shared_from_this<Core> {
   // Any thread.
   void SendUser(std::string message);
   void Close();
+  void BeginTurn();
+  void CloseWhenIdle(absl::Duration linger);
   std::string conversation_id() const {
     absl::MutexLock lock(&mu_);
     return conversation_id_;
@@ -90,6 +112,11 @@ class Core : public std::enable_shared_from_this<Core> {
   int output_rate() const {
     absl::MutexLock lock(&mu_);
     return output_rate_;
+  }
+  // Audio sent before the metadata names the format goes as PCM.
+  bool input_ulaw() const {
+    absl::MutexLock lock(&mu_);
+    return input_ulaw_;
   }
 
   // io thread.
@@ -113,14 +140,20 @@ class Core : public std::enable_shared_from_this<Core> {
   void Flush();
   void OnAudio(const json& msg);
   void OnAgentResponse(const json& msg);
+  void OnCorrection(const json& msg);
+  void OnToolEvent(const std::string& type, const json& msg);
   void OnInterruption(const json& msg);
   void OnToolCall(const json& msg);
   void OnError(const json& msg);
   void Fatal(int code, const std::string& reason);
-  void ArmQuietGap();
+  bool Stale(std::optional<int64_t> event_id);
+  void ApplyTurnStart();
+  void Reassess();
+  void ArmReplyTimer(absl::Duration after, ReplyEnd why);
   void CancelQuietGap();
-  void OnQuietGap(uint64_t generation);
-  void EndReply();
+  void OnReplyTimer(uint64_t generation, ReplyEnd why);
+  void EndReply(ReplyEnd why);
+  void OnIdle(uint64_t generation);
 
   const AgentOptions options_;
   const std::string host_;  // host[:port] only: the URL's query may be a secret
@@ -143,6 +176,10 @@ class Core : public std::enable_shared_from_this<Core> {
   std::string conversation_id_ ABSL_GUARDED_BY(mu_);
   int input_rate_ ABSL_GUARDED_BY(mu_) = 0;
   int output_rate_ ABSL_GUARDED_BY(mu_) = 0;
+  bool input_ulaw_ ABSL_GUARDED_BY(mu_) = false;
+  bool output_ulaw_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t turn_generation_ ABSL_GUARDED_BY(mu_) = 0;  // BeginTurn() calls
+  uint64_t idle_generation_ ABSL_GUARDED_BY(mu_) = 0;  // CloseWhenIdle timers
 
   // io thread only.
   bool metadata_seen_ = false;
@@ -153,8 +190,12 @@ class Core : public std::enable_shared_from_this<Core> {
   int64_t last_interruption_ = 0;   // audio at or below this id is stale
   int64_t stale_dropped_ = 0;
   bool reply_open_ = false;         // a reply began and has not ended
-  uint64_t quiet_generation_ = 0;   // invalidates quiet-gap timers
+  uint64_t quiet_generation_ = 0;   // invalidates reply timers
   uint64_t quiet_timer_ = 0;
+  int64_t last_event_id_ = 0;       // highest agent audio/text event id seen
+  uint64_t applied_turn_ = 0;       // the turn_generation_ the evidence belongs to
+  int64_t turn_fence_ = 0;          // agent events at or below it predate the turn
+  agent_internal::ReplyEvidence evidence_;
   std::map<std::string, int64_t> ignored_;  // by type
 };
 
@@ -231,11 +272,39 @@ void Core::Close() {
   if (conn_) conn_->Close(ws::kCloseNormal, "client closed");
 }
 
+void Core::BeginTurn() {
+  absl::MutexLock lock(&mu_);
+  ++turn_generation_;
+}
+
+void Core::CloseWhenIdle(absl::Duration linger) {
+  absl::MutexLock lock(&mu_);
+  if (closing_ || !conn_) return;
+  const uint64_t generation = ++idle_generation_;
+  conn_->Schedule(linger, [weak = weak_from_this(), generation] {
+    if (auto core = weak.lock()) core->OnIdle(generation);
+  });
+}
+
+// io thread: nothing was sent since CloseWhenIdle. Closed without Detach, so
+// the owner hears on_closed and opens a new conversation for the next turn.
+void Core::OnIdle(uint64_t generation) {
+  std::shared_ptr<ws::Connection> conn;
+  {
+    absl::MutexLock lock(&mu_);
+    if (generation != idle_generation_ || closing_ || !conn_) return;
+    conn = conn_;
+  }
+  LogInfo("closing idle agent conversation", {{"host", host_}});
+  conn->Close(ws::kCloseNormal, "idle");
+}
+
 // ---- sending ----
 
 void Core::SendUser(std::string message) {
   absl::MutexLock lock(&mu_);
   if (closing_ || !conn_) return;
+  ++idle_generation_;  // input cancels a pending idle close
   if (started_) {
     conn_->SendText(std::move(message));
     return;
@@ -278,6 +347,7 @@ void Core::OnText(const std::string& text) {
     return;
   }
   const std::string type = StringField(msg, "type");
+  ApplyTurnStart();
   try {
     Dispatch(type, msg);
   } catch (const json::exception& e) {
@@ -302,8 +372,12 @@ void Core::Dispatch(const std::string& type, const json& msg) {
     });
   } else if (type == "interruption") {
     OnInterruption(msg);
+  } else if (type == "agent_response_correction") {
+    OnCorrection(msg);
+  } else if (type == "agent_tool_request" || type == "agent_tool_response") {
+    OnToolEvent(type, msg);
   } else if (type == "agent_response_complete") {
-    EndReply();
+    EndReply(ReplyEnd::kMarker);
   } else if (type == "conversation_initiation_metadata") {
     OnMetadata(msg);
   } else if (type == "client_tool_call") {
@@ -328,8 +402,10 @@ void Core::OnMetadata(const json& msg) {
   const std::string id = StringField(ev, "conversation_id");
   std::string in_format = StringField(ev, "user_input_audio_format");
   std::string out_format = StringField(ev, "agent_output_audio_format");
-  absl::StatusOr<int> in = ai::ParsePcmFormat(in_format.empty() ? "pcm_16000" : in_format);
-  absl::StatusOr<int> out = ai::ParsePcmFormat(out_format.empty() ? "pcm_16000" : out_format);
+  absl::StatusOr<ai::AudioFormat> in =
+      ai::ParseAudioFormat(in_format.empty() ? "pcm_16000" : in_format);
+  absl::StatusOr<ai::AudioFormat> out =
+      ai::ParseAudioFormat(out_format.empty() ? "pcm_16000" : out_format);
   if (!in.ok() || !out.ok()) {
     Fatal(ai::kCloseUnsupportedData, std::string((in.ok() ? out : in).status().message()));
     return;
@@ -337,15 +413,44 @@ void Core::OnMetadata(const json& msg) {
   {
     absl::MutexLock lock(&mu_);
     conversation_id_ = id;
-    input_rate_ = *in;
-    output_rate_ = *out;
+    input_rate_ = in->rate;
+    output_rate_ = out->rate;
+    input_ulaw_ = in->ulaw;
+    output_ulaw_ = out->ulaw;
   }
   LogInfo("agent conversation started", {{"conversation_id", id}, {"host", host_},
-                                         {"input_rate", *in}, {"output_rate", *out}});
+                                         {"input_format", in_format},
+                                         {"output_format", out_format}});
   Emit([&](AgentEvents& e) {
-    if (e.on_started) e.on_started(id, *in, *out);
+    if (e.on_started) e.on_started(id, in->rate, out->rate);
   });
   Flush();
+}
+
+// Audio or text from before the user cut in or before the current turn
+// began: playing it would talk over the user or leak into the wrong reply.
+bool Core::Stale(std::optional<int64_t> event_id) {
+  if (!event_id) return false;
+  if ((interrupted_ && *event_id <= last_interruption_) || *event_id <= turn_fence_) {
+    ++stale_dropped_;
+    return true;
+  }
+  last_event_id_ = std::max(last_event_id_, *event_id);
+  return false;
+}
+
+void Core::ApplyTurnStart() {
+  uint64_t generation;
+  {
+    absl::MutexLock lock(&mu_);
+    generation = turn_generation_;
+  }
+  if (generation == applied_turn_) return;
+  applied_turn_ = generation;
+  turn_fence_ = last_event_id_;
+  reply_open_ = false;
+  evidence_.Reset();
+  CancelQuietGap();
 }
 
 void Core::OnAudio(const json& msg) {
@@ -353,12 +458,14 @@ void Core::OnAudio(const json& msg) {
   std::optional<int64_t> id = IdField(ev);
   auto final_it = ev.find("is_final");
   const bool is_final = final_it != ev.end() && final_it->is_boolean() && final_it->get<bool>();
-  if (interrupted_ && id && *id <= last_interruption_) {
-    // Spoken before the user cut in (PROTOCOLS.md B3): playing it would talk over them.
-    ++stale_dropped_;
-    return;
+  if (Stale(id)) return;
+  bool ulaw;
+  {
+    absl::MutexLock lock(&mu_);
+    ulaw = output_ulaw_;
   }
-  std::optional<std::vector<int16_t>> pcm = ai::DecodeAudio(StringField(ev, "audio_base_64"));
+  std::optional<std::vector<int16_t>> pcm =
+      ai::DecodeAudio(StringField(ev, "audio_base_64"), ulaw);
   if (!pcm) {
     LogWarn("agent audio is not base64; skipped", {{"host", host_}});
   } else if (!pcm->empty()) {
@@ -367,22 +474,55 @@ void Core::OnAudio(const json& msg) {
       if (e.on_audio) e.on_audio(std::move(*pcm), id.value_or(0));
     });
   }
+  if (std::optional<std::string> chars = AlignedChars(ev)) evidence_.AddAligned(*chars);
   if (is_final) {
-    EndReply();
-  } else if (reply_open_) {
-    ArmQuietGap();
+    EndReply(ReplyEnd::kMarker);
+  } else {
+    Reassess();
   }
 }
 
 void Core::OnAgentResponse(const json& msg) {
-  std::string text = StringField(EventOf(msg, "agent_response_event"), "agent_response");
+  const json& ev = EventOf(msg, "agent_response_event");
+  if (Stale(IdField(ev))) return;
+  std::string text = StringField(ev, "agent_response");
   Emit([&](AgentEvents& e) {
     if (e.on_agent_response) e.on_agent_response(text);
   });
-  // It comes with the first audio, so it opens a reply; a text-only reply
-  // then ends after the quiet gap like any other.
+  // It may come before, with or after the audio; either way it opens a reply
+  // (a text-only reply too) and tells what the alignment must cover.
   reply_open_ = true;
-  ArmQuietGap();
+  evidence_.AddText(text);
+  Reassess();
+}
+
+void Core::OnCorrection(const json& msg) {
+  const json& ev = EventOf(msg, "agent_response_correction_event");
+  const std::string original = StringField(ev, "original_agent_response");
+  const std::string corrected = StringField(ev, "corrected_agent_response");
+  evidence_.Correct(original, corrected);
+  Emit([&](AgentEvents& e) {
+    if (e.on_agent_correction) e.on_agent_correction(original, corrected);
+  });
+}
+
+// Server-side tools: speech pauses while one runs; end_call ends the reply
+// (the close 1000 that follows ends the conversation).
+void Core::OnToolEvent(const std::string& type, const json& msg) {
+  const json& ev = ToolEventOf(msg, type);
+  const std::string tool = StringField(ev, "tool_name");
+  if (type == "agent_tool_request") {
+    evidence_.ToolRequested();
+    if (reply_open_) Reassess();
+    return;
+  }
+  evidence_.ToolResponded();
+  if (tool == "end_call") {
+    LogInfo("agent ended the call", {{"host", host_}});
+    EndReply(ReplyEnd::kEndCall);
+  } else if (reply_open_) {
+    Reassess();
+  }
 }
 
 void Core::OnInterruption(const json& msg) {
@@ -394,6 +534,7 @@ void Core::OnInterruption(const json& msg) {
   // The cut reply ends here, with on_interruption rather than on_reply_end:
   // the next reply end belongs to the user's new turn.
   reply_open_ = false;
+  evidence_.Reset();
   CancelQuietGap();
   Emit([&](AgentEvents& e) {
     if (e.on_interruption) e.on_interruption(id.value_or(0));
@@ -427,13 +568,32 @@ void Core::Fatal(int code, const std::string& reason) {
 
 // ---- the end of a reply (PROTOCOLS.md B4) ----
 
-void Core::ArmQuietGap() {
+// Weighs the evidence after every agent event of an open reply and arms the
+// one timer that ends it: a short settle once the text is covered, else a
+// quiet gap, four times longer while alignment says there is more to come or
+// a tool runs.
+void Core::Reassess() {
+  if (!reply_open_) return;
+  const absl::Duration gap = options_.reply_quiet_gap;
+  if (evidence_.tool_running() || (evidence_.alignment_seen() && !evidence_.Covered())) {
+    // A tool runs, or the alignment says there is more to come: the gap is
+    // only a last resort here (text-to-speech may spell out what the text
+    // abbreviates, and then the alignment never quite covers it).
+    ArmReplyTimer(gap * 4, ReplyEnd::kQuietGap);
+  } else if (evidence_.Covered()) {
+    ArmReplyTimer(options_.reply_settle, ReplyEnd::kAligned);
+  } else {
+    ArmReplyTimer(gap, ReplyEnd::kQuietGap);
+  }
+}
+
+void Core::ArmReplyTimer(absl::Duration after, ReplyEnd why) {
   CancelQuietGap();
   std::shared_ptr<ws::Connection> conn = connection();
   if (!conn) return;
   const uint64_t generation = quiet_generation_;
-  quiet_timer_ = conn->Schedule(options_.reply_quiet_gap, [weak = weak_from_this(), generation] {
-    if (auto core = weak.lock()) core->OnQuietGap(generation);
+  quiet_timer_ = conn->Schedule(after, [weak = weak_from_this(), generation, why] {
+    if (auto core = weak.lock()) core->OnReplyTimer(generation, why);
   });
 }
 
@@ -445,18 +605,19 @@ void Core::CancelQuietGap() {
   quiet_timer_ = 0;
 }
 
-void Core::OnQuietGap(uint64_t generation) {
+void Core::OnReplyTimer(uint64_t generation, ReplyEnd why) {
   if (generation != quiet_generation_) return;
   quiet_timer_ = 0;
-  EndReply();
+  EndReply(why);
 }
 
-void Core::EndReply() {
+void Core::EndReply(ReplyEnd why) {
   if (!reply_open_) return;  // one end per reply, whichever signal comes first
   reply_open_ = false;
+  evidence_.Reset();
   CancelQuietGap();
-  Emit([](AgentEvents& e) {
-    if (e.on_reply_end) e.on_reply_end();
+  Emit([why](AgentEvents& e) {
+    if (e.on_reply_end) e.on_reply_end(why);
   });
 }
 
@@ -513,8 +674,10 @@ class SessionImpl final : public AgentSession {
     const int known = core_->input_rate();
     const int rate = known > 0 ? known : 16000;
     const size_t chunk = static_cast<size_t>(rate) / 4;
+    const bool ulaw = core_->input_ulaw();
     for (size_t off = 0; off < pcm.size(); off += chunk) {
-      core_->SendUser(ai::AudioMessage(pcm.subspan(off, std::min(chunk, pcm.size() - off))));
+      core_->SendUser(
+          ai::AudioMessage(pcm.subspan(off, std::min(chunk, pcm.size() - off)), ulaw));
     }
   }
   void SendText(const std::string& text) override { core_->SendUser(ai::UserMessage(text)); }
@@ -522,6 +685,8 @@ class SessionImpl final : public AgentSession {
     core_->SendUser(ai::ContextualUpdateMessage(text));
   }
   void SendUserActivity() override { core_->SendUser(ai::UserActivityMessage()); }
+  void BeginTurn() override { core_->BeginTurn(); }
+  void CloseWhenIdle(absl::Duration linger) override { core_->CloseWhenIdle(linger); }
   void Close() override { core_->Close(); }
 
   std::string conversation_id() const override { return core_->conversation_id(); }
@@ -554,8 +719,9 @@ absl::StatusOr<std::unique_ptr<AgentSession>> AgentSession::Start(const AgentOpt
                                                                  ws::ClientPool* pool) {
   if (pool == nullptr) return absl::InvalidArgumentError("AgentSession needs a ws::ClientPool");
   if (options.agent_id.empty()) return absl::InvalidArgumentError("ELEVENLABS_AGENT_ID is not set");
-  if (options.reply_quiet_gap <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("reply_quiet_gap must be positive");
+  if (options.reply_quiet_gap <= absl::ZeroDuration() ||
+      options.reply_settle <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("reply_quiet_gap and reply_settle must be positive");
   }
   absl::StatusOr<std::string> base = ai::NormalizeBaseUrl(options.base_url);
   if (!base.ok()) return base.status();

@@ -211,7 +211,7 @@ AgentEvents ConverseReactor::Events() {
     }
     s->out_->Post([s, event_id] { s->OnInterrupted(event_id); });
   };
-  ev.on_reply_end = [weak] {
+  ev.on_reply_end = [weak](ReplyEnd) {
     if (auto s = weak.lock()) s->out_->Post([s] { s->OnReplyEnd(); });
   };
   ev.on_closed = [weak](int code, const std::string& reason, bool retryable) {

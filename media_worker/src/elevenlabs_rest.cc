@@ -1,11 +1,16 @@
-#include "agent_signed_url.h"
+#include "elevenlabs_rest.h"
+
+#include <memory>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/log.h"
 #include "agent_protocol.h"
 #include "common/redact.h"
 #include "httplib.h"
+#include "media_worker/speech_to_text.h"
 #include "nlohmann/json.hpp"
 
 namespace bridge::media_worker::agent_internal {
@@ -42,8 +47,9 @@ std::string ErrorDetail(const std::string& body) {
   return Redact(detail);
 }
 
-absl::Status HttpError(int status, const std::string& host, const std::string& body) {
-  std::string message = absl::StrCat("signed URL request to ", host, " refused with HTTP ",
+absl::Status HttpError(absl::string_view what, int status, const std::string& host,
+                       const std::string& body) {
+  std::string message = absl::StrCat(what, " request to ", host, " refused with HTTP ",
                                      status, ": ", ErrorDetail(body));
   if (status == 408 || status == 429 || status >= 500) return absl::UnavailableError(message);
   if (status == 401 || status == 403) {
@@ -54,29 +60,89 @@ absl::Status HttpError(int status, const std::string& host, const std::string& b
   return absl::FailedPreconditionError(message);
 }
 
+// An httplib client for `base_url` (TLS verified, one timeout for every
+// phase) and the path prefix to put before API paths.
+struct RestClient {
+  std::unique_ptr<httplib::Client> client;
+  std::string prefix;
+  std::string host;  // what messages may name
+};
+
+absl::StatusOr<RestClient> MakeClient(const std::string& base_url, const std::string& ca_file,
+                                      absl::Duration timeout) {
+  RestClient rc;
+  rc.host = HostOf(base_url);
+  auto [origin, prefix] = SplitOrigin(base_url);
+  rc.prefix = prefix;
+  rc.client = std::make_unique<httplib::Client>(origin);
+  if (!rc.client->is_valid()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot reach ", rc.host, ": bad base URL"));
+  }
+  if (!ca_file.empty()) rc.client->set_ca_cert_path(ca_file.c_str());
+  rc.client->enable_server_certificate_verification(true);
+  const int64_t usec = absl::ToInt64Microseconds(timeout);
+  rc.client->set_connection_timeout(usec / 1000000, usec % 1000000);
+  rc.client->set_read_timeout(usec / 1000000, usec % 1000000);
+  rc.client->set_write_timeout(usec / 1000000, usec % 1000000);
+  return rc;
+}
+
+absl::Status NoAnswer(absl::string_view what, const std::string& host, httplib::Error error) {
+  return absl::UnavailableError(
+      absl::StrCat(what, " request to ", host, " failed: ", httplib::to_string(error)));
+}
+
+class SpeechToTextImpl final : public SpeechToText {
+ public:
+  SpeechToTextImpl(SpeechToTextOptions options, RestClient rest)
+      : options_(std::move(options)), rest_(std::move(rest)) {}
+
+  absl::StatusOr<Transcript> Transcribe(const std::string& bytes, const std::string& mime_type,
+                                        const std::string& filename) override {
+    httplib::MultipartFormDataItems form = {
+        {"file", bytes, filename, mime_type.empty() ? "application/octet-stream" : mime_type},
+        {"model_id", options_.model_id, "", ""}};
+    if (!options_.language_code.empty()) {
+      form.push_back({"language_code", options_.language_code, "", ""});
+    }
+    // One client per worker, calls from many turn threads: httplib's client
+    // is not safe for concurrent requests.
+    absl::MutexLock lock(&mu_);
+    httplib::Result res = rest_.client->Post(absl::StrCat(rest_.prefix, "/v1/speech-to-text"),
+                                             {{"xi-api-key", options_.api_key}}, form);
+    if (!res) return NoAnswer("speech-to-text", rest_.host, res.error());
+    if (res->status != 200) return HttpError("speech-to-text", res->status, rest_.host, res->body);
+    json j = json::parse(res->body, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || !j.contains("text") || !j["text"].is_string()) {
+      return absl::UnavailableError(
+          absl::StrCat("speech-to-text answer from ", rest_.host, " holds no text"));
+    }
+    Transcript t;
+    t.text = j["text"].get<std::string>();
+    if (j.contains("language_code") && j["language_code"].is_string()) {
+      t.language_code = j["language_code"].get<std::string>();
+    }
+    return t;
+  }
+
+ private:
+  const SpeechToTextOptions options_;
+  absl::Mutex mu_;
+  RestClient rest_ ABSL_GUARDED_BY(mu_);
+};
+
 }  // namespace
 
 absl::StatusOr<std::string> FetchSignedUrl(const SignedUrlRequest& request) {
-  const std::string host = HostOf(request.base_url);
-  auto [origin, prefix] = SplitOrigin(request.base_url);
-  httplib::Client client(origin);
-  if (!client.is_valid()) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot reach ", host, ": bad base URL"));
-  }
-  if (!request.ca_file.empty()) client.set_ca_cert_path(request.ca_file.c_str());
-  client.enable_server_certificate_verification(true);
-  const int64_t usec = absl::ToInt64Microseconds(request.timeout);
-  client.set_connection_timeout(usec / 1000000, usec % 1000000);
-  client.set_read_timeout(usec / 1000000, usec % 1000000);
-  client.set_write_timeout(usec / 1000000, usec % 1000000);
-  const std::string path = absl::StrCat(prefix, "/v1/convai/conversation/get-signed-url?agent_id=",
+  absl::StatusOr<RestClient> rest = MakeClient(request.base_url, request.ca_file, request.timeout);
+  if (!rest.ok()) return rest.status();
+  const std::string& host = rest->host;
+  const std::string path = absl::StrCat(rest->prefix,
+                                        "/v1/convai/conversation/get-signed-url?agent_id=",
                                         UrlEncode(request.agent_id));
-  httplib::Result res = client.Get(path, {{"xi-api-key", request.api_key}});
-  if (!res) {
-    return absl::UnavailableError(absl::StrCat("signed URL request to ", host, " failed: ",
-                                               httplib::to_string(res.error())));
-  }
-  if (res->status != 200) return HttpError(res->status, host, res->body);
+  httplib::Result res = rest->client->Get(path, {{"xi-api-key", request.api_key}});
+  if (!res) return NoAnswer("signed URL", host, res.error());
+  if (res->status != 200) return HttpError("signed URL", res->status, host, res->body);
   json j = json::parse(res->body, nullptr, /*allow_exceptions=*/false);
   std::string url = j.is_object() ? j.value("signed_url", "") : "";
   if (!absl::StartsWith(url, "ws://") && !absl::StartsWith(url, "wss://")) {
@@ -88,3 +154,23 @@ absl::StatusOr<std::string> FetchSignedUrl(const SignedUrlRequest& request) {
 }
 
 }  // namespace bridge::media_worker::agent_internal
+
+namespace bridge::media_worker {
+
+absl::StatusOr<std::unique_ptr<SpeechToText>> NewSpeechToText(const SpeechToTextOptions& options) {
+  if (options.api_key.empty()) {
+    return absl::InvalidArgumentError(
+        "speech-to-text needs ELEVENLABS_API_KEY (or use --voice_input=stream)");
+  }
+  absl::StatusOr<std::string> base = agent_internal::NormalizeBaseUrl(options.base_url);
+  if (!base.ok()) return base.status();
+  if (!absl::StartsWithIgnoreCase(*base, "http")) {
+    return absl::InvalidArgumentError("speech-to-text needs an http(s):// ELEVENLABS_BASE_URL");
+  }
+  RegisterSecret(options.api_key);
+  auto rest = agent_internal::MakeClient(*base, options.ca_file, options.timeout);
+  if (!rest.ok()) return rest.status();
+  return std::unique_ptr<SpeechToText>(new agent_internal::SpeechToTextImpl(options, *std::move(rest)));
+}
+
+}  // namespace bridge::media_worker

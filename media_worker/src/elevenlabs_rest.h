@@ -1,5 +1,7 @@
-// Private to agent_session: the signed-URL call for private agents
-// (PROTOCOLS.md B1). The only file that includes httplib.h.
+// Private to agent_session: the ElevenLabs REST calls — the signed URL for
+// private agents (PROTOCOLS.md B1) here, speech-to-text behind
+// media_worker/speech_to_text.h. Their .cc is the only file that includes
+// httplib.h for them.
 #pragma once
 
 #include <string>

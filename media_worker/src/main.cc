@@ -28,9 +28,22 @@ ABSL_FLAG(std::string, whatsapp_graph_api_version, "v23.0",
 
 ABSL_FLAG(std::string, session_secret, "", "Salt for agent user ids derived from WhatsApp ids (env SESSION_SECRET)");
 ABSL_FLAG(std::string, ca_file, "", "PEM CA bundle for outbound TLS (default: the system store)");
-ABSL_FLAG(double, agent_input_pace, 0,
-          "Voice-note audio to the agent: 1 = real time, 4 = four times faster, 0 = unpaced");
+ABSL_FLAG(std::string, voice_input, "transcribe",
+          "Voice notes to the agent: transcribe (speech-to-text, then user_message) or stream "
+          "(decoded audio at --agent_input_pace, then real-time silence until it answers)");
+ABSL_FLAG(std::string, stt_model, "scribe_v2", "Speech-to-text model_id (--voice_input=transcribe)");
+ABSL_FLAG(double, agent_input_pace, 1,
+          "--voice_input=stream: 1 = real time, 4 = four times faster, 0 = unpaced (risks a "
+          "missed end of turn)");
+ABSL_FLAG(absl::Duration, silence_tail_max, absl::Seconds(5),
+          "--voice_input=stream: most real-time silence streamed after a note");
 ABSL_FLAG(absl::Duration, reply_timeout, absl::Seconds(60), "Longest wait for the agent's reply");
+ABSL_FLAG(absl::Duration, reply_quiet_gap, absl::Seconds(3),
+          "No agent audio this long ends a reply when nothing stronger tells (weakest evidence)");
+ABSL_FLAG(absl::Duration, reply_settle, absl::Seconds(1),
+          "Once the audio's alignment covers the reply text, this long without more ends it");
+ABSL_FLAG(absl::Duration, agent_linger, absl::Seconds(10),
+          "Keep the agent conversation open this long after a reply (0: close at once)");
 ABSL_FLAG(bool, read_receipts, true, "Mark messages read and show the typing indicator");
 ABSL_FLAG(int, turn_threads, 16, "Threads running turns (downloads, codec, uploads)");
 ABSL_FLAG(std::string, agent_greeting, "skip",
@@ -66,8 +79,29 @@ int main(int argc, char** argv) {
   opts.whatsapp_graph_api_version = absl::GetFlag(FLAGS_whatsapp_graph_api_version);
   opts.session_secret = absl::GetFlag(FLAGS_session_secret);
   opts.ca_file = absl::GetFlag(FLAGS_ca_file);
+  const std::string voice_input = absl::GetFlag(FLAGS_voice_input);
+  if (voice_input != "transcribe" && voice_input != "stream") {
+    bridge::LogError("--voice_input must be transcribe or stream", {{"value", voice_input}});
+    return 2;
+  }
+  opts.transcribe_voice = voice_input == "transcribe";
+  if (opts.transcribe_voice && opts.elevenlabs_api_key.empty()) {
+    bridge::LogError(
+        "--voice_input=transcribe needs ELEVENLABS_API_KEY (speech-to-text); set it or use "
+        "--voice_input=stream for a public agent");
+    return 2;
+  }
+  opts.stt_model = absl::GetFlag(FLAGS_stt_model);
   opts.agent_input_pace = absl::GetFlag(FLAGS_agent_input_pace);
+  opts.silence_tail_max = absl::GetFlag(FLAGS_silence_tail_max);
   opts.reply_timeout = absl::GetFlag(FLAGS_reply_timeout);
+  opts.reply_quiet_gap = absl::GetFlag(FLAGS_reply_quiet_gap);
+  opts.reply_settle = absl::GetFlag(FLAGS_reply_settle);
+  opts.agent_linger = absl::GetFlag(FLAGS_agent_linger);
+  if (opts.reply_quiet_gap <= absl::ZeroDuration() || opts.reply_settle <= absl::ZeroDuration()) {
+    bridge::LogError("--reply_quiet_gap and --reply_settle must be positive");
+    return 2;
+  }
   opts.read_receipts = absl::GetFlag(FLAGS_read_receipts);
   opts.turn_threads = absl::GetFlag(FLAGS_turn_threads);
   const std::string greeting = absl::GetFlag(FLAGS_agent_greeting);

@@ -5,7 +5,9 @@
 #include <cmath>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -13,6 +15,7 @@
 #include "audio/ogg_opus_encoder.h"
 #include "common/log.h"
 #include "common/redact.h"
+#include "message_description.h"
 
 namespace bridge::media_worker {
 namespace {
@@ -23,7 +26,14 @@ constexpr char kUnsupported[] =
     "Sorry, I can only understand voice notes and text messages for now.";
 constexpr char kAgentDown[] =
     "Sorry, I'm having trouble answering right now. Please try again in a moment.";
+constexpr char kNoSpeech[] =
+    "Sorry, I couldn't hear any words in that voice note. Could you record it again?";
 constexpr size_t kRecentLines = 10;
+// While a turn waits on the agent, user_activity this often keeps its turn
+// timeout from firing a re-engagement into our reply (PROTOCOLS.md B2).
+constexpr absl::Duration kActivityEvery = absl::Seconds(5);
+// Silence is streamed in chunks of this length, at real time.
+constexpr absl::Duration kSilenceChunk = absl::Milliseconds(100);
 
 double Since(absl::Time t) { return absl::ToDoubleSeconds(absl::Now() - t); }
 
@@ -43,6 +53,26 @@ std::vector<int16_t> ShortenPauses(const std::vector<int16_t>& pcm, int rate,
     out.push_back(s);
   }
   return out;
+}
+
+// What a decode outcome means for the turn: a note cut short still says
+// something; anything else unreadable is answered with a polite text
+// (*unplayable) and the session carries on. Other errors are returned.
+absl::Status JudgeDecode(const absl::Status& s, double heard_s, const std::string& session_id,
+                         WorkerMetrics* metrics, bool* unplayable) {
+  const audio::DecodeProblem problem = audio::ProblemOf(s);
+  if (problem == audio::DecodeProblem::kTruncated && heard_s >= 0.5) {
+    LogWarn("voice note truncated; answering what arrived",
+            {{"session_id", session_id}, {"seconds", heard_s}});
+    return absl::OkStatus();
+  }
+  if (problem != audio::DecodeProblem::kNone) {
+    metrics->Error("decode").Increment();
+    LogWarn("voice note unplayable", {{"session_id", session_id}, {"error", s}});
+    *unplayable = true;
+    return absl::OkStatus();
+  }
+  return s;
 }
 
 }  // namespace
@@ -79,9 +109,10 @@ std::vector<std::string> SplitForWhatsApp(const std::string& text, size_t limit)
 }
 
 SessionRunner::SessionRunner(const v1::SessionAssignment& assignment, const TurnSettings& settings,
-                             GraphApi* graph, ws::ClientPool* pool, WorkerMetrics* metrics)
-    : assignment_(assignment), settings_(settings), graph_(graph), pool_(pool), metrics_(metrics) {
+                             TurnServices services)
+    : assignment_(assignment), settings_(settings), services_(services) {
   for (const auto& line : assignment.recent_transcript()) recent_.push_back(line);
+  had_conversation_ = !recent_.empty();
 }
 
 SessionRunner::~SessionRunner() { Close(); }
@@ -102,6 +133,8 @@ void SessionRunner::Remember(const std::string& who, const std::string& text) {
   while (recent_.size() > kRecentLines) recent_.pop_front();
 }
 
+// Everything here runs on the ws io thread: only the mailbox, under mu_.
+// Nothing outside a turn (collecting_ false) is kept or remembered.
 AgentEvents SessionRunner::Events() {
   AgentEvents ev;
   ev.on_started = [this](const std::string& id, int in_rate, int out_rate) {
@@ -111,26 +144,32 @@ AgentEvents SessionRunner::Events() {
     input_rate_ = in_rate;
     output_rate_ = out_rate;
   };
-  ev.on_user_transcript = [this](const std::string& t) { Remember("user", t); };
   ev.on_agent_response = [this](const std::string& t) {
-    Remember("agent", t);
     absl::MutexLock lock(&mu_);
-    last_agent_event_ = absl::Now();
     if (!collecting_) return;
     absl::StrAppend(&reply_.text, reply_.text.empty() ? "" : " ", t);
     reply_.heard = true;
   };
+  ev.on_agent_correction = [this](const std::string& original, const std::string& corrected) {
+    absl::MutexLock lock(&mu_);
+    if (!collecting_) return;
+    const size_t at = reply_.text.rfind(original);
+    if (at != std::string::npos && !original.empty()) {
+      reply_.text.replace(at, original.size(), corrected);
+    }
+  };
   ev.on_audio = [this](std::vector<int16_t> pcm, int64_t) {
     absl::MutexLock lock(&mu_);
-    last_agent_event_ = absl::Now();
     if (!collecting_) return;
     reply_.audio.push_back(std::move(pcm));
     reply_.heard = true;
   };
-  ev.on_reply_end = [this] {
+  ev.on_reply_end = [this](ReplyEnd why) {
     absl::MutexLock lock(&mu_);
-    // An end with nothing heard belongs to speech we skipped (a greeting).
-    if (collecting_ && reply_.heard) reply_.ended = true;
+    if (collecting_ && reply_.heard) {
+      reply_.ended = true;
+      reply_.end = why;
+    }
   };
   ev.on_closed = [this](int code, const std::string& reason, bool retryable) {
     absl::MutexLock lock(&mu_);
@@ -148,17 +187,18 @@ absl::Status SessionRunner::ConnectOnce() {
     retryable_ = true;
   }
   AgentOptions opts = settings_.agent;
-  const std::string user = assignment_.wa_id().empty() ? assignment_.user_id() : assignment_.wa_id();
+  // The BSUID is the stable key of a user (PROTOCOLS.md A2); the phone may come and go.
+  const std::string user = assignment_.user_id().empty() ? assignment_.wa_id() : assignment_.user_id();
   opts.user_id = DeriveUserId(settings_.user_id_salt, assignment_.phone_number_id(), user);
   if (!assignment_.profile_name().empty()) {
     opts.dynamic_variables["user_name"] = assignment_.profile_name();
   }
   // A greeting comes right after the metadata: listen before connecting.
-  if (settings_.deliver_greeting) BeginReply();
-  auto agent = AgentSession::Start(opts, Events(), pool_);
+  BeginReply();
+  auto agent = AgentSession::Start(opts, Events(), services_.pool);
   if (!agent.ok()) return agent.status();
   agent_ = *std::move(agent);
-  metrics_->agent_connects->Increment();
+  services_.metrics->agent_connects->Increment();
   absl::MutexLock lock(&mu_);
   auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return started_ || closed_; };
   if (!mu_.AwaitWithTimeout(absl::Condition(&ready), settings_.connect_timeout)) {
@@ -172,15 +212,13 @@ absl::Status SessionRunner::ConnectOnce() {
 }
 
 // Connects when there is no live conversation, retrying with backoff where a
-// retry can help; a new conversation hears the recent transcript as context.
-absl::Status SessionRunner::EnsureAgent(bool* fresh) {
-  *fresh = false;
+// retry can help. A new conversation is heard out (its greeting) before the
+// user speaks, then hears the recent exchange as context.
+absl::Status SessionRunner::EnsureAgent(TurnCtx* t, bool welcome) {
   {
     absl::MutexLock lock(&mu_);
     if (agent_ && started_ && !closed_) return absl::OkStatus();
   }
-  *fresh = true;
-  const bool reconnect = agent_ != nullptr;
   Close();
   absl::Duration backoff = absl::Milliseconds(250);
   absl::Status s;
@@ -194,37 +232,69 @@ absl::Status SessionRunner::EnsureAgent(bool* fresh) {
     backoff = std::min(backoff * 2, absl::Seconds(8));
   }
   if (!s.ok()) {
-    metrics_->Error("agent").Increment();
+    services_.metrics->Error("agent").Increment();
     return s;
   }
+  const bool deliver = welcome || (settings_.deliver_greeting && !greeting_delivered_);
+  if (absl::Status g = HearGreeting(t, deliver); !g.ok()) return g;
   std::string context;
   {
     absl::MutexLock lock(&mu_);
-    if (reconnect && !recent_.empty()) {
-      context = absl::StrCat("Earlier in this conversation:\n", absl::StrJoin(recent_, "\n"));
+    if (had_conversation_ && !recent_.empty()) {
+      context = absl::StrCat("Earlier in this WhatsApp conversation:\n", absl::StrJoin(recent_, "\n"));
     }
+    had_conversation_ = true;
   }
   if (!context.empty()) agent_->SendContextualUpdate(context);
   return absl::OkStatus();
+}
+
+// The greeting is listened to to its end (never talked over), then sent or
+// dropped. An agent that said nothing within greeting_wait is taken to have
+// no greeting, and later conversations of the session do not wait for one.
+absl::Status SessionRunner::HearGreeting(TurnCtx* t, bool deliver) {
+  if (!agent_has_greeting_ && !deliver) {
+    absl::MutexLock lock(&mu_);
+    collecting_ = false;
+    return absl::OkStatus();
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    auto spoke = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reply_.heard || closed_; };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&spoke), settings_.greeting_wait) ||
+        !reply_.heard) {
+      collecting_ = false;
+      agent_has_greeting_ = false;
+      return absl::OkStatus();
+    }
+  }
+  agent_has_greeting_ = true;
+  auto greeting = CollectReply(/*want_audio=*/false, settings_.reply_timeout);
+  if (!greeting.ok()) return greeting.status();
+  if (!deliver || greeting->text.empty()) return absl::OkStatus();
+  greeting_delivered_ = true;
+  Remember("agent", greeting->text);
+  return DeliverText(t, greeting->text);
 }
 
 void SessionRunner::BeginReply() {
   absl::MutexLock lock(&mu_);
   reply_ = Reply();
   collecting_ = true;
-  last_agent_event_ = absl::Now();
 }
 
-absl::StatusOr<std::string> SessionRunner::CollectReply(bool want_audio, std::string* text,
-                                                        absl::Duration timeout) {
+absl::StatusOr<SessionRunner::Collected> SessionRunner::CollectReply(bool want_audio,
+                                                                    absl::Duration timeout) {
   const absl::Time start = absl::Now();
+  absl::Time last_activity = start;
   std::unique_ptr<audio::OggOpusEncoder> encoder;
   bool first_audio = true;
   absl::Duration encode_time;
-  std::string ogg;
+  Collected out;
+  ReplyEnd end = ReplyEnd::kQuietGap;
   for (;;) {
     std::vector<std::vector<int16_t>> chunks;
-    bool ended, closed;
+    bool ended, closed, heard;
     int rate;
     {
       absl::MutexLock lock(&mu_);
@@ -233,17 +303,20 @@ absl::StatusOr<std::string> SessionRunner::CollectReply(bool want_audio, std::st
       };
       mu_.AwaitWithTimeout(absl::Condition(&progress), absl::Milliseconds(500));
       chunks.swap(reply_.audio);
-      ended = reply_.ended;
+      heard = reply_.heard;
+      // A close ends the reply: what was said before it is delivered.
+      ended = reply_.ended || (closed_ && heard);
+      end = reply_.ended ? reply_.end : ReplyEnd::kClosed;
       closed = closed_;
       rate = output_rate_;
       if (ended || closed) {
         collecting_ = false;
-        *text = reply_.text;
+        out.text = reply_.text;
       }
     }
     if (want_audio && !chunks.empty()) {
       if (first_audio) {
-        metrics_->Stage("first_agent_audio").Observe(Since(start));
+        services_.metrics->Stage("first_agent_audio").Observe(Since(start));
         first_audio = false;
       }
       const absl::Time t0 = absl::Now();
@@ -258,26 +331,39 @@ absl::StatusOr<std::string> SessionRunner::CollectReply(bool want_audio, std::st
       for (const auto& c : chunks) {
         if (auto s = encoder->Write(c); !s.ok()) return s;
       }
-      ogg += encoder->TakeBytes();
+      out.ogg += encoder->TakeBytes();
       encode_time += absl::Now() - t0;
     }
     if (ended) break;
-    if (closed) return absl::UnavailableError("the agent closed the conversation mid-reply");
-    if (absl::Now() - start > timeout) {
+    if (closed) return absl::UnavailableError("the agent closed the conversation before answering");
+    const absl::Time now = absl::Now();
+    if (now - start > timeout) {
       absl::MutexLock lock(&mu_);
       collecting_ = false;
-      return absl::DeadlineExceededError("the agent did not answer in time");
+      if (!reply_.heard) return absl::DeadlineExceededError("the agent did not answer in time");
+      // Better what was said than nothing: the rest never came.
+      LogWarn("agent reply did not end in time; sending what arrived",
+              {{"session_id", session_id()}});
+      out.text = reply_.text;
+      end = ReplyEnd::kQuietGap;
+      break;
+    }
+    if (!heard && now - last_activity >= kActivityEvery && agent_) {
+      agent_->SendUserActivity();
+      last_activity = now;
     }
   }
-  metrics_->Stage("reply_complete").Observe(Since(start));
+  services_.metrics->ReplyEnd(ReplyEndName(end)).Increment();
+  services_.metrics->Stage("reply_complete").Observe(Since(start));
   if (encoder) {
     const absl::Time t0 = absl::Now();
     if (auto s = encoder->Finish(); !s.ok()) return s;
-    ogg += encoder->TakeBytes();
+    out.ogg += encoder->TakeBytes();
     encode_time += absl::Now() - t0;
-    metrics_->Stage("encode").Observe(absl::ToDoubleSeconds(encode_time));
+    services_.metrics->Stage("encode").Observe(absl::ToDoubleSeconds(encode_time));
   }
-  return ogg;
+  if (!out.text.empty()) Remember("agent", out.text);
+  return out;
 }
 
 absl::Status SessionRunner::SendPcm(const std::vector<int16_t>& pcm) {
@@ -300,6 +386,23 @@ absl::Status SessionRunner::SendPcm(const std::vector<int16_t>& pcm) {
   return absl::OkStatus();
 }
 
+// Real-time silence after the note until the agent answers (the agent's VAD
+// ends a turn on silence it hears at the pace of speech), capped.
+absl::Status SessionRunner::StreamSilenceUntilAnswered(int rate) {
+  const std::vector<int16_t> chunk(
+      static_cast<size_t>(absl::ToDoubleSeconds(kSilenceChunk) * rate), 0);
+  for (absl::Duration sent; sent < settings_.silence_tail_max; sent += kSilenceChunk) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto answered = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reply_.heard || closed_; };
+      if (mu_.AwaitWithTimeout(absl::Condition(&answered), kSilenceChunk)) return absl::OkStatus();
+    }
+    agent_->SendAudio(chunk);
+  }
+  return absl::OkStatus();
+}
+
+// Decodes while downloading (both overlap) and streams the PCM to the agent.
 absl::Status SessionRunner::StreamVoiceNote(const v1::InboundMessage& m, bool* unplayable) {
   int rate;
   {
@@ -322,123 +425,225 @@ absl::Status SessionRunner::StreamVoiceNote(const v1::InboundMessage& m, bool* u
     decode_time += absl::Now() - t0;
     if (!pcm.empty() && first) {
       first = false;
-      metrics_->Stage("first_audio_to_agent").Observe(Since(start));
+      services_.metrics->Stage("first_audio_to_agent").Observe(Since(start));
     }
     if (auto s = SendPcm(ShortenPauses(pcm, rate, settings_.max_pause, &silence_run)); !s.ok()) {
       return s;
     }
     return pushed;
   };
-  absl::Status s = graph_->DownloadMedia(m.media().media_id(), m.media().url(),
-                                         m.media().sha256_b64(), sink);
-  metrics_->Stage("download").Observe(Since(start));
+  absl::Status s = services_.graph->DownloadMedia(m.media().media_id(), m.media().url(),
+                                                  m.media().sha256_b64(), sink);
+  services_.metrics->Stage("download").Observe(Since(start));
   if (s.ok()) s = (*decoder)->Finish();
   pcm.clear();
   (*decoder)->Pull(&pcm);
   (void)SendPcm(pcm);
-  metrics_->Stage("decode").Observe(absl::ToDoubleSeconds(decode_time));
-  const audio::DecodeProblem problem = audio::ProblemOf(s);
+  services_.metrics->Stage("decode").Observe(absl::ToDoubleSeconds(decode_time));
   const double heard = static_cast<double>((*decoder)->samples()) / rate;
-  // A note cut short still says something; anything else unreadable is
-  // answered with a polite text and the session carries on.
-  if (problem == audio::DecodeProblem::kTruncated && heard >= 0.5) {
-    LogWarn("voice note truncated; answering what arrived", {{"session_id", session_id()},
-                                                             {"seconds", heard}});
-    s = absl::OkStatus();
-  } else if (problem != audio::DecodeProblem::kNone) {
-    metrics_->Error("decode").Increment();
-    LogWarn("voice note unplayable", {{"session_id", session_id()}, {"error", s}});
-    *unplayable = true;
-    return absl::OkStatus();
+  if (absl::Status judged = JudgeDecode(s, heard, session_id(), services_.metrics, unplayable);
+      !judged.ok() || *unplayable) {
+    return judged;
   }
-  if (!s.ok()) return s;
-  return SendPcm(std::vector<int16_t>(
-      static_cast<size_t>(absl::ToDoubleSeconds(settings_.trailing_silence) * rate), 0));
+  return StreamSilenceUntilAnswered(rate);
 }
 
-absl::Status SessionRunner::DeliverText(const v1::InboundMessage& m, const std::string& text,
-                                        std::vector<std::string>* sent) {
+// The whole note, checked to be playable audio before anyone pays to
+// transcribe it. Returns the bytes as WhatsApp sent them.
+absl::StatusOr<std::string> SessionRunner::DownloadNote(const v1::InboundMessage& m,
+                                                        bool* unplayable) {
+  const absl::Time start = absl::Now();
+  std::string bytes;
+  absl::Status s = services_.graph->DownloadMedia(
+      m.media().media_id(), m.media().url(), m.media().sha256_b64(),
+      [&](absl::string_view chunk) {
+        bytes.append(chunk.data(), chunk.size());
+        return absl::OkStatus();
+      });
+  services_.metrics->Stage("download").Observe(Since(start));
+  if (!s.ok()) return s;
+  if (!absl::StartsWith(m.media().mime_type(), "audio/ogg")) return bytes;  // STT takes it as is
+  const absl::Time t0 = absl::Now();
+  auto decoder = audio::OggOpusDecoder::Create(16000);
+  if (!decoder.ok()) return decoder.status();
+  absl::Status d = (*decoder)->Push({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+  if (d.ok()) d = (*decoder)->Finish();
+  std::vector<int16_t> pcm;
+  (*decoder)->Pull(&pcm);
+  services_.metrics->Stage("decode").Observe(Since(t0));
+  const double heard = static_cast<double>((*decoder)->samples()) / 16000;
+  if (absl::Status judged = JudgeDecode(d, heard, session_id(), services_.metrics, unplayable);
+      !judged.ok()) {
+    return judged;
+  }
+  return bytes;
+}
+
+absl::Status SessionRunner::DeliverText(TurnCtx* t, const std::string& text) {
   const absl::Time t0 = absl::Now();
   for (const std::string& part : SplitForWhatsApp(text)) {
-    auto id = graph_->SendText(m.phone_number_id(), {m.from().wa_id(), m.from().user_id()}, part,
-                               m.message_id());
+    auto id = services_.graph->SendText(t->m->phone_number_id(), t->to, part, t->m->message_id());
     if (!id.ok()) return id.status();
-    sent->push_back(*id);
+    v1::SentMessage* sent = &t->sent.emplace_back();
+    sent->set_message_id(*id);
+    sent->set_kind(v1::SENT_KIND_TEXT);
+    sent->set_text(part);
   }
-  metrics_->Stage("send").Observe(Since(t0));
+  services_.metrics->Stage("send").Observe(Since(t0));
   return absl::OkStatus();
 }
 
-absl::Status SessionRunner::DeliverVoice(const v1::InboundMessage& m, const std::string& ogg,
-                                         std::vector<std::string>* sent) {
+// A voice note when there is audio, else (or when the voice note cannot be
+// sent: upload refused, 131062 for a BSUID-only user) the reply's text.
+absl::Status SessionRunner::DeliverReply(TurnCtx* t, const Collected& reply, bool voice) {
+  if (!voice || reply.ogg.empty()) {
+    if (reply.text.empty()) return absl::InternalError("the agent answered without text");
+    return DeliverText(t, reply.text);
+  }
   const absl::Time t0 = absl::Now();
-  auto media = graph_->UploadMedia(m.phone_number_id(), ogg, "audio/ogg", "reply.ogg");
-  metrics_->Stage("upload").Observe(Since(t0));
-  if (!media.ok()) return media.status();
-  const absl::Time t1 = absl::Now();
-  auto id = graph_->SendVoiceNote(m.phone_number_id(), {m.from().wa_id(), m.from().user_id()},
-                                    *media, m.message_id());
-  metrics_->Stage("send").Observe(Since(t1));
-  if (!id.ok()) return id.status();
-  sent->push_back(*id);
+  auto media = services_.graph->UploadMedia(t->m->phone_number_id(), reply.ogg, "audio/ogg",
+                                            "reply.ogg");
+  services_.metrics->Stage("upload").Observe(Since(t0));
+  absl::StatusOr<std::string> id = media.status();
+  if (media.ok()) {
+    const absl::Time t1 = absl::Now();
+    id = services_.graph->SendVoiceNote(t->m->phone_number_id(), t->to, *media, t->m->message_id());
+    services_.metrics->Stage("send").Observe(Since(t1));
+  }
+  if (id.ok()) {
+    v1::SentMessage* sent = &t->sent.emplace_back();
+    sent->set_message_id(*id);
+    sent->set_kind(v1::SENT_KIND_VOICE);
+    sent->set_text(reply.text);  // the controller's text fallback if delivery fails later
+    return absl::OkStatus();
+  }
+  if (reply.text.empty()) return id.status();
+  LogWarn("voice reply could not be sent; sending its text",
+          {{"session_id", session_id()}, {"error", id.status()}});
+  services_.metrics->Error("voice_fallback_text").Increment();
+  return DeliverText(t, reply.text);
+}
+
+absl::StatusOr<SessionRunner::Collected> SessionRunner::AwaitReply(bool want_audio) {
+  return CollectReply(want_audio, settings_.reply_timeout);
+}
+
+absl::Status SessionRunner::RunVoice(TurnCtx* t) {
+  if (settings_.voice_input == VoiceInput::kTranscribe && services_.stt != nullptr) {
+    return RunTranscribed(t);
+  }
+  const v1::InboundMessage& m = *t->m;
+  if (!absl::StartsWith(m.media().mime_type(), "audio/ogg") && !m.media().mime_type().empty()) {
+    return RunText(t, DescribeForAgent(m));  // only Ogg/Opus is decoded here
+  }
+  if (auto s = EnsureAgent(t, /*welcome=*/false); !s.ok()) return s;
+  BeginReply();
+  agent_->BeginTurn();
+  bool unplayable = false;
+  if (auto s = StreamVoiceNote(m, &unplayable); !s.ok()) return s;
+  if (unplayable) {
+    absl::MutexLock lock(&mu_);
+    collecting_ = false;
+  }
+  if (unplayable) return DeliverText(t, kUnplayable);
+  auto reply = AwaitReply(/*want_audio=*/true);
+  if (!reply.ok()) return reply.status();
+  return DeliverReply(t, *reply, /*voice=*/true);
+}
+
+absl::Status SessionRunner::RunTranscribed(TurnCtx* t) {
+  const v1::InboundMessage& m = *t->m;
+  bool unplayable = false;
+  absl::StatusOr<std::string> note = DownloadNote(m, &unplayable);
+  if (!note.ok()) return note.status();
+  if (unplayable) return DeliverText(t, kUnplayable);
+  const absl::Time t0 = absl::Now();
+  auto transcript = services_.stt->Transcribe(
+      *note, m.media().mime_type().empty() ? "audio/ogg" : m.media().mime_type(), "voice.ogg");
+  services_.metrics->Stage("transcribe").Observe(Since(t0));
+  if (!transcript.ok()) {
+    services_.metrics->Error("transcribe").Increment();
+    return transcript.status();
+  }
+  const std::string text(absl::StripAsciiWhitespace(transcript->text));
+  if (text.empty()) return DeliverText(t, kNoSpeech);
+  if (auto s = EnsureAgent(t, /*welcome=*/false); !s.ok()) return s;
+  BeginReply();
+  agent_->BeginTurn();
+  Remember("user", text);
+  agent_->SendText(text);
+  auto reply = AwaitReply(/*want_audio=*/true);
+  if (!reply.ok()) return reply.status();
+  return DeliverReply(t, *reply, /*voice=*/true);
+}
+
+absl::Status SessionRunner::RunText(TurnCtx* t, const std::string& text) {
+  if (auto s = EnsureAgent(t, /*welcome=*/false); !s.ok()) return s;
+  BeginReply();
+  agent_->BeginTurn();
+  Remember("user", text);
+  agent_->SendText(text);
+  auto reply = AwaitReply(/*want_audio=*/false);
+  if (!reply.ok()) return reply.status();
+  return DeliverReply(t, *reply, /*voice=*/false);
+}
+
+// The user opened the chat for the first time: the agent's greeting is the
+// answer (nothing when the agent has none).
+absl::Status SessionRunner::RunWelcome(TurnCtx* t) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (agent_ && started_ && !closed_) return absl::OkStatus();  // already talking
+  }
+  agent_has_greeting_ = true;  // a welcome always listens for one
+  return EnsureAgent(t, /*welcome=*/true);
+}
+
+// Context for the agent, no reply: told now if a conversation is open, and
+// remembered so the next conversation hears it too.
+absl::Status SessionRunner::Inform(const v1::InboundMessage& m) {
+  const std::string context = ContextForAgent(m);
+  Remember("user", absl::StrCat("[", context, "]"));
+  absl::MutexLock lock(&mu_);
+  if (agent_ && started_ && !closed_) agent_->SendContextualUpdate(context);
   return absl::OkStatus();
 }
 
-absl::Status SessionRunner::MaybeDeliverGreeting(const v1::InboundMessage& m, bool voice,
-                                                 std::vector<std::string>* sent) {
-  {  // ConnectOnce() began collecting before the conversation started.
-    absl::MutexLock lock(&mu_);
-    auto spoke = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reply_.heard || closed_; };
-    if (!mu_.AwaitWithTimeout(absl::Condition(&spoke), settings_.greeting_wait)) {
-      collecting_ = false;  // no greeting configured on this agent
-      return absl::OkStatus();
+absl::Status SessionRunner::RunReply(TurnCtx* t, std::string* type) {
+  const v1::InboundMessage& m = *t->m;
+  switch (m.type()) {
+    case v1::MESSAGE_TYPE_TEXT:
+      *type = "text";
+      return RunText(t, m.text());
+    case v1::MESSAGE_TYPE_AUDIO:
+      *type = m.media().voice() ? "voice" : "audio";
+      return RunVoice(t);
+    case v1::MESSAGE_TYPE_REQUEST_WELCOME:
+      *type = "welcome";
+      return RunWelcome(t);
+    case v1::MESSAGE_TYPE_REACTION:
+    case v1::MESSAGE_TYPE_EDIT:
+    case v1::MESSAGE_TYPE_REVOKE:
+    case v1::MESSAGE_TYPE_SYSTEM:
+      *type = "inform";  // not turns (PROTOCOLS.md A2), whatever the action says
+      return Inform(m);
+    default: {
+      const std::string described = DescribeForAgent(m);
+      *type = described.empty() ? "unsupported" : "described";
+      return described.empty() ? DeliverText(t, kUnsupported) : RunText(t, described);
     }
   }
-  std::string text;
-  auto ogg = CollectReply(voice, &text, settings_.reply_timeout);
-  if (!ogg.ok()) return ogg.status();
-  if (voice && !ogg->empty()) return DeliverVoice(m, *ogg, sent);
-  return text.empty() ? absl::OkStatus() : DeliverText(m, text, sent);
 }
 
-absl::Status SessionRunner::RunVoice(const v1::InboundMessage& m, std::vector<std::string>* sent) {
-  bool fresh = false;
-  if (auto s = EnsureAgent(&fresh); !s.ok()) {
-    (void)DeliverText(m, kAgentDown, sent);
-    return s;
+// The conversation lingers a little for a quick follow-up, then closes:
+// an idle agent re-engages and costs (PROTOCOLS.md B4).
+void SessionRunner::AfterTurn() {
+  if (!agent_) return;
+  if (settings_.agent_linger <= absl::ZeroDuration()) {
+    Close();
+  } else {
+    agent_->CloseWhenIdle(settings_.agent_linger);
   }
-  if (fresh && settings_.deliver_greeting) {
-    if (auto s = MaybeDeliverGreeting(m, /*voice=*/true, sent); !s.ok()) return s;
-  }
-  bool unplayable = false;
-  // Collecting starts once the note is sent: agent audio before that is a
-  // greeting being skipped (the note interrupts it).
-  if (auto s = StreamVoiceNote(m, &unplayable); !s.ok()) return s;
-  if (unplayable) return DeliverText(m, kUnplayable, sent);
-  BeginReply();
-  std::string text;
-  auto ogg = CollectReply(/*want_audio=*/true, &text, settings_.reply_timeout);
-  if (!ogg.ok()) return ogg.status();
-  if (ogg->empty()) return text.empty() ? absl::OkStatus() : DeliverText(m, text, sent);
-  return DeliverVoice(m, *ogg, sent);
-}
-
-absl::Status SessionRunner::RunText(const v1::InboundMessage& m, std::vector<std::string>* sent) {
-  bool fresh = false;
-  if (auto s = EnsureAgent(&fresh); !s.ok()) {
-    (void)DeliverText(m, kAgentDown, sent);
-    return s;
-  }
-  if (fresh && settings_.deliver_greeting) {
-    if (auto s = MaybeDeliverGreeting(m, /*voice=*/false, sent); !s.ok()) return s;
-  }
-  BeginReply();
-  agent_->SendText(m.text());
-  std::string text;
-  auto ogg = CollectReply(/*want_audio=*/false, &text, settings_.reply_timeout);
-  if (!ogg.ok()) return ogg.status();
-  if (text.empty()) return absl::InternalError("the agent answered without text");
-  return DeliverText(m, text, sent);
 }
 
 v1::TurnResult SessionRunner::RunTurn(const v1::Turn& turn) {
@@ -447,32 +652,45 @@ v1::TurnResult SessionRunner::RunTurn(const v1::Turn& turn) {
   v1::TurnResult result;
   result.set_session_id(turn.session_id());
   result.set_turn_id(turn.turn_id());
-  if (settings_.read_receipts && !m.message_id().empty()) {
-    if (auto s = graph_->MarkReadTyping(m.phone_number_id(), m.message_id()); !s.ok()) {
-      LogWarn("read receipt failed", {{"session_id", session_id()}, {"error", s}});
-    }
-  }
-  std::vector<std::string> sent;
+  TurnCtx t{&m, {}, {}};
+  const v1::UserRef& who =
+      turn.reply_to().wa_id().empty() && turn.reply_to().user_id().empty() ? m.from()
+                                                                             : turn.reply_to();
+  t.to = Recipient{who.wa_id(), who.user_id()};
   absl::Status s;
-  std::string type = "other";
-  if (m.type() == v1::MESSAGE_TYPE_AUDIO && m.media().voice()) {
-    type = "voice";
-    s = RunVoice(m, &sent);
-  } else if (m.type() == v1::MESSAGE_TYPE_TEXT) {
-    type = "text";
-    s = RunText(m, &sent);
-  } else {
-    s = DeliverText(m, kUnsupported, &sent);
+  std::string type;
+  switch (turn.action()) {
+    case v1::TURN_ACTION_INFORM:
+      type = "inform";
+      s = Inform(m);
+      break;
+    case v1::TURN_ACTION_RESEND_AS_TEXT:
+      type = "resend";
+      s = DeliverText(&t, turn.fallback_text());
+      break;
+    default:
+      if (settings_.read_receipts && !m.message_id().empty()) {
+        if (auto r = services_.graph->MarkReadTyping(m.phone_number_id(), m.message_id());
+            !r.ok()) {
+          LogWarn("read receipt failed", {{"session_id", session_id()}, {"error", r}});
+        }
+      }
+      s = RunReply(&t, &type);
+      // Never silent: a turn that failed before anything reached the user
+      // gets an apology (the controller does not retry a failed turn).
+      if (!s.ok() && t.sent.empty() && type != "inform") (void)DeliverText(&t, kAgentDown);
+      AfterTurn();
+      break;
   }
   result.set_conversation_id(conversation_id());
-  for (auto& id : sent) result.add_sent()->set_message_id(id);
+  for (auto& sent : t.sent) *result.add_sent() = std::move(sent);
   result.set_outcome(s.ok() ? v1::TURN_OUTCOME_DONE : v1::TURN_OUTCOME_FAILED);
   if (!s.ok()) {
     result.set_reason(std::string(RedactStatus(s).message()));
     LogWarn("turn failed", {{"session_id", session_id()}, {"type", type}, {"error", s}});
   }
-  metrics_->Turn(type, s.ok() ? "done" : "failed").Increment();
-  metrics_->Stage("end_to_end").Observe(Since(start));
+  services_.metrics->Turn(type, s.ok() ? "done" : "failed").Increment();
+  services_.metrics->Stage("end_to_end").Observe(Since(start));
   return result;
 }
 

@@ -1,11 +1,19 @@
 // One WhatsApp session on this worker: its agent conversation and the turns
 // the controller sends it, one at a time. A turn runs on a pool thread from
-// start to end: read receipt + typing, then a voice note (downloaded while it
-// is decoded and streamed to the agent, the reply encoded as it arrives,
-// uploaded and sent as a voice note in reply), a text (sent as user_message,
-// answered as text split at 4096 characters), or a polite note about what is
-// supported. Agent events arrive on the ws io thread and are handed over
-// through a small mailbox so codec work never runs there.
+// start to end. What it does depends on the turn's action:
+//  - REPLY: read receipt + typing, then a voice note (transcribed by
+//    speech-to-text, or decoded and streamed to the agent; the reply encoded
+//    as it arrives, uploaded and sent as a voice note, its text as a fallback),
+//    a text (sent as user_message, answered as text split at 4096 characters),
+//    other content described to the agent as text, the welcome (the agent's
+//    greeting), or a polite note about what cannot be represented;
+//  - INFORM: a reaction, edit or revoke told to the agent as context;
+//  - RESEND_AS_TEXT: a voice reply WhatsApp failed to deliver, sent as text.
+// The agent conversation is held only around turns: closed after
+// --agent_linger, reopened on the next message with the recent exchange as
+// context (docs/agent-protocol.md). Agent events arrive on the ws io thread
+// and are handed over through a small mailbox so codec work never runs there;
+// whatever the agent says outside a turn (re-engagement, fillers) is dropped.
 #pragma once
 
 #include <deque>
@@ -18,38 +26,58 @@
 #include "bridge/v1/worker_link.pb.h"
 #include "media_worker/agent_session.h"
 #include "media_worker/graph_api.h"
+#include "media_worker/speech_to_text.h"
 #include "worker_metrics.h"
 
 namespace bridge::media_worker {
 
 namespace v1 = ::bridge::v1;
 
+enum class VoiceInput {
+  kTranscribe,  // speech-to-text, then user_message (default: see README)
+  kStream,      // decoded PCM streamed to the agent, then real-time silence
+};
+
 struct TurnSettings {
   AgentOptions agent;                 // base options; user id and variables filled per session
-  double input_pace = 0;              // 1 = real time, 0 = as fast as possible
+  VoiceInput voice_input = VoiceInput::kTranscribe;
+  double input_pace = 1;              // stream: 1 = real time, 0 = as fast as possible
   absl::Duration max_pause = absl::Milliseconds(500);         // longer pauses shortened
-  absl::Duration trailing_silence = absl::Milliseconds(1500);  // ends the agent's VAD turn
+  // stream: real-time silence after the note until the agent answers, at most this long.
+  absl::Duration silence_tail_max = absl::Seconds(5);
+  absl::Duration trailing_silence = absl::Milliseconds(1500);  // Media.Converse's turn end
   absl::Duration reply_timeout = absl::Seconds(60);
   absl::Duration connect_timeout = absl::Seconds(15);
   int connect_attempts = 5;           // the seed's reconnect budget
   bool read_receipts = true;
-  // The agent's first_message: "skip" drops it (the user's note interrupts
-  // it), "deliver" waits up to greeting_wait for it on a new conversation and
-  // sends it before answering the user's message.
+  // The agent's first_message, heard out on every new conversation (never
+  // talked over: an agent with disable_first_message_interruptions would not
+  // hear the user). "deliver" sends it before the first answer of a session;
+  // otherwise it is dropped. A welcome turn always sends it.
   bool deliver_greeting = false;
   absl::Duration greeting_wait = absl::Seconds(2);
+  // How long a conversation stays open after a reply (0: closed at once).
+  absl::Duration agent_linger = absl::Seconds(10);
   std::string user_id_salt;           // SESSION_SECRET: user ids are derived, not copied
   int reply_bitrate_bps = 24000;
+};
+
+// The external services a turn uses; owned by the worker.
+struct TurnServices {
+  GraphApi* graph = nullptr;
+  SpeechToText* stt = nullptr;  // null unless voice_input is transcribe
+  ws::ClientPool* pool = nullptr;
+  WorkerMetrics* metrics = nullptr;
 };
 
 class SessionRunner {
  public:
   SessionRunner(const v1::SessionAssignment& assignment, const TurnSettings& settings,
-                GraphApi* graph, ws::ClientPool* pool, WorkerMetrics* metrics);
+                TurnServices services);
   ~SessionRunner();
 
   // Blocking; on a pool thread. Never throws away a turn silently: the result
-  // says done, failed (with a reason) or handed back.
+  // says done or failed (with a reason) and lists what was sent.
   v1::TurnResult RunTurn(const v1::Turn& turn);
   // Closes the agent socket (session ended, drained or worker stopping).
   void Close();
@@ -62,34 +90,48 @@ class SessionRunner {
     std::string text;
     bool heard = false;  // any audio or text since BeginReply (the mailbox drains)
     bool ended = false;
+    ReplyEnd end = ReplyEnd::kQuietGap;
+  };
+  // What one reply came to: the voice note (empty for text) and its text.
+  struct Collected {
+    std::string ogg;
+    std::string text;
+  };
+  // One turn's context: where replies go and what was sent.
+  struct TurnCtx {
+    const v1::InboundMessage* m;
+    Recipient to;
+    std::vector<v1::SentMessage> sent;
   };
 
-  // Connects if needed; *fresh is true for a new conversation.
-  absl::Status EnsureAgent(bool* fresh);
-  absl::Status MaybeDeliverGreeting(const v1::InboundMessage& m, bool voice,
-                                    std::vector<std::string>* sent);
+  absl::Status EnsureAgent(TurnCtx* t, bool welcome);
   absl::Status ConnectOnce();
+  absl::Status HearGreeting(TurnCtx* t, bool deliver);
   AgentEvents Events();
   void BeginReply();
-  // Waits for the end of the agent's reply, encoding audio as it arrives.
-  absl::StatusOr<std::string> CollectReply(bool want_audio, std::string* text,
-                                           absl::Duration timeout);
+  absl::StatusOr<Collected> CollectReply(bool want_audio, absl::Duration timeout);
+  absl::StatusOr<Collected> AwaitReply(bool want_audio);
+  absl::StatusOr<std::string> DownloadNote(const v1::InboundMessage& m, bool* unplayable);
   absl::Status StreamVoiceNote(const v1::InboundMessage& m, bool* unplayable);
+  absl::Status StreamSilenceUntilAnswered(int rate);
   absl::Status SendPcm(const std::vector<int16_t>& pcm);
-  absl::Status DeliverVoice(const v1::InboundMessage& m, const std::string& ogg,
-                            std::vector<std::string>* sent);
-  absl::Status DeliverText(const v1::InboundMessage& m, const std::string& text,
-                           std::vector<std::string>* sent);
-  absl::Status RunVoice(const v1::InboundMessage& m, std::vector<std::string>* sent);
-  absl::Status RunText(const v1::InboundMessage& m, std::vector<std::string>* sent);
+  absl::Status DeliverText(TurnCtx* t, const std::string& text);
+  absl::Status DeliverReply(TurnCtx* t, const Collected& reply, bool voice);
+  absl::Status RunVoice(TurnCtx* t);
+  absl::Status RunTranscribed(TurnCtx* t);
+  absl::Status RunText(TurnCtx* t, const std::string& text);
+  absl::Status RunWelcome(TurnCtx* t);
+  absl::Status Inform(const v1::InboundMessage& m);
+  absl::Status RunReply(TurnCtx* t, std::string* type);
+  void AfterTurn();
   void Remember(const std::string& who, const std::string& text);
 
   const v1::SessionAssignment assignment_;
   const TurnSettings settings_;
-  GraphApi* graph_;
-  ws::ClientPool* pool_;
-  WorkerMetrics* metrics_;
+  const TurnServices services_;
   std::unique_ptr<AgentSession> agent_;  // touched on the turn's thread only
+  bool greeting_delivered_ = false;      // turn thread only
+  bool agent_has_greeting_ = true;       // turn thread only: learned per session
 
   absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
@@ -99,10 +141,10 @@ class SessionRunner {
   std::string conversation_id_ ABSL_GUARDED_BY(mu_);
   int input_rate_ ABSL_GUARDED_BY(mu_) = 16000;
   int output_rate_ ABSL_GUARDED_BY(mu_) = 16000;
-  bool collecting_ ABSL_GUARDED_BY(mu_) = false;  // false: greeting or stray audio, skipped
+  bool collecting_ ABSL_GUARDED_BY(mu_) = false;  // false: outside a turn, dropped
   Reply reply_ ABSL_GUARDED_BY(mu_);
-  absl::Time last_agent_event_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> recent_ ABSL_GUARDED_BY(mu_);  // context for a new conversation
+  bool had_conversation_ ABSL_GUARDED_BY(mu_) = false;    // recent_ belongs to an earlier one
 };
 
 // Splits text into WhatsApp-sized messages (≤ limit characters, UTF-8 safe,

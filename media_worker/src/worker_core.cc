@@ -4,10 +4,11 @@
 
 namespace bridge::media_worker {
 
-WorkerCore::WorkerCore(TurnSettings settings, GraphApi* graph, ws::ClientPool* pool,
-                       int threads, Report report)
+WorkerCore::WorkerCore(TurnSettings settings, GraphApi* graph, SpeechToText* stt,
+                       ws::ClientPool* pool, int threads, Report report)
     : settings_(std::move(settings)),
       graph_(graph),
+      stt_(stt),
       pool_(pool),
       report_(std::move(report)),
       threads_(threads) {}
@@ -74,7 +75,8 @@ void WorkerCore::RunTurn(const v1::Turn& turn) {
         assignment.set_profile_name(turn.message().from().profile_name());
       }
       it = sessions_.emplace(turn.session_id(), std::make_shared<SessionRunner>(
-                                                    assignment, settings_, graph_, pool_, &metrics_))
+                                                    assignment, settings_,
+                                                    TurnServices{graph_, stt_, pool_, &metrics_}))
                .first;
     }
     runner = it->second;

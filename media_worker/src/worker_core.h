@@ -19,8 +19,9 @@ namespace bridge::media_worker {
 class WorkerCore {
  public:
   using Report = std::function<void(v1::WorkerMessage)>;
-  WorkerCore(TurnSettings settings, GraphApi* graph, ws::ClientPool* pool, int threads,
-             Report report);
+  // `stt` may be null (voice_input stream).
+  WorkerCore(TurnSettings settings, GraphApi* graph, SpeechToText* stt, ws::ClientPool* pool,
+             int threads, Report report);
   ~WorkerCore();  // finishes running turns, closes agent sockets
 
   // From the controller link (gRPC thread): never blocks.
@@ -33,6 +34,7 @@ class WorkerCore {
 
   const TurnSettings settings_;
   GraphApi* graph_;
+  SpeechToText* stt_;
   ws::ClientPool* pool_;
   const Report report_;
   WorkerMetrics metrics_;

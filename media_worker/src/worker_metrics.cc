@@ -18,6 +18,10 @@ WorkerMetrics::WorkerMetrics() {
                 .Name("bridge_worker_errors_total")
                 .Help("Errors by class (graph_api, agent, decode, ...)")
                 .Register(r);
+  reply_ends = &prometheus::BuildCounter()
+                    .Name("bridge_worker_reply_ends_total")
+                    .Help("Agent replies by the evidence that ended them (PROTOCOLS.md B4)")
+                    .Register(r);
   sessions = &prometheus::BuildGauge()
                   .Name("bridge_worker_sessions")
                   .Help("Sessions held by this worker")
@@ -47,6 +51,10 @@ prometheus::Counter& WorkerMetrics::Turn(const std::string& type, const std::str
 
 prometheus::Counter& WorkerMetrics::Error(const std::string& error_class) {
   return errors->Add({{"class", error_class}});
+}
+
+prometheus::Counter& WorkerMetrics::ReplyEnd(const std::string& reason) {
+  return reply_ends->Add({{"reason", reason}});
 }
 
 }  // namespace bridge::media_worker

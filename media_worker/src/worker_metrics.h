@@ -18,10 +18,13 @@ struct WorkerMetrics {
   prometheus::Histogram& Stage(const std::string& stage);
   prometheus::Counter& Turn(const std::string& type, const std::string& outcome);
   prometheus::Counter& Error(const std::string& error_class);
+  // Why agent replies ended (ReplyEndName): closed, end_call, aligned, marker, quiet_gap.
+  prometheus::Counter& ReplyEnd(const std::string& reason);
 
   prometheus::Family<prometheus::Histogram>* stages;
   prometheus::Family<prometheus::Counter>* turns;
   prometheus::Family<prometheus::Counter>* errors;
+  prometheus::Family<prometheus::Counter>* reply_ends;
   prometheus::Gauge* sessions;
   prometheus::Gauge* turns_active;
   prometheus::Counter* agent_connects;

@@ -11,6 +11,7 @@
 #include "controller_link.h"
 #include "converse_service.h"
 #include "media_worker/graph_api.h"
+#include "media_worker/speech_to_text.h"
 #include "worker_core.h"
 #include "ws/websocket.h"
 
@@ -29,8 +30,13 @@ TurnSettings SettingsFrom(const WorkerOptions& o) {
   t.agent.agent_id = o.elevenlabs_agent_id;
   t.agent.api_key = o.elevenlabs_api_key;
   t.agent.ca_file = o.ca_file;
+  t.agent.reply_quiet_gap = o.reply_quiet_gap;
+  t.agent.reply_settle = o.reply_settle;
+  t.voice_input = o.transcribe_voice ? VoiceInput::kTranscribe : VoiceInput::kStream;
   t.input_pace = o.agent_input_pace;
+  t.silence_tail_max = o.silence_tail_max;
   t.reply_timeout = o.reply_timeout;
+  t.agent_linger = o.agent_linger;
   t.read_receipts = o.read_receipts;
   t.user_id_salt = o.session_secret;
   t.deliver_greeting = o.deliver_greeting;
@@ -64,8 +70,18 @@ class WorkerServerImpl final : public WorkerServer {
     go.access_token = opts.whatsapp_access_token;
     go.ca_file = opts.ca_file;
     graph_ = NewGraphApi(go);
-    core_ = std::make_unique<WorkerCore>(SettingsFrom(opts_), graph_.get(), ws_pool_.get(),
-                                         opts.turn_threads,
+    if (opts.transcribe_voice) {
+      SpeechToTextOptions so;
+      so.base_url = opts.elevenlabs_base_url;
+      so.api_key = opts.elevenlabs_api_key;
+      so.model_id = opts.stt_model;
+      so.ca_file = opts.ca_file;
+      auto stt = NewSpeechToText(so);
+      if (!stt.ok()) return stt.status();
+      stt_ = *std::move(stt);
+    }
+    core_ = std::make_unique<WorkerCore>(SettingsFrom(opts_), graph_.get(), stt_.get(),
+                                         ws_pool_.get(), opts.turn_threads,
                                          [this](v1::WorkerMessage m) { link_->Send(std::move(m)); });
     ControllerLink::Options lo;
     lo.controller = opts.controller;
@@ -123,6 +139,7 @@ class WorkerServerImpl final : public WorkerServer {
   std::unique_ptr<MetricsServer> metrics_;
   std::unique_ptr<GrpcServer> grpc_;
   std::unique_ptr<GraphApi> graph_;
+  std::unique_ptr<SpeechToText> stt_;
   std::unique_ptr<WorkerCore> core_;
   std::unique_ptr<ControllerLink> link_;
 };

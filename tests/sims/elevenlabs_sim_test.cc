@@ -3,6 +3,7 @@
 // auth, limits and faults, and every message checked against the published
 // contract (tests/contract/elevenlabs_server_messages.json).
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/escaping.h"
@@ -20,11 +21,19 @@
 #include "test_pki.h"
 #include "ws/websocket.h"
 
+extern "C" {
+#include <spandsp/telephony.h>
+#include <spandsp/bit_operations.h>
+#include <spandsp/g711.h>
+}
+
 namespace bridge::elevenlabs_sim {
 namespace {
 
 using nlohmann::json;
+using ::testing::Contains;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr absl::Duration kWait = absl::Seconds(30);  // hang guard, not a timing assertion
 
@@ -52,9 +61,13 @@ std::string ContractProblems(const json& msg) {
   static const json contract = json::parse(ReadFile(BRIDGE_CONTRACT_JSON));
   if (!msg.is_object() || !msg.contains("type")) return "no type";
   const std::string type = msg["type"];
-  if (!contract.contains(type)) return absl::StrCat("type '", type, "' is not in the contract");
+  // End markers are checked for shape but are not in the contract (PROTOCOLS.md B3).
+  const json& table = contract.contains(type) || !contract["_not_in_contract"].contains(type)
+                          ? contract
+                          : contract["_not_in_contract"];
+  if (!table.contains(type)) return absl::StrCat("type '", type, "' is not in the contract");
   std::string problems;
-  for (const auto& [key, fields] : contract[type].items()) {
+  for (const auto& [key, fields] : table[type].items()) {
     if (!msg.contains(key) || !msg[key].is_object()) {
       absl::StrAppend(&problems, type, ".", key, " missing; ");
       continue;
@@ -154,22 +167,47 @@ class AgentClient : public ws::ConnectionHandler {
     return opened_;
   }
   // Audio samples received so far, and whether event ids only ever increased.
-  size_t AudioSamples(bool* increasing = nullptr) {
+  // Audio samples received so far (`bytes_per_sample` 1 for μ-law), and
+  // whether every chunk carries the event id of its response (one id per
+  // response, never decreasing: what clients drop stale audio by).
+  size_t AudioSamples(bool* ordered = nullptr, int bytes_per_sample = 2) {
     absl::MutexLock l(&mu_);
     size_t samples = 0;
     int64_t last = 0;
-    bool inc = true;
+    std::set<int64_t> response_ids;
+    bool ok = true;
     for (const auto& m : messages_) {
-      if (m.value("type", "") != "audio") continue;
+      const std::string type = m.value("type", "");
+      if (type == "agent_response") response_ids.insert(m["agent_response_event"]["event_id"].get<int64_t>());
+      if (type != "audio") continue;
       std::string raw;
       absl::Base64Unescape(m["audio_event"]["audio_base_64"].get<std::string>(), &raw);
-      samples += raw.size() / 2;
+      samples += raw.size() / bytes_per_sample;
       int64_t id = m["audio_event"]["event_id"];
-      inc &= id > last;
+      ok &= id >= last;
       last = id;
     }
-    if (increasing) *increasing = inc;
+    for (const auto& m : messages_) {
+      if (m.value("type", "") == "audio") ok &= response_ids.count(m["audio_event"]["event_id"].get<int64_t>()) > 0;
+    }
+    if (ordered) *ordered = ok;
     return samples;
+  }
+  // The characters all audio chunks' alignment spoke, concatenated.
+  std::string AlignedText() {
+    absl::MutexLock l(&mu_);
+    std::string text;
+    for (const auto& m : messages_) {
+      if (m.value("type", "") != "audio" || !m["audio_event"].contains("alignment")) continue;
+      for (const json& c : m["audio_event"]["alignment"]["chars"]) text += c.get<std::string>();
+    }
+    return text;
+  }
+  std::vector<std::string> Types() {
+    absl::MutexLock l(&mu_);
+    std::vector<std::string> types;
+    for (const auto& m : messages_) types.push_back(m.value("type", ""));
+    return types;
   }
   std::vector<json> Messages() {
     absl::MutexLock l(&mu_);
@@ -292,9 +330,9 @@ TEST_F(ElevenLabsSimTest, ScriptedToneConversation) {
   EXPECT_NEAR(TranscriptSeconds(text), 3.0, 0.05) << text;
   ASSERT_TRUE(c->WaitFor("agent_response").has_value());
   ASSERT_TRUE(c->WaitFor("agent_response_complete").has_value());
-  bool increasing = false;
-  EXPECT_EQ(c->AudioSamples(&increasing), ReplyFixtureSamples());
-  EXPECT_TRUE(increasing);
+  bool ordered = false;
+  EXPECT_EQ(c->AudioSamples(&ordered), ReplyFixtureSamples());
+  EXPECT_TRUE(ordered);
 
   c->conn_->Close(ws::kCloseNormal, "bye");
   json convs = Conversations(1);
@@ -362,6 +400,13 @@ TEST_F(ElevenLabsSimTest, SpeakingOverTheAgentInterruptsIt) {
   c->SendPcm(DecodeFixture("voice_note_tone_440hz.ogg", 16000), 1600);
   auto intr = c->WaitFor("interruption");
   ASSERT_TRUE(intr.has_value());
+  // What the user heard of the cut response, as the live service corrects it.
+  auto correction = c->WaitFor("agent_response_correction");
+  ASSERT_TRUE(correction.has_value());
+  const json& ce = (*correction)["agent_response_correction_event"];
+  EXPECT_EQ(ce["original_agent_response"], "You said: tell me a story");
+  EXPECT_TRUE(absl::StartsWith("You said: tell me a story",
+                               ce["corrected_agent_response"].get<std::string>()));
   const int64_t cut = (*intr)["interruption_event"]["event_id"];
   EXPECT_LT(c->AudioSamples(), ReplyFixtureSamples());
   for (const json& m : c->Messages()) {
@@ -488,6 +533,148 @@ TEST_F(ElevenLabsSimTest, FaultsCloseSignedUrlAndStall) {
   Http("POST", "/sim/faults", R"({"stall_ms":300})");
   Http("DELETE", "/sim/faults", "", {}, &status);
   EXPECT_EQ(status, 200);
+}
+
+// By default the simulator behaves as the live service is documented and
+// observed to: no end marker, alignment covering the text, one event id per
+// response, internal event types, a pause mid-reply.
+TEST_F(ElevenLabsSimTest, LiveDefaultsSendNoEndMarkerAndAlignTheWholeText) {
+  SimOptions o;
+  o.reply_pace = 0;
+  o.reply_gap_ms = 200;
+  o.turn_timeout_s = 1;  // the re-engagement is a marker-free sign that the reply ended
+  Start(o);
+  auto c = ConnectPublic();
+  c->Send({{"type", "user_message"}, {"text", "hello there"}});
+  auto r = c->WaitFor("agent_response");
+  ASSERT_TRUE(r.has_value());
+  const std::string text = (*r)["agent_response_event"]["agent_response"];
+  ASSERT_TRUE(c->WaitFor("agent_response", 2).has_value());
+  c->conn_->Close(ws::kCloseNormal, "");
+  ASSERT_NE(c->WaitClosed(), 0);
+  bool ordered = false;
+  EXPECT_GE(c->AudioSamples(&ordered), ReplyFixtureSamples());
+  EXPECT_TRUE(ordered);
+  EXPECT_TRUE(absl::StartsWith(c->AlignedText(), text)) << c->AlignedText();
+  std::vector<std::string> types = c->Types();
+  EXPECT_THAT(types, Not(Contains("agent_response_complete")));
+  EXPECT_THAT(types, Contains("internal_tentative_agent_response"));
+  for (const json& m : c->Messages()) {
+    EXPECT_EQ(ContractProblems(m), "") << m.dump();
+    if (m.value("type", "") == "audio") EXPECT_FALSE(m["audio_event"].contains("is_final"));
+  }
+}
+
+TEST_F(ElevenLabsSimTest, AgentResponseCanComeAfterTheAudio) {
+  SimOptions o = Fast();
+  o.agent_response_timing = "end";
+  Start(o);
+  auto c = ConnectPublic();
+  c->Send({{"type", "user_message"}, {"text", "late"}});
+  ASSERT_TRUE(c->WaitFor("agent_response_complete").has_value());
+  std::vector<std::string> types = c->Types();
+  auto response = std::find(types.begin(), types.end(), "agent_response");
+  ASSERT_NE(response, types.end());
+  EXPECT_EQ(std::find(response, types.end(), "audio"), types.end());  // no audio after it
+  EXPECT_EQ(c->AudioSamples(), ReplyFixtureSamples());
+}
+
+TEST_F(ElevenLabsSimTest, GoodbyeEndsWithEndCallAndClose1000) {
+  SimOptions o = Fast();
+  o.emit_final_markers = false;
+  Start(o);
+  auto c = ConnectPublic();
+  c->Send({{"type", "user_message"}, {"text", "OK, goodbye!"}});
+  EXPECT_EQ(c->WaitClosed(), 1000);
+  auto tool = c->WaitFor("agent_tool_response");
+  ASSERT_TRUE(tool.has_value());
+  EXPECT_EQ((*tool)["agent_tool_response"]["tool_name"], "end_call");
+  EXPECT_EQ(c->AudioSamples(), ReplyFixtureSamples());  // the goodbye was spoken first
+  json rec = Conversations(1)["conversations"][0];
+  EXPECT_EQ(rec["ended_by_agent"], true);
+  EXPECT_EQ(rec["closed_by"], "server");
+  for (const json& m : c->Messages()) EXPECT_EQ(ContractProblems(m), "") << m.dump();
+}
+
+TEST_F(ElevenLabsSimTest, SilentUserIsReengagedAfterTheTurnTimeout) {
+  SimOptions o = Fast();
+  o.turn_timeout_s = 1;
+  Start(o);
+  auto c = ConnectPublic();
+  c->Send({{"type", "user_message"}, {"text", "hi"}});
+  auto again = c->WaitFor("agent_response", 2);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ((*again)["agent_response_event"]["agent_response"], "Are you still there?");
+  c->conn_->Close(ws::kCloseNormal, "");
+  EXPECT_GE(Conversations(1)["conversations"][0]["reengagements"].get<int>(), 1);
+}
+
+TEST_F(ElevenLabsSimTest, MuLawBothWays) {
+  SimOptions o = Fast();
+  o.input_format = "ulaw_8000";
+  o.output_format = "ulaw_8000";
+  Start(o);
+  auto c = ConnectPublic();
+  auto meta = c->WaitFor("conversation_initiation_metadata");
+  ASSERT_TRUE(meta.has_value());
+  EXPECT_EQ((*meta)["conversation_initiation_metadata_event"]["agent_output_audio_format"],
+            "ulaw_8000");
+  std::vector<int16_t> pcm = DecodeFixture("voice_note_tone_440hz.ogg", 8000);
+  pcm.resize(pcm.size() + 8000 * 3 / 2, 0);
+  for (size_t off = 0; off < pcm.size(); off += 800) {
+    std::string bytes;
+    for (size_t i = off; i < std::min(pcm.size(), off + 800); ++i) {
+      bytes.push_back(static_cast<char>(linear_to_ulaw(pcm[i])));
+    }
+    c->Send({{"user_audio_chunk", absl::Base64Escape(bytes)}});
+  }
+  auto t = c->WaitFor("user_transcript");
+  ASSERT_TRUE(t.has_value());
+  EXPECT_THAT((*t)["user_transcription_event"]["user_transcript"].get<std::string>(),
+              HasSubstr("peak 440 Hz"));
+  ASSERT_TRUE(c->WaitFor("agent_response_complete").has_value());
+  EXPECT_NEAR(static_cast<double>(c->AudioSamples(nullptr, /*bytes_per_sample=*/1)),
+              ReplyFixtureSamples() / 2.0, 16);
+}
+
+// POST /v1/speech-to-text: multipart file + model_id, the key when set.
+TEST_F(ElevenLabsSimTest, SpeechToTextDescribesTheRecording) {
+  SimOptions o = Fast();
+  o.api_key = "sk_sim_stt_key";
+  Start(o);
+  httplib::Client cli(sim_->http_base_url());
+  const std::string note = ReadFile(absl::StrCat(BRIDGE_FIXTURES_DIR, "/audio/voice_note_tone_440hz.ogg"));
+  httplib::MultipartFormDataItems form = {{"file", note, "voice.ogg", "audio/ogg"},
+                                          {"model_id", "scribe_v2", "", ""}};
+  httplib::Headers key = {{"xi-api-key", "sk_sim_stt_key"}};
+  auto ok = cli.Post("/v1/speech-to-text", key, form);
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->status, 200) << ok->body;
+  json j = json::parse(ok->body);
+  EXPECT_THAT(j["text"].get<std::string>(), HasSubstr("peak 440 Hz"));
+  EXPECT_TRUE(j.contains("language_code"));
+
+  auto no_key = cli.Post("/v1/speech-to-text", form);
+  ASSERT_TRUE(no_key);
+  EXPECT_EQ(no_key->status, 401);
+  auto no_model = cli.Post("/v1/speech-to-text", key,
+                           httplib::MultipartFormDataItems{{"file", note, "voice.ogg", "audio/ogg"}});
+  ASSERT_TRUE(no_model);
+  EXPECT_EQ(no_model->status, 422);
+  auto garbage = cli.Post("/v1/speech-to-text", key,
+                          httplib::MultipartFormDataItems{{"file", "not audio", "x.ogg", "audio/ogg"},
+                                                          {"model_id", "scribe_v2", "", ""}});
+  ASSERT_TRUE(garbage);
+  EXPECT_EQ(garbage->status, 400);
+  const std::string silence = ReadFile(absl::StrCat(BRIDGE_FIXTURES_DIR, "/audio/voice_note_silence.ogg"));
+  auto quiet = cli.Post("/v1/speech-to-text", key,
+                        httplib::MultipartFormDataItems{{"file", silence, "s.ogg", "audio/ogg"},
+                                                        {"model_id", "scribe_v2", "", ""}});
+  ASSERT_TRUE(quiet);
+  EXPECT_EQ(json::parse(quiet->body)["text"], "");  // no speech, no words
+  json seen = Http("GET", "/sim/transcriptions");
+  ASSERT_EQ(seen["transcriptions"].size(), 4u);  // the unauthorised call never got in
+  EXPECT_EQ(seen["transcriptions"][0]["model_id"], "scribe_v2");
 }
 
 TEST_F(ElevenLabsSimTest, TlsWithATestCaForBothTheSignedUrlAndTheSocket) {

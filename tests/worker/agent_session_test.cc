@@ -15,10 +15,12 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "agent_protocol.h"
+#include "reply_evidence.h"
 #include "audio/ogg_opus_decoder.h"
 #include "common/log.h"
 #include "elevenlabs_sim/elevenlabs_sim.h"
@@ -81,6 +83,8 @@ struct Seen {
   std::vector<int64_t> interruptions;
   size_t samples_at_interruption = 0;
   int reply_ends = 0;
+  std::vector<ReplyEnd> end_reasons;
+  std::vector<std::pair<std::string, std::string>> corrections;
   std::vector<std::string> order;  // "started", "audio:<id>", "interruption:<id>", ...
   bool closed = false;
   int close_code = -1;
@@ -124,7 +128,15 @@ class Recorder : public std::enable_shared_from_this<Recorder> {
         s.samples_at_interruption = s.audio_samples;
       });
     };
-    ev.on_reply_end = [self] { self->Note("reply_end", [](Seen& s) { ++s.reply_ends; }); };
+    ev.on_reply_end = [self](ReplyEnd why) {
+      self->Note("reply_end", [&](Seen& s) {
+        ++s.reply_ends;
+        s.end_reasons.push_back(why);
+      });
+    };
+    ev.on_agent_correction = [self](const std::string& original, const std::string& corrected) {
+      self->Note("correction", [&](Seen& s) { s.corrections.emplace_back(original, corrected); });
+    };
     ev.on_closed = [self](int code, const std::string& reason, bool retryable) {
       self->Note("closed", [&](Seen& s) {
         s.closed = true;
@@ -273,10 +285,29 @@ class AgentSessionTest : public ::testing::Test {
     if (sim_) sim_->Shutdown();
   }
 
+  // Quick and quiet: unpaced, end markers, no mid-reply pause, no re-engagement.
   static SimOptions Fast() {
     SimOptions o;
     o.reply_pace = 0;
     o.emit_final_markers = true;
+    o.reply_gap_ms = 0;
+    o.turn_timeout_s = 0;
+    return o;
+  }
+
+  // As the live service behaves by default: no end marker, alignment, a
+  // pause in the middle of the reply (only the pace is faster).
+  static SimOptions Live() {
+    SimOptions o;
+    o.reply_pace = 0;
+    o.turn_timeout_s = 0;
+    return o;
+  }
+
+  // Tight reply-end settings so tests are quick; the pauses above are longer.
+  static AgentOptions Tight(AgentOptions o) {
+    o.reply_quiet_gap = absl::Milliseconds(500);
+    o.reply_settle = absl::Milliseconds(300);
     return o;
   }
 
@@ -335,12 +366,30 @@ bool ReplyEnded(const Seen& s) { return s.reply_ends >= 1 || s.closed; }
 // ---- the pure protocol helpers ----
 
 TEST(AgentProtocolTest, AudioFormats) {
-  EXPECT_EQ(*agent_internal::ParsePcmFormat("pcm_16000"), 16000);
-  EXPECT_EQ(*agent_internal::ParsePcmFormat("pcm_22050"), 22050);
-  EXPECT_EQ(*agent_internal::ParsePcmFormat("pcm_44100"), 44100);
-  EXPECT_FALSE(agent_internal::ParsePcmFormat("ulaw_8000").ok());
-  EXPECT_FALSE(agent_internal::ParsePcmFormat("pcm_12345").ok());
-  EXPECT_FALSE(agent_internal::ParsePcmFormat("").ok());
+  EXPECT_EQ(agent_internal::ParseAudioFormat("pcm_16000")->rate, 16000);
+  EXPECT_FALSE(agent_internal::ParseAudioFormat("pcm_16000")->ulaw);
+  EXPECT_EQ(agent_internal::ParseAudioFormat("pcm_22050")->rate, 22050);
+  EXPECT_EQ(agent_internal::ParseAudioFormat("pcm_44100")->rate, 44100);
+  EXPECT_EQ(agent_internal::ParseAudioFormat("ulaw_8000")->rate, 8000);
+  EXPECT_TRUE(agent_internal::ParseAudioFormat("ulaw_8000")->ulaw);
+  EXPECT_FALSE(agent_internal::ParseAudioFormat("ulaw_16000").ok());
+  EXPECT_FALSE(agent_internal::ParseAudioFormat("pcm_12345").ok());
+  EXPECT_FALSE(agent_internal::ParseAudioFormat("").ok());
+}
+
+TEST(AgentProtocolTest, MuLawRoundTripsWithinG711Precision) {
+  std::vector<int16_t> pcm = {0, 100, -100, 1000, -1000, 8000, -8000, 30000, -30000};
+  json audio = json::parse(agent_internal::AudioMessage(pcm, /*ulaw=*/true));
+  std::string bytes;
+  ASSERT_TRUE(absl::Base64Unescape(audio["user_audio_chunk"].get<std::string>(), &bytes));
+  EXPECT_EQ(bytes.size(), pcm.size());  // one byte per sample on the wire
+  auto back = agent_internal::DecodeAudio(audio["user_audio_chunk"], /*ulaw=*/true);
+  ASSERT_TRUE(back.has_value());
+  ASSERT_EQ(back->size(), pcm.size());
+  for (size_t i = 0; i < pcm.size(); ++i) {
+    // G.711 keeps about 3% of the magnitude (plus a small step near zero).
+    EXPECT_NEAR((*back)[i], pcm[i], std::abs(pcm[i]) / 16 + 8) << i;
+  }
 }
 
 TEST(AgentProtocolTest, RetryPolicy) {
@@ -378,23 +427,83 @@ TEST(AgentProtocolTest, MessagesRoundTrip) {
   EXPECT_EQ(init["user_id"], "u1");
   EXPECT_EQ(init["dynamic_variables"]["user_name"], "Zoë");
   std::vector<int16_t> pcm = {0, 1, -1, 32767, -32768};
-  json audio = json::parse(agent_internal::AudioMessage(pcm));
-  EXPECT_EQ(*agent_internal::DecodeAudio(audio["user_audio_chunk"]), pcm);
-  EXPECT_FALSE(agent_internal::DecodeAudio("not base64!").has_value());
+  json audio = json::parse(agent_internal::AudioMessage(pcm, /*ulaw=*/false));
+  EXPECT_EQ(*agent_internal::DecodeAudio(audio["user_audio_chunk"], /*ulaw=*/false), pcm);
+  EXPECT_FALSE(agent_internal::DecodeAudio("not base64!", /*ulaw=*/false).has_value());
   EXPECT_EQ(json::parse(agent_internal::PongMessage(42)), json({{"type", "pong"}, {"event_id", 42}}));
+}
+
+// ---- the end of a reply: text against alignment (PROTOCOLS.md B4) ----
+
+TEST(ReplyEvidenceTest, CoveredOnlyWhenTheSpokenCharactersReachTheEndOfTheText) {
+  agent_internal::ReplyEvidence e;
+  e.AddAligned("Hello th");
+  EXPECT_FALSE(e.Covered());  // no text yet: agent_response may come after the audio
+  e.AddText("Hello there, how are you?");
+  EXPECT_TRUE(e.alignment_seen());
+  EXPECT_FALSE(e.Covered());
+  e.AddAligned("ere how are");
+  EXPECT_FALSE(e.Covered());
+  e.AddAligned(" you");  // punctuation and spacing differ: still the whole text
+  EXPECT_TRUE(e.Covered());
+}
+
+TEST(ReplyEvidenceTest, TwoResponsesMustBothBeSpoken) {
+  agent_internal::ReplyEvidence e;
+  e.AddText("First part.");
+  e.AddAligned("First part.");
+  EXPECT_TRUE(e.Covered());
+  e.AddText("And a second one.");
+  EXPECT_FALSE(e.Covered());
+  e.AddAligned("And a second one");
+  EXPECT_TRUE(e.Covered());
+}
+
+TEST(ReplyEvidenceTest, UnspokenSymbolsAndCaseDoNotCount) {
+  EXPECT_EQ(agent_internal::NormalizeSpoken("Olá — “Zoë”! 👋 OK…"), "olázoëok");
+  agent_internal::ReplyEvidence e;
+  e.AddText("Great news \xF0\x9F\x8E\x89 see you soon!");
+  e.AddAligned("great news see you soon");
+  EXPECT_TRUE(e.Covered());
+}
+
+TEST(ReplyEvidenceTest, ARepeatedPhraseMidReplyIsNotTheEnd) {
+  agent_internal::ReplyEvidence e;
+  e.AddText("Sure, sure. Let me check that for you. Sure, sure.");
+  e.AddAligned("Sure, sure.");
+  EXPECT_FALSE(e.Covered());
+}
+
+TEST(ReplyEvidenceTest, CorrectionReplacesTheCutText) {
+  agent_internal::ReplyEvidence e;
+  e.AddText("One two three four");
+  e.Correct("One two three four", "One two");
+  EXPECT_EQ(e.text(), "One two");
+  e.AddAligned("One two");
+  EXPECT_TRUE(e.Covered());
+  e.ToolRequested();
+  EXPECT_TRUE(e.tool_running());
+  e.ToolResponded();
+  EXPECT_FALSE(e.tool_running());
 }
 
 // ---- against elevenlabs-sim ----
 
-class ToneTurnTest : public AgentSessionTest, public ::testing::WithParamInterface<bool> {};
+enum class Evidence { kMarkers, kAlignment, kQuietGap };
 
-// With end markers, and without them (the quiet gap ends the reply).
+class ToneTurnTest : public AgentSessionTest, public ::testing::WithParamInterface<Evidence> {};
+
+// Whichever evidence ends it, a reply that pauses mid-way ends once, after
+// all of its audio: markers (not in the contract, honoured), alignment
+// covering the text (the live default), or — with neither — a quiet gap
+// longer than the pause.
 TEST_P(ToneTurnTest, VoiceNoteIsHeardAndTheReplyEndsOnce) {
-  SimOptions so = Fast();
-  so.emit_final_markers = GetParam();
+  SimOptions so = Live();
+  so.emit_final_markers = GetParam() == Evidence::kMarkers;
+  so.alignment = GetParam() != Evidence::kQuietGap;
+  so.reply_gap_ms = GetParam() == Evidence::kQuietGap ? 300 : 1500;
   ASSERT_NO_FATAL_FAILURE(StartSim(so));
-  AgentOptions o = SimOptionsFor();
-  o.reply_quiet_gap = absl::Milliseconds(400);
+  AgentOptions o = Tight(SimOptionsFor());  // uncovered alignment waits 4 x 500 ms > 1500 ms
   ASSERT_NO_FATAL_FAILURE(StartSession(o));
   ASSERT_NO_FATAL_FAILURE(AwaitStarted());
   Seen s = rec_->Get();
@@ -413,16 +522,120 @@ TEST_P(ToneTurnTest, VoiceNoteIsHeardAndTheReplyEndsOnce) {
   ASSERT_FALSE(s.closed) << s.close_reason;
   ASSERT_EQ(s.transcripts.size(), 1u);
   EXPECT_THAT(s.transcripts[0], HasSubstr("peak 440 Hz"));
-  EXPECT_EQ(s.audio_samples, ReplySamples("agent_reply_16k.s16le"));
+  EXPECT_EQ(s.audio_samples, ReplySamples("agent_reply_16k.s16le"));  // not cut at the pause
   EXPECT_TRUE(std::is_sorted(s.audio_ids.begin(), s.audio_ids.end()));
   EXPECT_EQ(s.order.back(), "reply_end");  // after all the audio
+  const ReplyEnd want = GetParam() == Evidence::kMarkers     ? ReplyEnd::kMarker
+                        : GetParam() == Evidence::kAlignment ? ReplyEnd::kAligned
+                                                             : ReplyEnd::kQuietGap;
+  EXPECT_THAT(s.end_reasons, ElementsAre(want));
   // A second end for the same reply would come within a quiet gap or two.
   EXPECT_FALSE(rec_->Wait([](const Seen& s) { return s.reply_ends > 1; }, absl::Milliseconds(1200)));
   EXPECT_EQ(rec_->Get().reply_ends, 1);
 }
 
-INSTANTIATE_TEST_SUITE_P(EndMarkers, ToneTurnTest, ::testing::Bool(),
-                         [](const auto& info) { return info.param ? "Markers" : "QuietGap"; });
+INSTANTIATE_TEST_SUITE_P(EndEvidence, ToneTurnTest,
+                         ::testing::Values(Evidence::kMarkers, Evidence::kAlignment,
+                                           Evidence::kQuietGap),
+                         [](const auto& info) {
+                           return info.param == Evidence::kMarkers     ? "Markers"
+                                  : info.param == Evidence::kAlignment ? "Alignment"
+                                                                       : "QuietGap";
+                         });
+
+// agent_response may come after the audio (seen live): the reply is not
+// over until the text arrives and the alignment covers it.
+TEST_F(AgentSessionTest, AgentResponseAfterTheAudioStillEndsTheReplyOnce) {
+  SimOptions so = Live();
+  so.agent_response_timing = "end";
+  ASSERT_NO_FATAL_FAILURE(StartSim(so));
+  ASSERT_NO_FATAL_FAILURE(StartSession(Tight(SimOptionsFor())));
+  session_->SendText("late text please");
+  ASSERT_TRUE(rec_->Wait(ReplyEnded));
+  Seen s = rec_->Get();
+  EXPECT_THAT(s.responses, ElementsAre("You said: late text please"));
+  EXPECT_EQ(s.audio_samples, ReplySamples("agent_reply_16k.s16le"));
+  EXPECT_THAT(s.end_reasons, ElementsAre(ReplyEnd::kAligned));
+  // The text came after the last audio chunk.
+  auto response = std::find(s.order.begin(), s.order.end(), "response");
+  ASSERT_NE(response, s.order.end());
+  EXPECT_EQ(std::find_if(response, s.order.end(),
+                         [](const std::string& e) { return absl::StartsWith(e, "audio:"); }),
+            s.order.end());
+}
+
+// One user turn, two agent responses with a pause between them: one reply.
+TEST_F(AgentSessionTest, TwoResponsesToOneTurnAreOneReply) {
+  SimOptions so = Live();
+  so.responses_per_turn = 2;
+  so.reply_gap_ms = 500;
+  ASSERT_NO_FATAL_FAILURE(StartSim(so));
+  AgentOptions o = Tight(SimOptionsFor());
+  o.reply_settle = absl::Milliseconds(1500);  // longer than the pause between responses
+  ASSERT_NO_FATAL_FAILURE(StartSession(o));
+  session_->SendText("two parts");
+  ASSERT_TRUE(rec_->Wait(ReplyEnded));
+  Seen s = rec_->Get();
+  EXPECT_EQ(s.responses.size(), 2u);
+  EXPECT_EQ(s.audio_samples, 2 * ReplySamples("agent_reply_16k.s16le"));
+  EXPECT_EQ(s.reply_ends, 1);
+}
+
+// end_call: the goodbye is the reply (ended by the tool), then the close.
+TEST_F(AgentSessionTest, EndCallEndsTheReplyThenTheConversation) {
+  ASSERT_NO_FATAL_FAILURE(StartSim(Live()));
+  ASSERT_NO_FATAL_FAILURE(StartSession(Tight(SimOptionsFor())));
+  session_->SendText("thanks, goodbye");
+  ASSERT_TRUE(rec_->Wait([](const Seen& s) { return s.closed; }));
+  Seen s = rec_->Get();
+  EXPECT_THAT(s.responses, ElementsAre(HasSubstr("Goodbye")));
+  EXPECT_EQ(s.audio_samples, ReplySamples("agent_reply_16k.s16le"));
+  EXPECT_THAT(s.end_reasons, ElementsAre(ReplyEnd::kEndCall));
+  EXPECT_EQ(s.close_code, 1000);
+  EXPECT_EQ(EndedConversation()["ended_by_agent"], true);
+}
+
+// A conversation held only around turns: closed after the linger, reported
+// like any close; input before the linger runs out keeps it open.
+TEST_F(AgentSessionTest, CloseWhenIdleClosesUnlessSomethingIsSent) {
+  ASSERT_NO_FATAL_FAILURE(StartSim(Fast()));
+  ASSERT_NO_FATAL_FAILURE(StartSession(SimOptionsFor()));
+  ASSERT_NO_FATAL_FAILURE(AwaitStarted());
+  session_->CloseWhenIdle(absl::Seconds(30));
+  session_->SendText("keeps it open");  // cancels the pending idle close
+  ASSERT_TRUE(rec_->Wait(ReplyEnded));
+  session_->CloseWhenIdle(absl::Milliseconds(100));
+  ASSERT_TRUE(rec_->Wait([](const Seen& s) { return s.closed; }));
+  Seen s = rec_->Get();
+  EXPECT_EQ(s.close_code, 1000);
+  EXPECT_TRUE(s.retryable);
+  json rec = EndedConversation();
+  EXPECT_EQ(rec["closed_by"], "client");
+  EXPECT_EQ(rec["user_messages"].size(), 1u);
+}
+
+// Telephony agents: μ-law both ways at 8 kHz.
+TEST_F(AgentSessionTest, MuLawAgentHearsTheNoteAndAnswers) {
+  SimOptions so = Fast();
+  so.input_format = "ulaw_8000";
+  so.output_format = "ulaw_8000";
+  ASSERT_NO_FATAL_FAILURE(StartSim(so));
+  ASSERT_NO_FATAL_FAILURE(StartSession(SimOptionsFor()));
+  ASSERT_NO_FATAL_FAILURE(AwaitStarted());
+  EXPECT_EQ(rec_->Get().input_rate, 8000);
+  EXPECT_EQ(rec_->Get().output_rate, 8000);
+  std::vector<int16_t> note = ToneNote(8000);
+  for (size_t off = 0; off < note.size(); off += 800) {
+    session_->SendAudio(absl::MakeConstSpan(note).subspan(off, std::min<size_t>(800, note.size() - off)));
+  }
+  ASSERT_TRUE(rec_->Wait(ReplyEnded));
+  Seen s = rec_->Get();
+  ASSERT_FALSE(s.closed) << s.close_reason;
+  ASSERT_EQ(s.transcripts.size(), 1u);
+  EXPECT_THAT(s.transcripts[0], HasSubstr("peak 440 Hz"));  // μ-law decoded right
+  // The 16 kHz voice at 8 kHz, one byte per sample on the wire.
+  EXPECT_NEAR(static_cast<double>(s.audio_samples), ReplySamples("agent_reply_16k.s16le") / 2.0, 16);
+}
 
 TEST_F(AgentSessionTest, TextTurnContextAndActivityReachTheAgent) {
   ASSERT_NO_FATAL_FAILURE(StartSim(Fast()));
@@ -827,14 +1040,14 @@ TEST_F(AgentSessionTest, PolicyClose1008IsNotRetryable) {
   EXPECT_EQ(agent.resource(), "/v1/convai/conversation?agent_id=agent_t");
 }
 
-TEST_F(AgentSessionTest, UlawFormatIsRefusedAndNotRetryable) {
-  ScriptedAgent agent({.on_open = {Metadata("ulaw_8000", "pcm_16000"), Audio(1, 160)}});
+TEST_F(AgentSessionTest, UnknownAudioFormatIsRefusedAndNotRetryable) {
+  ScriptedAgent agent({.on_open = {Metadata("mp3_44100_128", "pcm_16000"), Audio(1, 160)}});
   ASSERT_NO_FATAL_FAILURE(StartSession(Options(agent.base_url())));
   ASSERT_TRUE(rec_->Wait([](const Seen& s) { return s.closed; }));
   Seen s = rec_->Get();
   EXPECT_FALSE(s.started);
   EXPECT_TRUE(s.audio_ids.empty());
-  EXPECT_THAT(s.close_reason, HasSubstr("ulaw_8000"));
+  EXPECT_THAT(s.close_reason, HasSubstr("mp3_44100_128"));
   EXPECT_FALSE(s.retryable);
 }
 

@@ -1,9 +1,10 @@
 // One ElevenLabs Conversational AI conversation over the agent WebSocket
 // (PROTOCOLS.md B), on the shared ws::ClientPool: signed URL when an API key
 // is set (fetched per conversation, never logged), initiation data, pongs,
-// the metadata's audio formats, user audio/text/context out, agent audio,
-// text, transcripts and interruptions in, and the end of a reply (is_final,
-// agent_response_complete, or a quiet gap after the last audio).
+// the metadata's audio formats (PCM and μ-law), user audio/text/context out,
+// agent audio, text, corrections, transcripts and interruptions in, and the
+// end of a reply judged from evidence (PROTOCOLS.md B4, docs/agent-protocol.md):
+// there is no end marker in ElevenLabs' contract.
 //
 // One real implementation, tested against elevenlabs-sim. Reconnecting is
 // the caller's policy (see Reconnectable() on the close reason).
@@ -26,6 +27,16 @@ class ClientPool;
 
 namespace bridge::media_worker {
 
+// Why a reply ended, strongest evidence first.
+enum class ReplyEnd {
+  kClosed,    // the conversation closed: what was said before it is the reply
+  kEndCall,   // the agent's end_call system tool responded
+  kAligned,   // the audio's alignment covers the whole agent_response text
+  kMarker,    // is_final / agent_response_complete: not in the contract, honoured
+  kQuietGap,  // nothing else told: no agent audio or text for a long while
+};
+const char* ReplyEndName(ReplyEnd end);
+
 struct AgentOptions {
   std::string base_url = "https://api.elevenlabs.io";  // ELEVENLABS_BASE_URL (http(s))
   std::string agent_id;                                // ELEVENLABS_AGENT_ID
@@ -34,9 +45,14 @@ struct AgentOptions {
   std::string user_id;  // derived from (never equal to) the WhatsApp id
   std::map<std::string, std::string> dynamic_variables;  // e.g. user_name
   absl::Duration connect_timeout = absl::Seconds(10);
-  // No agent audio for this long after the last chunk ends a reply when the
-  // agent sends no end marker.
-  absl::Duration reply_quiet_gap = absl::Milliseconds(1200);
+  // The weakest evidence: no agent audio or text for this long ends a reply
+  // whose audio carries no alignment. Live audio pauses mid-reply (tools,
+  // slow LLM turns, fillers), so it is long. With alignment present and not
+  // yet covering the text, or while a server tool runs, it is four times this.
+  absl::Duration reply_quiet_gap = absl::Seconds(3);
+  // Once the alignment covers the text: this long without a further
+  // agent_response ends the reply (one user turn may yield two responses).
+  absl::Duration reply_settle = absl::Seconds(1);
 };
 
 // Callbacks run on the ws pool's io thread, one at a time: keep them short,
@@ -49,15 +65,19 @@ struct AgentEvents {
       on_started;
   std::function<void(const std::string& text)> on_user_transcript;
   std::function<void(const std::string& text)> on_agent_response;
+  // agent_response_correction: the reply was cut short; `corrected` is what
+  // the user actually heard of `original`.
+  std::function<void(const std::string& original, const std::string& corrected)>
+      on_agent_correction;
   // Agent audio, PCM s16le mono at output_rate, in order; stale audio after
   // an interruption is already dropped.
   std::function<void(std::vector<int16_t> pcm, int64_t event_id)> on_audio;
   // The user cut in: the reply in progress ends here (no on_reply_end for
   // it); the next reply end belongs to the user's new turn.
   std::function<void(int64_t event_id)> on_interruption;
-  // The agent finished speaking (marker or quiet gap), once per reply; a
-  // text-only reply ends after the quiet gap too.
-  std::function<void()> on_reply_end;
+  // The agent finished its reply (see ReplyEnd), once per reply. A close is
+  // reported through on_closed instead: what arrived before it is the reply.
+  std::function<void(ReplyEnd why)> on_reply_end;
   // The socket closed (or never opened: code 0, e.g. the upgrade refused).
   // `retryable`: reconnecting can help — not after 1008 (bad input), an
   // upgrade refused with 401/403/404 (or other 4xx but 408/429), or an audio
@@ -92,6 +112,15 @@ class AgentSession {
   virtual void SendText(const std::string& text) = 0;
   virtual void SendContextualUpdate(const std::string& text) = 0;
   virtual void SendUserActivity() = 0;
+  // A new user turn starts: agent audio and text from before it (the tail of
+  // an earlier reply, a re-engagement) are dropped from here on, by event id,
+  // and the reply evidence starts afresh. Call before sending the turn.
+  virtual void BeginTurn() = 0;
+  // Closes the conversation (1000) after `linger` unless something is sent
+  // first; reported through on_closed like any close. Agents re-engage idle
+  // users and close after 60 s without input (PROTOCOLS.md B4), so a
+  // conversation is held only around turns.
+  virtual void CloseWhenIdle(absl::Duration linger) = 0;
   // Normal closure (1000). Any thread, any number of times, before or after
   // the socket closed. When it returns no callback is running (unless called
   // from one) and none will start. The destructor calls it.

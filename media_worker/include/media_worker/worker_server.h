@@ -28,8 +28,14 @@ struct WorkerOptions {
   std::string whatsapp_graph_api_version = "v23.0";
   std::string session_secret;  // SESSION_SECRET: salts derived agent user ids
   std::string ca_file;         // PEM bundle for outbound TLS; empty: system store
-  double agent_input_pace = 0;  // 1 = real time, 0 = as fast as the agent takes it
+  bool transcribe_voice = true;  // --voice_input=transcribe (else stream)
+  std::string stt_model = "scribe_v2";
+  double agent_input_pace = 1;  // stream: 1 = real time, 0 = as fast as the agent takes it
+  absl::Duration silence_tail_max = absl::Seconds(5);
   absl::Duration reply_timeout = absl::Seconds(60);
+  absl::Duration reply_quiet_gap = absl::Seconds(3);
+  absl::Duration reply_settle = absl::Seconds(1);
+  absl::Duration agent_linger = absl::Seconds(10);
   bool read_receipts = true;
   int turn_threads = 16;
   bool deliver_greeting = false;  // --agent_greeting=deliver

@@ -8,7 +8,16 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 
+extern "C" {
+#include <spandsp/telephony.h>
+#include <spandsp/bit_operations.h>
+#include <spandsp/g711.h>
+}
+
 namespace bridge::elevenlabs_sim {
+
+bool IsUlaw(const std::string& format) { return format == "ulaw_8000"; }
+
 namespace {
 
 using nlohmann::json;
@@ -29,6 +38,31 @@ bool KnownClientType(const std::string& t) {
 std::string ReplyText(const TurnSummary& turn) {
   return absl::StrCat("Thanks! I heard ", absl::StrFormat("%.1f", turn.duration_s),
                       " seconds from you.");
+}
+
+constexpr char kSecondResponse[] = "Is there anything else I can help you with?";
+constexpr char kGoodbye[] = "Goodbye! It was nice talking to you.";
+constexpr char kReengage[] = "Are you still there?";
+
+// UTF-8 text as one string per character (what alignment.chars lists).
+std::vector<std::string> Characters(const std::string& text) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < text.size();) {
+    const auto lead = static_cast<unsigned char>(text[i]);
+    size_t len = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    len = std::min(len, text.size() - i);
+    out.push_back(text.substr(i, len));
+    i += len;
+  }
+  return out;
+}
+
+bool ContainsIgnoringCase(const std::string& haystack, const std::string& needle) {
+  if (needle.empty()) return false;
+  std::string h = haystack, n = needle;
+  for (char& c : h) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return h.find(n) != std::string::npos;
 }
 
 }  // namespace
@@ -86,7 +120,7 @@ void Conversation::SendMetadata() {
          {{"conversation_id", record_->conversation_id},
           {"agent_output_audio_format", options_.output_format},
           {"user_input_audio_format", options_.input_format}}}});
-  if (!options_.first_message.empty()) StartReply(options_.first_message);
+  if (!options_.first_message.empty()) StartReply({{options_.first_message}});
 }
 
 void Conversation::OnBinary(const std::string&) {
@@ -109,6 +143,8 @@ void Conversation::OnText(const std::string& text) {
   }
   // Pongs keep the socket alive but are not user input (the 60 s timeout).
   if (type != "pong") ArmInputTimeout();
+  if (type == "user_message") CancelReengage();
+  if (type == "user_activity" && !replying_ && reengage_timer_ != 0) ArmReengage();
   if (type != "conversation_initiation_client_data") SendMetadata();
   try {
     Dispatch(type, msg);
@@ -129,7 +165,7 @@ void Conversation::Dispatch(const std::string& type, const json& msg) {
     std::string text = msg.value("text", std::string());
     state_->Update(record_, [&](ConversationRecord& r) { r.user_messages.push_back(text); });
     if (replying_) Interrupt();
-    StartReply(absl::StrCat("You said: ", text));
+    StartReply(AnswerTo(absl::StrCat("You said: ", text)));
   } else if (type == "contextual_update") {
     std::string text = msg.at("text").get<std::string>();
     state_->Update(record_, [&](ConversationRecord& r) { r.contextual_updates.push_back(text); });
@@ -154,18 +190,25 @@ void Conversation::OnInitiation(const json& msg) {
 
 void Conversation::OnAudio(const json& chunk) {
   std::string bytes;
+  const bool ulaw = IsUlaw(options_.input_format);
   if (!chunk.is_string() || !absl::Base64Unescape(chunk.get<std::string>(), &bytes) ||
-      bytes.size() % 2 != 0) {
-    Fail(1008, "invalid_message", "user_audio_chunk is not base64 of 16-bit PCM");
+      (!ulaw && bytes.size() % 2 != 0)) {
+    Fail(1008, "invalid_message",
+         ulaw ? "user_audio_chunk is not base64" : "user_audio_chunk is not base64 of 16-bit PCM");
     return;
   }
-  std::vector<int16_t> pcm(bytes.size() / 2);
-  std::memcpy(pcm.data(), bytes.data(), bytes.size());
+  std::vector<int16_t> pcm(ulaw ? bytes.size() : bytes.size() / 2);
+  if (ulaw) {
+    for (size_t i = 0; i < bytes.size(); ++i) pcm[i] = ulaw_to_linear(static_cast<uint8_t>(bytes[i]));
+  } else {
+    std::memcpy(pcm.data(), bytes.data(), bytes.size());
+  }
   state_->Update(record_, [&](ConversationRecord& r) {
     r.audio_seconds_received += static_cast<double>(pcm.size()) / input_rate_;
   });
   std::vector<TurnSummary> turns = vad_.Push(pcm);
   // The user talking over the agent interrupts it, as on a real call.
+  if (vad_.voiced_now()) CancelReengage();
   if (replying_ && vad_.voiced_now()) Interrupt();
   for (const TurnSummary& t : turns) OnUserTurn(t);
 }
@@ -173,20 +216,54 @@ void Conversation::OnAudio(const json& chunk) {
 void Conversation::OnUserTurn(const TurnSummary& turn) {
   std::string transcript = turn.Describe();
   state_->Update(record_, [&](ConversationRecord& r) { r.transcripts.push_back(transcript); });
+  if (options_.internal_events) {
+    Send({{"type", "vad_score"}, {"vad_score_event", {{"vad_score", 0.02}}}});
+  }
   Send({{"type", "user_transcript"},
         {"user_transcription_event",
          {{"user_transcript", transcript}, {"event_id", next_event_id_++}}}});
-  StartReply(ReplyText(turn));
+  StartReply(AnswerTo(ReplyText(turn)));
 }
 
-void Conversation::StartReply(const std::string& text) {
+std::vector<Conversation::Response> Conversation::AnswerTo(const std::string& text) {
+  if (ContainsIgnoringCase(text, options_.end_call_phrase)) return {{kGoodbye, true}};
+  std::vector<Response> out = {{text}};
+  for (int i = 1; i < options_.responses_per_turn; ++i) out.push_back({kSecondResponse});
+  return out;
+}
+
+void Conversation::StartReply(std::vector<Response> responses) {
+  CancelReengage();
+  pending_responses_.assign(responses.begin(), responses.end());
+  NextResponse();
+}
+
+// One agent response: its own event id for the text and every audio chunk
+// (as the SDKs' interruption handling assumes), alignment per chunk, the text
+// before, after the first or after the last chunk, a pause in the middle.
+void Conversation::NextResponse() {
+  if (pending_responses_.empty()) {
+    replying_ = false;
+    ArmReengage();
+    return;
+  }
   replying_ = true;
+  current_ = pending_responses_.front();
+  pending_responses_.pop_front();
+  current_chars_ = Characters(current_.text);
+  response_event_id_ = next_event_id_++;
+  response_text_sent_ = false;
+  spoken_samples_ = 0;
   const uint64_t generation = ++reply_generation_;
-  state_->Update(record_, [&](ConversationRecord& r) { r.agent_responses.push_back(text); });
-  auto begin = [generation, text](Conversation& c) {
+  state_->Update(record_, [&](ConversationRecord& r) { r.agent_responses.push_back(current_.text); });
+  auto begin = [generation](Conversation& c) {
     if (generation != c.reply_generation_) return;
-    c.Send({{"type", "agent_response"},
-            {"agent_response_event", {{"agent_response", text}, {"event_id", c.next_event_id_++}}}});
+    if (c.options_.internal_events) {
+      c.Send({{"type", "internal_tentative_agent_response"},
+              {"tentative_agent_response_internal_event",
+               {{"tentative_agent_response", c.current_.text}}}});
+    }
+    if (c.options_.agent_response_timing == "first") c.SendAgentResponse();
     c.SendReplyChunk(generation, 0);
   };
   if (faults_.stall_ms > 0 && !stalled_once_) {
@@ -197,44 +274,138 @@ void Conversation::StartReply(const std::string& text) {
   }
 }
 
+void Conversation::SendAgentResponse() {
+  if (response_text_sent_) return;
+  response_text_sent_ = true;
+  Send({{"type", "agent_response"},
+        {"agent_response_event",
+         {{"agent_response", current_.text}, {"event_id", response_event_id_}}}});
+}
+
+// The characters samples [begin, begin + n) speak, spread evenly over the voice.
+nlohmann::json Conversation::Alignment(size_t begin, size_t n) const {
+  const size_t total = voice_->pcm.size(), count = current_chars_.size();
+  const size_t first = begin * count / total;
+  const size_t last = begin + n >= total ? count : (begin + n) * count / total;
+  const double ms_per_char = 1000.0 * static_cast<double>(total) / count / voice_->rate;
+  const double chunk_start_ms = 1000.0 * static_cast<double>(begin) / voice_->rate;
+  json chars = json::array(), starts = json::array(), durations = json::array();
+  for (size_t i = first; i < last; ++i) {
+    chars.push_back(current_chars_[i]);
+    starts.push_back(static_cast<int>(i * ms_per_char - chunk_start_ms));
+    durations.push_back(static_cast<int>(ms_per_char));
+  }
+  return {{"chars", chars}, {"char_start_times_ms", starts}, {"char_durations_ms", durations}};
+}
+
+std::string Conversation::EncodeOutput(size_t begin, size_t n) const {
+  const int16_t* pcm = voice_->pcm.data() + begin;
+  if (!IsUlaw(options_.output_format)) {
+    return absl::Base64Escape(absl::string_view(reinterpret_cast<const char*>(pcm), n * 2));
+  }
+  std::string bytes(n, '\0');
+  for (size_t i = 0; i < n; ++i) bytes[i] = static_cast<char>(linear_to_ulaw(pcm[i]));
+  return absl::Base64Escape(bytes);
+}
+
 void Conversation::SendReplyChunk(uint64_t generation, size_t index) {
   if (generation != reply_generation_ || closing_) return;
   const size_t chunk = static_cast<size_t>(voice_->rate) * options_.reply_chunk_ms / 1000;
   const size_t begin = index * chunk;
   const size_t n = std::min(chunk, voice_->pcm.size() - std::min(begin, voice_->pcm.size()));
   const bool last = begin + n >= voice_->pcm.size();
-  json event = {{"audio_base_64",
-                 absl::Base64Escape(absl::string_view(
-                     reinterpret_cast<const char*>(voice_->pcm.data() + begin), n * 2))},
-                {"event_id", next_event_id_++}};
+  json event = {{"audio_base_64", EncodeOutput(begin, n)}, {"event_id", response_event_id_}};
+  if (options_.alignment && !current_chars_.empty()) event["alignment"] = Alignment(begin, n);
+  spoken_samples_ = begin + n;
   if (last && options_.emit_final_markers) event["is_final"] = true;
   Send({{"type", "audio"}, {"audio_event", event}});
+  if (options_.agent_response_timing == "after_first_audio") SendAgentResponse();
   state_->Update(record_, [&](ConversationRecord& r) {
     r.reply_seconds_sent += static_cast<double>(n) / voice_->rate;
     if (last) ++r.replies_completed;
   });
   if (last) {
-    replying_ = false;
+    SendAgentResponse();  // "end" timing: after the audio, as seen live
     if (options_.emit_final_markers) {
       Send({{"type", "agent_response_complete"},
             {"agent_response_complete_event", {{"event_id", next_event_id_++}}}});
+    }
+    if (current_.end_call) {
+      EndCall();
+    } else if (pending_responses_.empty()) {
+      NextResponse();  // none left: the reply is over
+    } else {
+      // The next response of the same turn, after a pause.
+      reply_timer_ = After(absl::Milliseconds(options_.reply_gap_ms),
+                           [generation](Conversation& c) {
+                             if (generation == c.reply_generation_) c.NextResponse();
+                           });
     }
     return;
   }
   absl::Duration gap = options_.reply_pace > 0
                            ? absl::Milliseconds(options_.reply_chunk_ms / options_.reply_pace)
                            : absl::ZeroDuration();
+  // Live audio pauses mid-reply (tools, slow LLM turns): once, in the middle.
+  const size_t chunks = (voice_->pcm.size() + chunk - 1) / chunk;
+  if (index + 1 == chunks / 2) gap += absl::Milliseconds(options_.reply_gap_ms);
   reply_timer_ = After(gap, [generation, index](Conversation& c) {
     c.SendReplyChunk(generation, index + 1);
   });
 }
 
-void Conversation::Interrupt() {
+// The end_call system tool: request, response, then the server closes 1000.
+void Conversation::EndCall() {
+  const std::string call_id = absl::StrCat("toolu_", RandomHex(8));
+  Send({{"type", "agent_tool_request"},
+        {"agent_tool_request",
+         {{"tool_name", "end_call"}, {"tool_call_id", call_id}, {"tool_type", "system"},
+          {"event_id", next_event_id_++}}}});
+  Send({{"type", "agent_tool_response"},
+        {"agent_tool_response",
+         {{"tool_name", "end_call"}, {"tool_call_id", call_id}, {"tool_type", "system"},
+          {"is_error", false}, {"is_called", true}, {"event_id", next_event_id_++}}}});
+  state_->Update(record_, [](ConversationRecord& r) { r.ended_by_agent = true; });
   replying_ = false;
+  closing_ = true;
+  conn_->Close(1000, "end_call");
+}
+
+// The agent's turn timeout: a silent user is asked whether they are there.
+void Conversation::ArmReengage() {
+  CancelReengage();
+  if (options_.turn_timeout_s <= 0) return;
+  reengage_timer_ = After(absl::Seconds(options_.turn_timeout_s), [](Conversation& c) {
+    c.reengage_timer_ = 0;
+    c.state_->Update(c.record_, [](ConversationRecord& r) { ++r.reengagements; });
+    c.StartReply({{kReengage}});
+  });
+}
+
+void Conversation::CancelReengage() {
+  if (reengage_timer_ != 0) conn_->Cancel(reengage_timer_);
+  reengage_timer_ = 0;
+}
+
+void Conversation::Interrupt() {
+  const bool cut_text = replying_ && response_text_sent_ && !current_chars_.empty();
+  replying_ = false;
+  pending_responses_.clear();
   ++reply_generation_;
   conn_->Cancel(reply_timer_);
   state_->Update(record_, [](ConversationRecord& r) { ++r.interruptions; });
   Send({{"type", "interruption"}, {"interruption_event", {{"event_id", next_event_id_++}}}});
+  if (cut_text) {
+    // What the user heard of the cut response (PROTOCOLS.md B3).
+    const size_t heard = spoken_samples_ * current_chars_.size() / voice_->pcm.size();
+    std::string corrected;
+    for (size_t i = 0; i < heard; ++i) corrected += current_chars_[i];
+    Send({{"type", "agent_response_correction"},
+          {"agent_response_correction_event",
+           {{"original_agent_response", current_.text},
+            {"corrected_agent_response", corrected},
+            {"event_id", response_event_id_}}}});
+  }
 }
 
 void Conversation::Fail(int code, const std::string& error_type, const std::string& message) {

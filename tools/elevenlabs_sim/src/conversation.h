@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,9 @@ struct ReplyVoice {
   int rate = 16000;
   std::vector<int16_t> pcm;
 };
+
+// "ulaw_8000" formats carry G.711 μ-law bytes instead of s16le PCM.
+bool IsUlaw(const std::string& format);
 
 class Conversation : public ws::ConnectionHandler,
                      public std::enable_shared_from_this<Conversation> {
@@ -43,8 +47,22 @@ class Conversation : public ws::ConnectionHandler,
   void OnInitiation(const nlohmann::json& msg);
   void OnAudio(const nlohmann::json& chunk);
   void OnUserTurn(const TurnSummary& turn);
-  void StartReply(const std::string& text);
+  struct Response {
+    std::string text;
+    bool end_call = false;  // the agent hangs up after saying it
+  };
+  // What a user turn gets: one response, or more (--responses_per_turn), or
+  // a goodbye and end_call.
+  std::vector<Response> AnswerTo(const std::string& text);
+  void StartReply(std::vector<Response> responses);
+  void NextResponse();
+  void SendAgentResponse();
   void SendReplyChunk(uint64_t generation, size_t index);
+  nlohmann::json Alignment(size_t begin, size_t n) const;
+  std::string EncodeOutput(size_t begin, size_t n) const;
+  void EndCall();
+  void ArmReengage();
+  void CancelReengage();
   void Interrupt();
   void Fail(int code, const std::string& error_type, const std::string& message);
   void Ping();
@@ -73,6 +91,13 @@ class Conversation : public ws::ConnectionHandler,
   uint64_t reply_generation_ = 0;
   uint64_t reply_timer_ = 0;
   bool stalled_once_ = false;
+  std::deque<Response> pending_responses_;  // of the turn being answered
+  Response current_;                        // the response being spoken
+  std::vector<std::string> current_chars_;  // its UTF-8 characters (alignment)
+  int64_t response_event_id_ = 0;           // shared by its agent_response and audio
+  bool response_text_sent_ = false;
+  size_t spoken_samples_ = 0;               // of the current response, sent so far
+  uint64_t reengage_timer_ = 0;
 };
 
 }  // namespace bridge::elevenlabs_sim

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "conversation.h"
 #include "sim_state.h"
+#include "speech_to_text.h"
 #include "ws/websocket.h"
 
 namespace bridge::elevenlabs_sim {
@@ -22,6 +23,7 @@ using nlohmann::json;
 
 constexpr char kConversationPath[] = "/v1/convai/conversation";
 constexpr char kSignedUrlPath[] = "/v1/convai/conversation/get-signed-url";
+constexpr char kSpeechToTextPath[] = "/v1/speech-to-text";
 
 ws::HttpResponse JsonResponse(int status, const json& body) {
   return ws::HttpResponse{status, "application/json", body.dump(), {}};
@@ -33,13 +35,14 @@ ws::HttpResponse Detail(int status, const std::string& code, const std::string& 
 }
 
 absl::StatusOr<int> PcmFormatRate(const std::string& format) {
+  if (IsUlaw(format)) return 8000;
   absl::string_view f = format;
   int rate = 0;
   if (!absl::ConsumePrefix(&f, "pcm_") || !absl::SimpleAtoi(f, &rate) ||
       (rate != 8000 && rate != 16000 && rate != 22050 && rate != 24000 && rate != 44100 &&
        rate != 48000)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("audio format '", format, "': the simulator speaks pcm_8000 ... pcm_48000"));
+        absl::StrCat("audio format '", format, "': the simulator speaks pcm_8000 ... pcm_48000 and ulaw_8000"));
   }
   return rate;
 }
@@ -134,6 +137,10 @@ class SimImpl final : public ElevenLabsSim {
     const std::string path = req.Path();
     try {
       if (path == kSignedUrlPath && req.method == "GET") return respond(SignedUrl(req));
+      if (path == kSpeechToTextPath && req.method == "POST") return respond(SpeechToText(req));
+      if (path == "/sim/transcriptions" && req.method == "GET") {
+        return respond(JsonResponse(200, state_.Transcriptions()));
+      }
       if (path == "/sim/conversations" && req.method == "GET") return Conversations(req, respond);
       if (path == "/sim/faults" && req.method == "POST") {
         std::string err = state_.SetFaults(json::parse(req.body));
@@ -191,6 +198,18 @@ class SimImpl final : public ElevenLabsSim {
     return JsonResponse(200, {{"signed_url", absl::StrCat(ws_base_url(), kConversationPath,
                                                           "?agent_id=", agent,
                                                           "&conversation_signature=", token)}});
+  }
+
+  ws::HttpResponse SpeechToText(const ws::HttpRequest& req) {
+    if (!options_.api_key.empty() && req.Header("xi-api-key").value_or("") != options_.api_key) {
+      return Detail(401, "invalid_api_key", "Invalid API key");
+    }
+    json record;
+    auto [status, body] =
+        Transcribe({req.Header("content-type").value_or(""), req.body}, &record);
+    record["status"] = status;
+    state_.RecordTranscription(std::move(record));
+    return JsonResponse(status, body);
   }
 
   std::variant<std::shared_ptr<ws::ConnectionHandler>, ws::HttpResponse> Upgrade(

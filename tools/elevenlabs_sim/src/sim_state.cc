@@ -39,6 +39,8 @@ nlohmann::json ConversationRecord::ToJson() const {
       {"pongs_received", pongs_received},
       {"replies_completed", replies_completed},
       {"reply_seconds_sent", reply_seconds_sent},
+      {"reengagements", reengagements},
+      {"ended_by_agent", ended_by_agent},
   };
   if (ended) {
     j["ended_at"] = Iso(ended_at);
@@ -107,6 +109,16 @@ nlohmann::json SimState::Snapshot(int min_count, bool ended_only, absl::Duration
   nlohmann::json list = nlohmann::json::array();
   for (const auto& c : conversations_) list.push_back(c->ToJson());
   return {{"conversations", list}, {"active", active_}, {"refused", refused_}};
+}
+
+void SimState::RecordTranscription(nlohmann::json entry) {
+  absl::MutexLock lock(&mu_);
+  transcriptions_.push_back(std::move(entry));
+}
+
+nlohmann::json SimState::Transcriptions() {
+  absl::MutexLock lock(&mu_);
+  return {{"transcriptions", transcriptions_}};
 }
 
 void SimState::Stop() {

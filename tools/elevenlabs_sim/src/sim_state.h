@@ -40,6 +40,8 @@ struct ConversationRecord {
   int pongs_received = 0;
   int replies_completed = 0;
   double reply_seconds_sent = 0;
+  int reengagements = 0;  // "are you still there?" after the turn timeout
+  bool ended_by_agent = false;  // end_call
 
   nlohmann::json ToJson() const;
 };
@@ -83,6 +85,10 @@ class SimState {
   // Non-zero: answer the signed-URL call with this status (and retry-after).
   std::pair<int, int> TakeSignedUrlFault();
 
+  // POST /v1/speech-to-text calls, for /sim/transcriptions.
+  void RecordTranscription(nlohmann::json entry);
+  nlohmann::json Transcriptions();
+
  private:
   int CountLocked(bool ended_only) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -98,6 +104,7 @@ class SimState {
   int signed_url_count_ ABSL_GUARDED_BY(mu_) = 0;
   int retry_after_s_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  nlohmann::json transcriptions_ ABSL_GUARDED_BY(mu_) = nlohmann::json::array();
 };
 
 // Random lower-case hex, for ids and tokens.

@@ -20,7 +20,7 @@ struct SimOptions {
   std::string tls_key;
   std::string api_key;   // if set, the signed-URL call and the socket need it
   std::string agent_id;  // if set, other agent ids are unknown (404)
-  std::string input_format = "pcm_16000";   // as the metadata event names it
+  std::string input_format = "pcm_16000";   // as the metadata event names it (or ulaw_8000)
   std::string output_format = "pcm_16000";
   std::string reply_pcm;     // s16le at the output rate; empty: the fixture
   std::string fixtures_dir;  // where agent_reply_*.s16le live
@@ -28,9 +28,19 @@ struct SimOptions {
   int vad_silence_ms = 600;
   int ping_interval_ms = 2000;
   int pong_timeout_ms = 10000;  // no pong for this long: close 1002
+  // Not in ElevenLabs' contract (PROTOCOLS.md B3): off unless asked for.
   bool emit_final_markers = false;
   double reply_pace = 1.0;  // 1 = real time, 4 = four times faster, 0 = no pacing
   int reply_chunk_ms = 250;
+  bool alignment = true;    // audio_event.alignment: the characters each chunk speaks
+  // When agent_response is sent: "first" (just before the first audio, the
+  // usual), "after_first_audio" or "end" (after the last chunk; seen live).
+  std::string agent_response_timing = "first";
+  int reply_gap_ms = 1500;       // a pause in the middle of every reply (live audio pauses)
+  int responses_per_turn = 1;    // 2: a second agent_response follows the first
+  int turn_timeout_s = 7;        // re-engage a silent user after this long; 0: never
+  std::string end_call_phrase = "goodbye";  // a user message with it: goodbye, end_call, 1000
+  bool internal_events = true;   // internal_tentative_agent_response, vad_score, tool events
   int max_conversations = 0;  // 0: unlimited
   int max_duration_s = 600;
   int input_timeout_s = 60;
