@@ -103,6 +103,7 @@ class Edge {
     cli.set_read_timeout(120);
     auto r = cli.Get(absl::StrCat("/sim/users/", user, "/outbox?min_count=", min_count,
                                   "&wait_ms=60000"));
+    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : httplib::to_string(r.error()));
     return r ? json::parse(r->body, nullptr, false) : json::array();
   }
 
