@@ -106,7 +106,7 @@ for N in $STREAMS; do
     --emit_final_markers --ping_interval_ms=5000
   SIM_PID=$PID SIM_HTTP=$(dialable "$(field "$READY" http)")
   start worker env ELEVENLABS_BASE_URL="http://$SIM_HTTP" ELEVENLABS_AGENT_ID="$AGENT" \
-    WHATSAPP_ACCESS_TOKEN=x "$BUILD_DIR/media_worker/bridge-worker" --env_file=/nonexistent \
+    WHATSAPP_ACCESS_TOKEN=x "$BUILD_DIR/media_worker/bridge-worker" --env_file=/nonexistent --voice_input=stream \
     --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --worker_id="bench-$N" \
     --controller="$CTRL_GRPC" --capacity=1000
   W_PID=$PID W_GRPC=$(dialable "$(field "$READY" grpc)") W_METRICS=$(dialable "$(field "$READY" metrics)")

@@ -190,13 +190,16 @@ cmd_up() {
   # Secrets of the simulated accounts travel in the environment, not in argv.
   local sim_env=() el wa elhttp="" wahttp=""
   if ((sims)); then
+    # A private agent, as in production: signed URLs and speech-to-text need the key.
+    local el_key
+    el_key="sk_dev_$(random_hex)"
     # shellcheck disable=SC2086  # ELEVENLABS_SIM_ARGS: extra flags (benchmarks)
-    start elevenlabs-sim "$bin/tools/elevenlabs_sim/elevenlabs-sim" \
+    start elevenlabs-sim env ELEVENLABS_API_KEY="$el_key" "$bin/tools/elevenlabs_sim/elevenlabs-sim" \
       --listen="$host:${ELEVENLABS_SIM_PORT:-0}" --agent_id=sim-agent ${ELEVENLABS_SIM_ARGS:-}
     el=$(wait_ready elevenlabs-sim)
     elhttp=$(field "$el" http)
     sim_env=(env ELEVENLABS_BASE_URL="http://$elhttp" ELEVENLABS_AGENT_ID=sim-agent
-      ELEVENLABS_API_KEY= WHATSAPP_ACCESS_TOKEN="dev-token-$(random_hex)"
+      ELEVENLABS_API_KEY="$el_key" WHATSAPP_ACCESS_TOKEN="dev-token-$(random_hex)"
       WHATSAPP_WEBHOOK_VERIFY_TOKEN="dev-verify-$(random_hex)"
       WEBHOOK_SIGNATURE_SECRET="dev-app-secret-$(random_hex)")
   fi

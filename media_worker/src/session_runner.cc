@@ -504,11 +504,13 @@ absl::Status SessionRunner::DeliverReply(TurnCtx* t, const Collected& reply, boo
   auto media = services_.graph->UploadMedia(t->m->phone_number_id(), reply.ogg, "audio/ogg",
                                             "reply.ogg");
   services_.metrics->Stage("upload").Observe(Since(t0));
-  absl::StatusOr<std::string> id = media.status();
+  absl::StatusOr<std::string> id = absl::UnknownError("not sent");
   if (media.ok()) {
     const absl::Time t1 = absl::Now();
     id = services_.graph->SendVoiceNote(t->m->phone_number_id(), t->to, *media, t->m->message_id());
     services_.metrics->Stage("send").Observe(Since(t1));
+  } else {
+    id = media.status();
   }
   if (id.ok()) {
     v1::SentMessage* sent = &t->sent.emplace_back();

@@ -26,10 +26,12 @@ namespace {
 
 using nlohmann::json;
 using ::testing::HasSubstr;
+using ::testing::Not;
 namespace v1 = ::bridge::v1;
 
 constexpr char kAppSecret[] = "e2e-app-secret-0123456789";
 constexpr char kToken[] = "e2e-graph-token-0123456789";
+constexpr char kElevenLabsKey[] = "sk_e2e_elevenlabs_0123456789";
 constexpr char kUser[] = "15551230001";
 
 std::string ReadFile(const std::string& path) {
@@ -60,7 +62,8 @@ class Cluster {
                                     absl::StrCat("--reply_pace=", reply_pace),
                                     "--ping_interval_ms=500"};
     sim.insert(sim.end(), options_.sim_args.begin(), options_.sim_args.end());
-    Spawn(&el_, BRIDGE_ELEVENLABS_SIM_BIN, sim);
+    // A private agent: signed URLs and speech-to-text need the key.
+    Spawn(&el_, BRIDGE_ELEVENLABS_SIM_BIN, sim, {{"ELEVENLABS_API_KEY", kElevenLabsKey}});
     el_http_ = Ready(*el_, "http");
     StartController("127.0.0.1:0");
     Spawn(&gateway_, BRIDGE_GATEWAY_BIN,
@@ -92,7 +95,8 @@ class Cluster {
           {{"WHATSAPP_ACCESS_TOKEN", kToken},
            {"WHATSAPP_GRAPH_BASE_URL", absl::StrCat("http://", wa_http_)},
            {"ELEVENLABS_BASE_URL", absl::StrCat("http://", el_http_)},
-           {"ELEVENLABS_AGENT_ID", "e2e-agent"}});
+           {"ELEVENLABS_AGENT_ID", "e2e-agent"},
+           {"ELEVENLABS_API_KEY", kElevenLabsKey}});
     worker_metrics_[i] = Ready(*workers_[i], "metrics");
   }
 
@@ -125,10 +129,17 @@ class Cluster {
     return r ? r->body : "";
   }
 
-  json Conversations(int min_count) {
+  json Conversations(int min_count, bool ended_only = false) {
     httplib::Client cli(absl::StrCat("http://", el_http_));
     cli.set_read_timeout(120);
-    auto r = cli.Get(absl::StrCat("/sim/conversations?min_count=", min_count, "&wait_ms=60000").c_str());
+    auto r = cli.Get(absl::StrCat("/sim/conversations?min_count=", min_count,
+                                  ended_only ? "&ended=true" : "", "&wait_ms=60000")
+                         .c_str());
+    return r ? json::parse(r->body, nullptr, false) : json();
+  }
+  json Transcriptions() {
+    httplib::Client cli(absl::StrCat("http://", el_http_));
+    auto r = cli.Get("/sim/transcriptions");
     return r ? json::parse(r->body, nullptr, false) : json();
   }
 
@@ -213,7 +224,7 @@ TEST(ConversationTest, TextGetsTextInReplyToTheMessage) {
   Cluster c;
   const std::string wamid = c.UserSays(kUser, "text", "Hola, ¿qué tal?");
   json out = c.Outbox(kUser, 1);
-  ASSERT_EQ(out.size(), 1u) << out.dump();
+  ASSERT_EQ(out.size(), 1u) << out.dump() << c.Logs();
   EXPECT_EQ(out[0]["type"], "text");
   EXPECT_EQ(out[0]["text"], "You said: Hola, ¿qué tal?");
   EXPECT_EQ(out[0]["context_message_id"], wamid);
@@ -224,22 +235,116 @@ TEST(ConversationTest, TextGetsTextInReplyToTheMessage) {
   EXPECT_EQ(sessions[0].turns_done(), 1);
 }
 
-TEST(ConversationTest, VoiceNoteGetsAVoiceNoteOfTheAgentsReply) {
-  Cluster c;
+// Both voice inputs; the simulated agent behaves like the live one by default
+// (no end marker, alignment, a pause in the middle of its reply), and the
+// reply still comes back whole, as one voice note.
+class VoiceInputTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(VoiceInputTest, VoiceNoteGetsOneVoiceNoteOfTheWholeReplyDespiteItsPause) {
+  const bool stream = GetParam() == "stream";
+  Cluster c({.worker_args = {absl::StrCat("--voice_input=", GetParam()),
+                             "--agent_input_pace=0"}});
   c.UserSays(kUser, "voice", AudioFixture("voice_note_tone_440hz.ogg"));
   json out = c.Outbox(kUser, 1);
-  ASSERT_EQ(out.size(), 1u) << out.dump();
+  ASSERT_EQ(out.size(), 1u) << out.dump() << c.Logs();
   EXPECT_EQ(out[0]["type"], "audio");
   EXPECT_EQ(out[0]["voice"], true);
   const std::string reply = c.Media(out[0]["media_id"]);
   const size_t reply_samples = AudioFixture("agent_reply_16k.s16le").size() / 2;
   EXPECT_NEAR(static_cast<double>(DecodedSamples(reply, 16000)), reply_samples, 320);  // one frame
   json conv = c.Conversations(1)["conversations"][0];
-  ASSERT_FALSE(conv["transcripts"].empty());
-  EXPECT_THAT(conv["transcripts"][0].get<std::string>(), HasSubstr("peak 440 Hz"));
+  if (stream) {
+    ASSERT_FALSE(conv["transcripts"].empty());
+    EXPECT_THAT(conv["transcripts"][0].get<std::string>(), HasSubstr("peak 440 Hz"));
+    EXPECT_TRUE(c.Transcriptions()["transcriptions"].empty());
+  } else {
+    // The note went to speech-to-text as is; its transcript to the agent as text.
+    json stt = c.Transcriptions()["transcriptions"];
+    ASSERT_EQ(stt.size(), 1u);
+    EXPECT_EQ(stt[0]["model_id"], "scribe_v2");
+    EXPECT_EQ(stt[0]["file_bytes"], AudioFixture("voice_note_tone_440hz.ogg").size());
+    ASSERT_EQ(conv["user_messages"].size(), 1u) << conv.dump();
+    EXPECT_THAT(conv["user_messages"][0].get<std::string>(), HasSubstr("peak 440 Hz"));
+    EXPECT_EQ(conv["audio_seconds_received"], 0);
+  }
   EXPECT_NE(conv["user_id"], kUser);  // derived, never the phone number
   // The worker that ran it counts it (the count lands just after the reply).
   EXPECT_TRUE(c.AwaitWorkerMetric("bridge_worker_turns_total{outcome=\"done\",type=\"voice\"} 1"));
+  EXPECT_TRUE(c.AwaitWorkerMetric("bridge_worker_reply_ends_total{reason=\"aligned\"} 1"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, VoiceInputTest, ::testing::Values("transcribe", "stream"));
+
+// agent_response after the audio (seen live): the text reply is still the
+// whole agent_response, sent once.
+TEST(ConversationTest, TextReplyIsTheWholeAgentResponseEvenWhenItComesLast) {
+  Cluster c({.sim_args = {"--agent_response_timing=end"}});
+  c.UserSays(kUser, "text", "a question that takes a while");
+  c.UserSays(kUser, "text", "next");
+  json out = c.Outbox(kUser, 2);
+  ASSERT_EQ(out.size(), 2u) << out.dump();
+  EXPECT_EQ(out[0]["text"], "You said: a question that takes a while");
+  EXPECT_EQ(out[1]["text"], "You said: next");
+}
+
+// The agent says goodbye, calls end_call and closes 1000: the goodbye is
+// delivered, and the next message opens a new conversation.
+TEST(ConversationTest, GoodbyeBeforeEndCallIsDelivered) {
+  Cluster c;
+  c.UserSays(kUser, "text", "thanks, goodbye");
+  json out = c.Outbox(kUser, 1);
+  ASSERT_EQ(out.size(), 1u) << out.dump() << c.Logs();
+  EXPECT_EQ(out[0]["text"], "Goodbye! It was nice talking to you.");
+  ASSERT_EQ(c.Conversations(1, /*ended_only=*/true)["conversations"][0]["ended_by_agent"], true);
+  c.UserSays(kUser, "text", "one more thing");
+  out = c.Outbox(kUser, 2);
+  ASSERT_EQ(out.size(), 2u) << out.dump();
+  EXPECT_EQ(out[1]["text"], "You said: one more thing");
+}
+
+// The conversation is held only around turns: the agent re-engages the idle
+// user (never forwarded), the bridge closes it after the linger, and the next
+// message gets one reply from a new conversation that heard the exchange.
+TEST(ConversationTest, IdleConversationClosesAndTheNextOneHearsTheHistory) {
+  // The agent's turn timeout (2 s) is longer than the reply settle (1 s), as
+  // the README asks; the linger (4 s) lets the re-engagement happen first.
+  Cluster c({.sim_args = {"--turn_timeout_s=2"}, .worker_args = {"--agent_linger=4s"}});
+  c.UserSays(kUser, "text", "my name is Ana");
+  ASSERT_EQ(c.Outbox(kUser, 1).size(), 1u);
+  json first = c.Conversations(1, /*ended_only=*/true)["conversations"][0];
+  EXPECT_GE(first["reengagements"].get<int>(), 1) << first.dump();  // it spoke up, unasked
+  EXPECT_EQ(first["closed_by"], "client");
+  c.UserSays(kUser, "text", "what is my name?");
+  json out = c.Outbox(kUser, 2);
+  ASSERT_EQ(out.size(), 2u) << out.dump();
+  EXPECT_EQ(out[1]["text"], "You said: what is my name?");
+  json convs = c.Conversations(2)["conversations"];
+  ASSERT_EQ(convs.size(), 2u);
+  ASSERT_FALSE(convs[1]["contextual_updates"].empty()) << convs[1].dump();
+  const std::string context = convs[1]["contextual_updates"][0];
+  EXPECT_THAT(context, HasSubstr("my name is Ana"));
+  EXPECT_THAT(context, HasSubstr("You said: my name is Ana"));
+  EXPECT_THAT(context, Not(HasSubstr("Are you still there?")));
+  // Nothing the agent said outside a turn reached the user.
+  for (const json& m : c.Outbox(kUser, 2)) {
+    EXPECT_THAT(m.value("text", ""), Not(HasSubstr("still there")));
+  }
+}
+
+// A telephony agent speaking μ-law at 8 kHz, both ways.
+TEST(ConversationTest, MuLawAgentAnswersVoiceNotes) {
+  Cluster c({.sim_args = {"--input_format=ulaw_8000", "--output_format=ulaw_8000"},
+             .worker_args = {"--voice_input=stream", "--agent_input_pace=0"}});
+  c.UserSays(kUser, "voice", AudioFixture("voice_note_tone_440hz.ogg"));
+  json out = c.Outbox(kUser, 1);
+  ASSERT_EQ(out.size(), 1u) << out.dump() << c.Logs();
+  ASSERT_EQ(out[0]["type"], "audio");
+  const size_t reply_samples = AudioFixture("agent_reply_16k.s16le").size() / 2;
+  EXPECT_NEAR(static_cast<double>(DecodedSamples(c.Media(out[0]["media_id"]), 16000)),
+              reply_samples, 640);
+  json conv = c.Conversations(1)["conversations"][0];
+  ASSERT_FALSE(conv["transcripts"].empty());
+  EXPECT_THAT(conv["transcripts"][0].get<std::string>(), HasSubstr("peak 440 Hz"));
 }
 
 TEST(ConversationTest, TwoUsersGetTwoSessionsAndRepliesInOrder) {
@@ -280,12 +385,16 @@ TEST(ConversationTest, CorruptNoteGetsAPoliteTextAndTheSessionCarriesOn) {
   EXPECT_EQ(out[1]["text"], "You said: still there?");
 }
 
-TEST(ConversationTest, OtherMessageTypesGetOnePoliteText) {
+// A forwarded audio file (not Ogg/Opus) is transcribed like a note.
+TEST(ConversationTest, ForwardedAudioFileIsTranscribedAndAnswered) {
   Cluster c;
   c.UserSays(kUser, "voice", AudioFixture("voice_note_hello.ogg"), "?voice=false&mime=audio/mpeg");
   json out = c.Outbox(kUser, 1);
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_THAT(out[0]["text"].get<std::string>(), HasSubstr("voice notes and text"));
+  EXPECT_EQ(out[0]["type"], "audio");
+  json stt = c.Transcriptions()["transcriptions"];
+  ASSERT_EQ(stt.size(), 1u);
+  EXPECT_EQ(stt[0]["file_type"], "audio/mpeg");
 }
 
 TEST(ConversationTest, GreetingIsDeliveredFirstWhenAsked) {

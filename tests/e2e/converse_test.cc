@@ -108,6 +108,8 @@ class Cluster {
         BRIDGE_WORKER_BIN,
         std::vector<std::string>{"--env_file=/nonexistent", "--listen=127.0.0.1:0",
                                  "--metrics_listen=127.0.0.1:0", "--worker_id=cw0",
+                                 // Converse streams audio; no speech-to-text, no API key.
+                                 "--voice_input=stream",
                                  absl::StrCat("--controller=", controller_)},
         std::map<std::string, std::string>{
             {"ELEVENLABS_BASE_URL", absl::StrCat("http://", sim_http_)},

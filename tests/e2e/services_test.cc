@@ -184,5 +184,21 @@ TEST(ServicesTest, PortFromDotEnvFileAndFlagOverridesIt) {
   std::remove(env_file.c_str());
 }
 
+// Voice notes go to speech-to-text by default, which needs the API key: a
+// worker without one says so and which setting avoids it, instead of failing
+// every voice note later.
+TEST(ServicesTest, WorkerWithoutAnApiKeyForSpeechToTextExitsTwo) {
+  ChildProcess w(BRIDGE_WORKER_BIN,
+                 {"--env_file=/nonexistent", "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
+                  "--controller=127.0.0.1:1"},
+                 {{"ELEVENLABS_AGENT_ID", "agent_e2e"}, {"WHATSAPP_ACCESS_TOKEN", kSecretToken}});
+  ASSERT_EQ(w.Wait().value_or(-1), 2);
+  EXPECT_THAT(w.Output(), HasSubstr("ELEVENLABS_API_KEY"));
+  EXPECT_THAT(w.Output(), HasSubstr("--voice_input=stream"));
+  ChildProcess bad(BRIDGE_WORKER_BIN, {"--env_file=/nonexistent", "--voice_input=tape"});
+  ASSERT_EQ(bad.Wait().value_or(-1), 2);
+  EXPECT_THAT(bad.Output(), HasSubstr("--voice_input"));
+}
+
 }  // namespace
 }  // namespace bridge::testing

@@ -44,7 +44,8 @@ ABSL_FLAG(int, signed_url_ttl_s, 900, "Signed URLs must be used within this time
 
 int main(int argc, char** argv) {
   bridge::BlockShutdownSignals();
-  bridge::LoadConfig(argc, argv, "elevenlabs-sim", {});
+  // The key travels in the environment (ELEVENLABS_API_KEY), as for the worker.
+  bridge::LoadConfig(argc, argv, "elevenlabs-sim", {{"ELEVENLABS_API_KEY", "api_key", true}});
   bridge::elevenlabs_sim::SimOptions o;
   o.listen = absl::GetFlag(FLAGS_listen);
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
