@@ -132,8 +132,9 @@ class Coordinator {
     v1::StatusUpdate status;
     absl::Time seen;
   };
-  class IngestBatch;
+  class IngestBatch;  // coordinator_ingest.cc
 
+  // Session index (coordinator_index.cc).
   SessionEntry* FindSession(const v1::UserRef& from, const std::string& phone_number_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SessionEntry* FindOrCreateSession(const v1::InboundMessage& m, bool* created, bool* changed)
@@ -142,6 +143,8 @@ class Coordinator {
   void Index(const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unindex(const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SessionEntry* Find(const std::string& session_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Ingest planning (coordinator_ingest.cc).
   v1::Turn NewTurn(const SessionEntry& s, const v1::InboundMessage& m, v1::TurnAction action)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<Planned> PlanMessage(const v1::InboundMessage& m, Outcome* now)
@@ -150,20 +153,23 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<Planned> PlanSystem(const v1::InboundMessage& m, Outcome* now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::optional<Planned> PlanStatus(const v1::StatusUpdate& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Planned PlanFailure(const SentRecord& rec, const v1::StatusUpdate& st)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Rekey(SessionEntry* s, const std::string& new_wa_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Outcome ApplyTurn(const v1::Turn& turn, Outcome outcome) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool ApplyEdit(SessionEntry* s, const v1::Turn& edit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool ApplyRevoke(SessionEntry* s, const v1::Turn& revoke) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Rekey(SessionEntry* s, const std::string& new_wa_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Enqueue(SessionEntry* s, v1::Turn turn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Delivery tracking (coordinator_delivery.cc).
+  std::optional<Planned> PlanStatus(const v1::StatusUpdate& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Planned PlanFailure(const SentRecord& rec, const v1::StatusUpdate& st)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RecordSent(const v1::TurnResult& r, Txn* txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MatchLateFailures(const v1::TurnResult& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CommitPlanned(Planned p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SkipWhileWindowClosed(SessionEntry* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void PersistAsync(const SessionEntry& s, Txn txn = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Prune(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Queue, dispatch, workers and session lifecycle (coordinator.cc).
+  void Enqueue(SessionEntry* s, v1::Turn turn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Dispatch(SessionEntry* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchAll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   WorkerEntry* PickWorker(const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -173,8 +179,11 @@ class Coordinator {
   void StartConverseSession(WorkerChannel* channel, const v1::SessionReport& r)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Persist(const SessionEntry& s, Txn* txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Notify(v1::SessionEventType type, const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistAsync(const SessionEntry& s, Txn txn = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Watchers and masking (coordinator_sessions_api.cc).
+  void Notify(v1::SessionEventType type, const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Session Public(const v1::Session& s, bool reveal_ids) const;
 
   SessionStore* store_;
