@@ -103,7 +103,7 @@ for N in $STREAMS; do
   CTRL_PID=$PID CTRL_GRPC=$(dialable "$(field "$READY" grpc)")
   start sim "$BUILD_DIR/tools/elevenlabs_sim/elevenlabs-sim" --env_file=/nonexistent \
     --listen=127.0.0.1:0 --agent_id="$AGENT" --max_conversations=0 --reply_pace=1 \
-    --emit_final_markers --ping_interval_ms=5000
+    --emit_final_markers --reply_gap_ms=0 --turn_timeout_s=0 --ping_interval_ms=5000
   SIM_PID=$PID SIM_HTTP=$(dialable "$(field "$READY" http)")
   start worker env ELEVENLABS_BASE_URL="http://$SIM_HTTP" ELEVENLABS_AGENT_ID="$AGENT" \
     WHATSAPP_ACCESS_TOKEN=x "$BUILD_DIR/media_worker/bridge-worker" --env_file=/nonexistent --voice_input=stream \

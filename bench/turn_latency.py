@@ -45,7 +45,7 @@ def start_cluster(tmp):
                CONTROLLER_PORT="0", CONTROLLER_METRICS_PORT="0", WORKER1_PORT="0",
                WORKER1_METRICS_PORT="0", WORKER2_PORT="0", WORKER2_METRICS_PORT="0",
                GATEWAY_PORT="0", ELEVENLABS_AGENT_ID="", WHATSAPP_ACCESS_TOKEN="",
-               ELEVENLABS_SIM_ARGS="--reply_pace=1 --emit_final_markers", LOG_LEVEL="warn")
+               ELEVENLABS_SIM_ARGS="--reply_pace=1 --emit_final_markers --reply_gap_ms=0 --turn_timeout_s=0", LOG_LEVEL="warn")
     proc = subprocess.Popen([os.path.join(ROOT, "tools", "bridge.sh"), "up"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)

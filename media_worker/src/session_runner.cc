@@ -273,8 +273,7 @@ absl::Status SessionRunner::HearGreeting(TurnCtx* t, bool deliver) {
   if (!greeting.ok()) return greeting.status();
   if (!deliver || greeting->text.empty()) return absl::OkStatus();
   greeting_delivered_ = true;
-  Remember("agent", greeting->text);
-  return DeliverText(t, greeting->text);
+  return DeliverReply(t, *greeting, /*voice=*/false);
 }
 
 void SessionRunner::BeginReply() {
@@ -362,7 +361,6 @@ absl::StatusOr<SessionRunner::Collected> SessionRunner::CollectReply(bool want_a
     encode_time += absl::Now() - t0;
     services_.metrics->Stage("encode").Observe(absl::ToDoubleSeconds(encode_time));
   }
-  if (!out.text.empty()) Remember("agent", out.text);
   return out;
 }
 
@@ -496,6 +494,8 @@ absl::Status SessionRunner::DeliverText(TurnCtx* t, const std::string& text) {
 // A voice note when there is audio, else (or when the voice note cannot be
 // sent: upload refused, 131062 for a BSUID-only user) the reply's text.
 absl::Status SessionRunner::DeliverReply(TurnCtx* t, const Collected& reply, bool voice) {
+  // The exchange as the user saw it is the next conversation's context.
+  if (!reply.text.empty()) Remember("agent", reply.text);
   if (!voice || reply.ogg.empty()) {
     if (reply.text.empty()) return absl::InternalError("the agent answered without text");
     return DeliverText(t, reply.text);
@@ -526,10 +526,6 @@ absl::Status SessionRunner::DeliverReply(TurnCtx* t, const Collected& reply, boo
   return DeliverText(t, reply.text);
 }
 
-absl::StatusOr<SessionRunner::Collected> SessionRunner::AwaitReply(bool want_audio) {
-  return CollectReply(want_audio, settings_.reply_timeout);
-}
-
 absl::Status SessionRunner::RunVoice(TurnCtx* t) {
   if (settings_.voice_input == VoiceInput::kTranscribe && services_.stt != nullptr) {
     return RunTranscribed(t);
@@ -544,11 +540,13 @@ absl::Status SessionRunner::RunVoice(TurnCtx* t) {
   bool unplayable = false;
   if (auto s = StreamVoiceNote(m, &unplayable); !s.ok()) return s;
   if (unplayable) {
-    absl::MutexLock lock(&mu_);
-    collecting_ = false;
+    {
+      absl::MutexLock lock(&mu_);
+      collecting_ = false;  // the agent heard nothing to answer
+    }
+    return DeliverText(t, kUnplayable);
   }
-  if (unplayable) return DeliverText(t, kUnplayable);
-  auto reply = AwaitReply(/*want_audio=*/true);
+  auto reply = CollectReply(/*want_audio=*/true, settings_.reply_timeout);
   if (!reply.ok()) return reply.status();
   return DeliverReply(t, *reply, /*voice=*/true);
 }
@@ -574,7 +572,7 @@ absl::Status SessionRunner::RunTranscribed(TurnCtx* t) {
   agent_->BeginTurn();
   Remember("user", text);
   agent_->SendText(text);
-  auto reply = AwaitReply(/*want_audio=*/true);
+  auto reply = CollectReply(/*want_audio=*/true, settings_.reply_timeout);
   if (!reply.ok()) return reply.status();
   return DeliverReply(t, *reply, /*voice=*/true);
 }
@@ -585,7 +583,7 @@ absl::Status SessionRunner::RunText(TurnCtx* t, const std::string& text) {
   agent_->BeginTurn();
   Remember("user", text);
   agent_->SendText(text);
-  auto reply = AwaitReply(/*want_audio=*/false);
+  auto reply = CollectReply(/*want_audio=*/false, settings_.reply_timeout);
   if (!reply.ok()) return reply.status();
   return DeliverReply(t, *reply, /*voice=*/false);
 }
@@ -606,8 +604,12 @@ absl::Status SessionRunner::RunWelcome(TurnCtx* t) {
 absl::Status SessionRunner::Inform(const v1::InboundMessage& m) {
   const std::string context = ContextForAgent(m);
   Remember("user", absl::StrCat("[", context, "]"));
-  absl::MutexLock lock(&mu_);
-  if (agent_ && started_ && !closed_) agent_->SendContextualUpdate(context);
+  bool open;
+  {
+    absl::MutexLock lock(&mu_);
+    open = agent_ && started_ && !closed_;
+  }
+  if (open) agent_->SendContextualUpdate(context);
   return absl::OkStatus();
 }
 

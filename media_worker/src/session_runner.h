@@ -109,8 +109,8 @@ class SessionRunner {
   absl::Status HearGreeting(TurnCtx* t, bool deliver);
   AgentEvents Events();
   void BeginReply();
+  // Waits for the end of the agent's reply, encoding audio as it arrives.
   absl::StatusOr<Collected> CollectReply(bool want_audio, absl::Duration timeout);
-  absl::StatusOr<Collected> AwaitReply(bool want_audio);
   absl::StatusOr<std::string> DownloadNote(const v1::InboundMessage& m, bool* unplayable);
   absl::Status StreamVoiceNote(const v1::InboundMessage& m, bool* unplayable);
   absl::Status StreamSilenceUntilAnswered(int rate);
