@@ -147,6 +147,11 @@ class Cluster {
     httplib::Client cli(absl::StrCat("http://", wa_http_));
     cli.Post("/sim/faults", body, "application/json");
   }
+  void PostAgentFault(const std::string& body) {
+    httplib::Client cli(absl::StrCat("http://", el_http_));
+    auto r = cli.Post("/sim/faults", body, "application/json");
+    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+  }
 
   std::vector<v1::Session> Sessions() {
     auto sessions = ListSessions(controller_);
@@ -331,6 +336,19 @@ TEST(ConversationTest, IdleConversationClosesAndTheNextOneHearsTheHistory) {
   }
 }
 
+// A slow agent (a long LLM turn): the turn keeps its conversation alive with
+// user_activity while it waits, and the reply still arrives.
+TEST(ConversationTest, SlowAgentGetsUserActivityWhileTheTurnWaits) {
+  Cluster c;
+  c.PostAgentFault(R"({"stall_ms":6500})");
+  c.UserSays(kUser, "text", "take your time");
+  json out = c.Outbox(kUser, 1);
+  ASSERT_EQ(out.size(), 1u) << out.dump() << c.Logs();
+  EXPECT_EQ(out[0]["text"], "You said: take your time");
+  json conv = c.Conversations(1)["conversations"][0];
+  EXPECT_GE(conv["user_activity"].get<int>(), 1) << conv.dump();
+}
+
 // A telephony agent speaking μ-law at 8 kHz, both ways.
 TEST(ConversationTest, MuLawAgentAnswersVoiceNotes) {
   Cluster c({.sim_args = {"--input_format=ulaw_8000", "--output_format=ulaw_8000"},
@@ -415,6 +433,24 @@ TEST(ConversationTest, GreetingIsSkippedByDefault) {
   ASSERT_EQ(out.size(), 2u) << out.dump();
   EXPECT_EQ(out[0]["type"], "audio");
   EXPECT_EQ(out[1]["text"], "You said: and now text");
+}
+
+// An agent with disable_first_message_interruptions ignores what is said
+// over its greeting: the bridge hears the greeting out, so the user's note is
+// still heard and answered.
+TEST(ConversationTest, UninterruptibleGreetingIsHeardOutBeforeTheNote) {
+  Cluster c({.reply_pace = 1.0,
+             .sim_args = {"--first_message=Hi, I'm the bridge's agent.",
+                          "--first_message_uninterruptible"},
+             .worker_args = {"--voice_input=stream", "--agent_input_pace=0"}});
+  c.UserSays(kUser, "voice", AudioFixture("voice_note_tone_440hz.ogg"));
+  json out = c.Outbox(kUser, 1);
+  ASSERT_EQ(out.size(), 1u) << out.dump() << c.Logs();
+  EXPECT_EQ(out[0]["type"], "audio");
+  json conv = c.Conversations(1)["conversations"][0];
+  EXPECT_EQ(conv["ignored_during_greeting"], 0) << conv.dump();
+  ASSERT_FALSE(conv["transcripts"].empty()) << conv.dump();
+  EXPECT_THAT(conv["transcripts"][0].get<std::string>(), HasSubstr("peak 440 Hz"));
 }
 
 TEST(ConversationTest, ControllerRestartKeepsSessions) {

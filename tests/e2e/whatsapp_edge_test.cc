@@ -52,12 +52,13 @@ std::string About(const std::string& wamid) {
 // Gateway, controller, one worker and both simulators.
 class Edge {
  public:
-  Edge() {
+  explicit Edge(std::vector<std::string> sim_args = {}) {
     static std::atomic<int> clusters{0};
     db_ = absl::StrCat(::testing::TempDir(), "/edge-", getpid(), "-", clusters++, ".db");
-    Spawn(&el_, BRIDGE_ELEVENLABS_SIM_BIN,
-          {"--listen=127.0.0.1:0", "--agent_id=e2e-agent", "--reply_pace=0",
-           "--ping_interval_ms=500", absl::StrCat("--api_key=", kXiKey)});
+    std::vector<std::string> sim = {"--listen=127.0.0.1:0", "--agent_id=e2e-agent",
+                                    "--reply_pace=0", "--ping_interval_ms=500"};
+    sim.insert(sim.end(), sim_args.begin(), sim_args.end());
+    Spawn(&el_, BRIDGE_ELEVENLABS_SIM_BIN, sim, {{"ELEVENLABS_API_KEY", kXiKey}});
     el_http_ = Ready(*el_, "http");
     Spawn(&controller_, BRIDGE_CONTROLLER_BIN,
           {"--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
@@ -87,7 +88,7 @@ class Edge {
   }
 
   // A user's message through whatsapp-sim (`kind`: text, voice, reaction,
-  // edit, revoke); returns the wamid it made.
+  // edit, revoke, welcome); returns the wamid it made.
   std::string UserSays(const std::string& user, const std::string& kind, const std::string& body,
                        const std::string& query = "") {
     httplib::Client cli(absl::StrCat("http://", wa_http_));
@@ -295,6 +296,28 @@ TEST(WhatsAppEdgeTest, AVoiceNoteThatFailsAfterThe200IsFollowedByItsText) {
   EXPECT_EQ(s.delivery_failures(), 1);
   EXPECT_EQ(s.last_delivery_error(), "131053 Media upload error");
   EXPECT_EQ(e.Outbox(kUser, 0).size(), 2u);  // once, not again
+}
+
+// A voice note cannot go to a user known only by a BSUID (131062 for that
+// type): the reply goes as text instead of not at all.
+TEST(WhatsAppEdgeTest, AVoiceReplyRefusedForABsuidOnlyUserGoesAsText) {
+  Edge e;
+  e.PostFault(R"({"bsuid_131062_types":["audio"]})");
+  e.UserSays(kBsuid, "voice", AudioFixture("voice_note_tone_440hz.ogg"));
+  json out = e.Outbox(kBsuid, 1);
+  ASSERT_EQ(out.size(), 1u) << e.Logs();
+  EXPECT_EQ(out[0]["type"], "text");
+  EXPECT_EQ(out[0]["recipient"], kBsuid);
+  EXPECT_THAT(out[0]["text"].get<std::string>(), ::testing::HasSubstr("You said: [audio"));
+}
+
+// The user opened the chat: the agent's greeting is the answer.
+TEST(WhatsAppEdgeTest, RequestWelcomeIsAnsweredWithTheGreeting) {
+  Edge e({"--first_message=Welcome! How can I help?"});
+  e.UserSays(kUser, "welcome", "");
+  json out = e.Outbox(kUser, 1);
+  ASSERT_EQ(out.size(), 1u) << e.Logs();
+  EXPECT_EQ(out[0]["text"], "Welcome! How can I help?");
 }
 
 }  // namespace

@@ -561,8 +561,34 @@ TEST_F(ElevenLabsSimTest, LiveDefaultsSendNoEndMarkerAndAlignTheWholeText) {
   EXPECT_THAT(types, Contains("internal_tentative_agent_response"));
   for (const json& m : c->Messages()) {
     EXPECT_EQ(ContractProblems(m), "") << m.dump();
-    if (m.value("type", "") == "audio") EXPECT_FALSE(m["audio_event"].contains("is_final"));
+    if (m.value("type", "") == "audio") {
+      EXPECT_FALSE(m["audio_event"].contains("is_final"));
+    }
   }
+}
+
+// disable_first_message_interruptions: what is said over the greeting is
+// not heard at all, so a client must let the greeting finish.
+TEST_F(ElevenLabsSimTest, UninterruptibleGreetingIgnoresInputOverIt) {
+  SimOptions o = Fast();
+  o.first_message = "Hi, how can I help?";
+  o.first_message_uninterruptible = true;
+  o.reply_pace = 1.0;  // the greeting lasts ~6 s
+  Start(o);
+  auto c = ConnectPublic();
+  c->Send({{"type", "conversation_initiation_client_data"}});
+  ASSERT_TRUE(c->WaitFor("agent_response").has_value());
+  c->Send({{"type", "user_message"}, {"text", "talking over you"}});
+  ASSERT_TRUE(c->WaitFor("agent_response_complete").has_value());  // the greeting's end
+  c->Send({{"type", "user_message"}, {"text", "now"}});
+  auto reply = c->WaitFor("agent_response", 2);
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ((*reply)["agent_response_event"]["agent_response"], "You said: now");
+  c->conn_->Close(ws::kCloseNormal, "");
+  json rec = Conversations(1)["conversations"][0];
+  EXPECT_EQ(rec["ignored_during_greeting"], 1);
+  EXPECT_EQ(rec["user_messages"].size(), 1u);
+  EXPECT_EQ(rec["interruptions"], 0);
 }
 
 TEST_F(ElevenLabsSimTest, AgentResponseCanComeAfterTheAudio) {

@@ -120,7 +120,10 @@ void Conversation::SendMetadata() {
          {{"conversation_id", record_->conversation_id},
           {"agent_output_audio_format", options_.output_format},
           {"user_input_audio_format", options_.input_format}}}});
-  if (!options_.first_message.empty()) StartReply({{options_.first_message}});
+  if (!options_.first_message.empty()) {
+    StartReply({{options_.first_message}});
+    greeting_playing_ = true;
+  }
 }
 
 void Conversation::OnBinary(const std::string&) {
@@ -139,6 +142,12 @@ void Conversation::OnText(const std::string& text) {
   state_->Update(record_, [&](ConversationRecord& r) { ++r.messages_received[type]; });
   if (type != "user_audio_chunk" && !KnownClientType(type)) {
     Fail(1008, "invalid_message", absl::StrCat("Unknown message type '", type, "'"));
+    return;
+  }
+  if (greeting_playing_ && options_.first_message_uninterruptible &&
+      (type == "user_audio_chunk" || type == "user_message")) {
+    // The agent does not listen while it greets (PROTOCOLS.md B4).
+    state_->Update(record_, [](ConversationRecord& r) { ++r.ignored_during_greeting; });
     return;
   }
   // Pongs keep the socket alive but are not user input (the 60 s timeout).
@@ -244,6 +253,7 @@ void Conversation::StartReply(std::vector<Response> responses) {
 void Conversation::NextResponse() {
   if (pending_responses_.empty()) {
     replying_ = false;
+    greeting_playing_ = false;
     ArmReengage();
     return;
   }
@@ -390,6 +400,7 @@ void Conversation::CancelReengage() {
 void Conversation::Interrupt() {
   const bool cut_text = replying_ && response_text_sent_ && !current_chars_.empty();
   replying_ = false;
+  greeting_playing_ = false;
   pending_responses_.clear();
   ++reply_generation_;
   conn_->Cancel(reply_timer_);

@@ -98,6 +98,7 @@ class Conversation : public ws::ConnectionHandler,
   bool response_text_sent_ = false;
   size_t spoken_samples_ = 0;               // of the current response, sent so far
   uint64_t reengage_timer_ = 0;
+  bool greeting_playing_ = false;  // the first_message is being spoken
 };
 
 }  // namespace bridge::elevenlabs_sim

@@ -20,6 +20,8 @@ ABSL_FLAG(std::string, output_format, "pcm_16000",
 ABSL_FLAG(std::string, reply_pcm, "", "Agent voice: raw s16le mono at the output rate (default: fixture)");
 ABSL_FLAG(std::string, fixtures_dir, BRIDGE_FIXTURES_AUDIO_DIR, "Where agent_reply_*.s16le live");
 ABSL_FLAG(std::string, first_message, "", "Greeting the agent speaks first (default: none)");
+ABSL_FLAG(bool, first_message_uninterruptible, false,
+          "disable_first_message_interruptions: input during the greeting is ignored");
 ABSL_FLAG(int, vad_silence_ms, 600, "Silence that ends the user's turn");
 ABSL_FLAG(int, ping_interval_ms, 2000, "Ping period; 0 disables pings");
 ABSL_FLAG(int, pong_timeout_ms, 10000, "Close 1002 when a ping stays unanswered this long");
@@ -57,6 +59,7 @@ int main(int argc, char** argv) {
   o.reply_pcm = absl::GetFlag(FLAGS_reply_pcm);
   o.fixtures_dir = absl::GetFlag(FLAGS_fixtures_dir);
   o.first_message = absl::GetFlag(FLAGS_first_message);
+  o.first_message_uninterruptible = absl::GetFlag(FLAGS_first_message_uninterruptible);
   o.vad_silence_ms = absl::GetFlag(FLAGS_vad_silence_ms);
   o.ping_interval_ms = absl::GetFlag(FLAGS_ping_interval_ms);
   o.pong_timeout_ms = absl::GetFlag(FLAGS_pong_timeout_ms);

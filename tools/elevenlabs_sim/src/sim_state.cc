@@ -40,6 +40,7 @@ nlohmann::json ConversationRecord::ToJson() const {
       {"replies_completed", replies_completed},
       {"reply_seconds_sent", reply_seconds_sent},
       {"reengagements", reengagements},
+      {"ignored_during_greeting", ignored_during_greeting},
       {"ended_by_agent", ended_by_agent},
   };
   if (ended) {

@@ -41,6 +41,7 @@ struct ConversationRecord {
   int replies_completed = 0;
   double reply_seconds_sent = 0;
   int reengagements = 0;  // "are you still there?" after the turn timeout
+  int ignored_during_greeting = 0;  // messages an uninterruptible greeting ignored
   bool ended_by_agent = false;  // end_call
 
   nlohmann::json ToJson() const;

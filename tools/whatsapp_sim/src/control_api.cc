@@ -200,6 +200,15 @@ void UserRevoke(const HttpRequest& req, HttpResponse& res, SimCore& core) {
   Deliver(m, std::move(d), res, core, json::object());
 }
 
+// The user opens the chat with the business for the first time.
+void UserWelcome(const HttpRequest& req, HttpResponse& res, SimCore& core) {
+  InboundMessage m;
+  Delivery d;
+  if (!StartInbound(req, res, core, &m, &d)) return;
+  m.type = "request_welcome";
+  Deliver(m, std::move(d), res, core, json::object());
+}
+
 void Outbox(const HttpRequest& req, HttpResponse& res, SimCore& core) {
   size_t min_count = 0;
   absl::Duration wait;
@@ -369,6 +378,7 @@ void AddControlRoutes(HttpServer& server, SimCore& core) {
   server.Route("POST", "/sim/users/([^/]+)/reaction", bind(UserReaction));
   server.Route("POST", "/sim/users/([^/]+)/edit", bind(UserEdit));
   server.Route("POST", "/sim/users/([^/]+)/revoke", bind(UserRevoke));
+  server.Route("POST", "/sim/users/([^/]+)/welcome", bind(UserWelcome));
   server.Route("GET", "/sim/users/([^/]+)/outbox", bind(Outbox));
   server.Route("POST", "/sim/webhook", bind(RawWebhook));
   server.Route("GET", "/sim/webhooks", bind(Webhooks));

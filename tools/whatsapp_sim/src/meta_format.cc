@@ -272,7 +272,8 @@ ojson InboundWebhook(const BusinessNumber& to, const InboundMessage& m) {
   msg["id"] = m.wamid;
   msg["timestamp"] = absl::StrCat(m.timestamp);  // Meta sends strings
   msg["type"] = m.type;
-  msg[m.type] = Content(m);
+  // request_welcome (the user opened the chat) carries no content object.
+  if (m.type != "request_welcome") msg[m.type] = Content(m);
   ojson profile;
   profile["name"] = m.profile_name;
   if (!m.username.empty()) profile["username"] = m.username;

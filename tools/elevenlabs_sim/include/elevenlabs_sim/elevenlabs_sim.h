@@ -25,6 +25,9 @@ struct SimOptions {
   std::string reply_pcm;     // s16le at the output rate; empty: the fixture
   std::string fixtures_dir;  // where agent_reply_*.s16le live
   std::string first_message; // greeting spoken at the start; empty: none
+  // disable_first_message_interruptions: user audio and text during the
+  // greeting are ignored (not heard, not interrupting).
+  bool first_message_uninterruptible = false;
   int vad_silence_ms = 600;
   int ping_interval_ms = 2000;
   int pong_timeout_ms = 10000;  // no pong for this long: close 1002
