@@ -532,7 +532,7 @@ absl::Status SessionRunner::RunVoice(TurnCtx* t) {
   }
   const v1::InboundMessage& m = *t->m;
   if (!absl::StartsWith(m.media().mime_type(), "audio/ogg") && !m.media().mime_type().empty()) {
-    return RunText(t, DescribeForAgent(m));  // only Ogg/Opus is decoded here
+    return RunText(t, DescribeForAgent(m), /*voice=*/false);  // only Ogg/Opus is decoded here
   }
   if (auto s = EnsureAgent(t, /*welcome=*/false); !s.ok()) return s;
   BeginReply();
@@ -567,25 +567,18 @@ absl::Status SessionRunner::RunTranscribed(TurnCtx* t) {
   }
   const std::string text(absl::StripAsciiWhitespace(transcript->text));
   if (text.empty()) return DeliverText(t, kNoSpeech);
-  if (auto s = EnsureAgent(t, /*welcome=*/false); !s.ok()) return s;
-  BeginReply();
-  agent_->BeginTurn();
-  Remember("user", text);
-  agent_->SendText(text);
-  auto reply = CollectReply(/*want_audio=*/true, settings_.reply_timeout);
-  if (!reply.ok()) return reply.status();
-  return DeliverReply(t, *reply, /*voice=*/true);
+  return RunText(t, text, /*voice=*/true);  // a voice conversation answers it with audio
 }
 
-absl::Status SessionRunner::RunText(TurnCtx* t, const std::string& text) {
+absl::Status SessionRunner::RunText(TurnCtx* t, const std::string& text, bool voice) {
   if (auto s = EnsureAgent(t, /*welcome=*/false); !s.ok()) return s;
   BeginReply();
   agent_->BeginTurn();
   Remember("user", text);
   agent_->SendText(text);
-  auto reply = CollectReply(/*want_audio=*/false, settings_.reply_timeout);
+  auto reply = CollectReply(voice, settings_.reply_timeout);
   if (!reply.ok()) return reply.status();
-  return DeliverReply(t, *reply, /*voice=*/false);
+  return DeliverReply(t, *reply, voice);
 }
 
 // The user opened the chat for the first time: the agent's greeting is the
@@ -618,7 +611,7 @@ absl::Status SessionRunner::RunReply(TurnCtx* t, std::string* type) {
   switch (m.type()) {
     case v1::MESSAGE_TYPE_TEXT:
       *type = "text";
-      return RunText(t, m.text());
+      return RunText(t, m.text(), /*voice=*/false);
     case v1::MESSAGE_TYPE_AUDIO:
       *type = m.media().voice() ? "voice" : "audio";
       return RunVoice(t);
@@ -634,7 +627,8 @@ absl::Status SessionRunner::RunReply(TurnCtx* t, std::string* type) {
     default: {
       const std::string described = DescribeForAgent(m);
       *type = described.empty() ? "unsupported" : "described";
-      return described.empty() ? DeliverText(t, kUnsupported) : RunText(t, described);
+      return described.empty() ? DeliverText(t, kUnsupported)
+                              : RunText(t, described, /*voice=*/false);
     }
   }
 }

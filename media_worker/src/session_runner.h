@@ -119,7 +119,8 @@ class SessionRunner {
   absl::Status DeliverReply(TurnCtx* t, const Collected& reply, bool voice);
   absl::Status RunVoice(TurnCtx* t);
   absl::Status RunTranscribed(TurnCtx* t);
-  absl::Status RunText(TurnCtx* t, const std::string& text);
+  // Sends `text` as a user_message; answers with a voice note when `voice`.
+  absl::Status RunText(TurnCtx* t, const std::string& text, bool voice);
   absl::Status RunWelcome(TurnCtx* t);
   absl::Status Inform(const v1::InboundMessage& m);
   absl::Status RunReply(TurnCtx* t, std::string* type);

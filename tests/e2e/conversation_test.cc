@@ -5,20 +5,11 @@
 // outbox long poll, the Sessions API), never a sleep.
 #include <signal.h>
 
-#include <atomic>
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "audio/ogg_opus_decoder.h"
-#include "bridge/v1/sessions.grpc.pb.h"
-#include "child_process.h"
-#include "grpc_probe.h"
+#include "bridge_cluster.h"
 #include "gmock/gmock.h"
-#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "httplib.h"
 #include "nlohmann/json.hpp"
 
 namespace bridge::testing {
@@ -29,195 +20,9 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 namespace v1 = ::bridge::v1;
 
-constexpr char kAppSecret[] = "e2e-app-secret-0123456789";
-constexpr char kToken[] = "e2e-graph-token-0123456789";
-constexpr char kElevenLabsKey[] = "sk_e2e_elevenlabs_0123456789";
 constexpr char kUser[] = "15551230001";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string AudioFixture(const std::string& name) {
-  return ReadFile(absl::StrCat(BRIDGE_FIXTURES_DIR, "/audio/", name));
-}
-
-struct ClusterOptions {
-  double reply_pace = 0;
-  std::vector<std::string> sim_args;     // extra elevenlabs-sim flags
-  std::vector<std::string> worker_args;  // extra bridge-worker flags
-};
-
-class Cluster {
- public:
-  explicit Cluster(ClusterOptions o = {}) : options_(std::move(o)) {
-    const double reply_pace = options_.reply_pace;
-    static std::atomic<int> clusters{0};
-    const std::string id = absl::StrCat(getpid(), "-", clusters++);
-    db_ = absl::StrCat(::testing::TempDir(), "/e2e-", id, ".db");
-    std::vector<std::string> sim = {"--listen=127.0.0.1:0", "--agent_id=e2e-agent",
-                                    absl::StrCat("--reply_pace=", reply_pace),
-                                    "--ping_interval_ms=500"};
-    sim.insert(sim.end(), options_.sim_args.begin(), options_.sim_args.end());
-    // A private agent: signed URLs and speech-to-text need the key.
-    Spawn(&el_, BRIDGE_ELEVENLABS_SIM_BIN, sim, {{"ELEVENLABS_API_KEY", kElevenLabsKey}});
-    el_http_ = Ready(*el_, "http");
-    StartController("127.0.0.1:0");
-    Spawn(&gateway_, BRIDGE_GATEWAY_BIN,
-          {"--listen=127.0.0.1:0", absl::StrCat("--controller=", controller_)},
-          {{"WEBHOOK_SIGNATURE_SECRET", kAppSecret}});
-    gateway_http_ = Ready(*gateway_, "http");
-    Spawn(&wa_, BRIDGE_WHATSAPP_SIM_BIN,
-          {"--listen=127.0.0.1:0",
-           absl::StrCat("--webhook_url=http://", gateway_http_, "/webhook/whatsapp"),
-           "--webhook_retry_base_ms=100"},
-          {{"WEBHOOK_SIGNATURE_SECRET", kAppSecret}, {"WHATSAPP_ACCESS_TOKEN", kToken}});
-    wa_http_ = Ready(*wa_, "http");
-    for (int i = 0; i < 2; ++i) StartWorker(i);
-  }
-
-  void StartController(const std::string& listen) {
-    Spawn(&controller_proc_, BRIDGE_CONTROLLER_BIN,
-          {absl::StrCat("--listen=", listen), "--metrics_listen=127.0.0.1:0",
-           absl::StrCat("--store=sqlite:", db_), "--heartbeat_timeout=5s"});
-    controller_ = Ready(*controller_proc_, "grpc");
-  }
-
-  void StartWorker(int i) {
-    std::vector<std::string> args = {"--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
-                                     absl::StrCat("--worker_id=w", i),
-                                     absl::StrCat("--controller=", controller_)};
-    args.insert(args.end(), options_.worker_args.begin(), options_.worker_args.end());
-    Spawn(&workers_[i], BRIDGE_WORKER_BIN, args,
-          {{"WHATSAPP_ACCESS_TOKEN", kToken},
-           {"WHATSAPP_GRAPH_BASE_URL", absl::StrCat("http://", wa_http_)},
-           {"ELEVENLABS_BASE_URL", absl::StrCat("http://", el_http_)},
-           {"ELEVENLABS_AGENT_ID", "e2e-agent"},
-           {"ELEVENLABS_API_KEY", kElevenLabsKey}});
-    worker_metrics_[i] = Ready(*workers_[i], "metrics");
-  }
-
-  ChildProcess& worker(int i) { return *workers_[i]; }
-  ChildProcess& controller() { return *controller_proc_; }
-  const std::string& controller_address() const { return controller_; }
-
-  // POST as a user through whatsapp-sim; returns the wamid it made.
-  std::string UserSays(const std::string& user, const std::string& kind, const std::string& body,
-                       const std::string& query = "") {
-    httplib::Client cli(absl::StrCat("http://", wa_http_));
-    cli.set_read_timeout(60);
-    auto r = cli.Post(absl::StrCat("/sim/users/", user, "/", kind, query).c_str(), body,
-                      kind == "text" ? "text/plain" : "audio/ogg");
-    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
-    return r ? json::parse(r->body, nullptr, false).value("message_id", "") : "";
-  }
-
-  json Outbox(const std::string& user, int min_count) {
-    httplib::Client cli(absl::StrCat("http://", wa_http_));
-    cli.set_read_timeout(120);
-    auto r = cli.Get(absl::StrCat("/sim/users/", user, "/outbox?min_count=", min_count,
-                                  "&wait_ms=90000").c_str());
-    return r ? json::parse(r->body, nullptr, false) : json::array();
-  }
-
-  std::string Media(const std::string& id) {
-    httplib::Client cli(absl::StrCat("http://", wa_http_));
-    auto r = cli.Get(absl::StrCat("/sim/media/", id).c_str());
-    return r ? r->body : "";
-  }
-
-  json Conversations(int min_count, bool ended_only = false) {
-    httplib::Client cli(absl::StrCat("http://", el_http_));
-    cli.set_read_timeout(120);
-    auto r = cli.Get(absl::StrCat("/sim/conversations?min_count=", min_count,
-                                  ended_only ? "&ended=true" : "", "&wait_ms=60000")
-                         .c_str());
-    return r ? json::parse(r->body, nullptr, false) : json();
-  }
-  json Transcriptions() {
-    httplib::Client cli(absl::StrCat("http://", el_http_));
-    auto r = cli.Get("/sim/transcriptions");
-    return r ? json::parse(r->body, nullptr, false) : json();
-  }
-
-  void PostFault(const std::string& body) {
-    httplib::Client cli(absl::StrCat("http://", wa_http_));
-    cli.Post("/sim/faults", body, "application/json");
-  }
-  void PostAgentFault(const std::string& body) {
-    httplib::Client cli(absl::StrCat("http://", el_http_));
-    auto r = cli.Post("/sim/faults", body, "application/json");
-    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
-  }
-
-  std::vector<v1::Session> Sessions() {
-    auto sessions = ListSessions(controller_);
-    EXPECT_TRUE(sessions.ok()) << sessions.status();
-    return sessions.ok() ? *sessions : std::vector<v1::Session>();
-  }
-
-  // The sessions once the controller has recorded `turns` finished turns in
-  // total: a reply reaches the user just before the worker reports it done.
-  std::vector<v1::Session> SessionsAfterTurns(int64_t turns) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    for (;;) {
-      auto sessions = Sessions();
-      int64_t done = 0;
-      for (const auto& s : sessions) done += s.turns_done();
-      if (done >= turns || absl::Now() > deadline) return sessions;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-  }
-
-  std::string Metrics(const std::string& address) {
-    httplib::Client cli(absl::StrCat("http://", address));
-    auto r = cli.Get("/metrics");
-    return r ? r->body : "";
-  }
-  // True once either worker's /metrics shows `line` (a bounded poll: a
-  // metric is the event here).
-  bool AwaitWorkerMetric(const std::string& line) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    while (absl::Now() < deadline) {
-      for (int i = 0; i < 2; ++i) {
-        if (Metrics(worker_metrics_[i]).find(line) != std::string::npos) return true;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return false;
-  }
-  // Everything the processes printed, for failure messages.
-  std::string Logs() {
-    std::string out;
-    for (auto* p : {el_.get(), controller_proc_.get(), gateway_.get(), wa_.get(),
-                    workers_[0].get(), workers_[1].get()}) {
-      if (p) out += p->Output();
-    }
-    return out;
-  }
-  const std::string& gateway_http() const { return gateway_http_; }
-  const std::string& worker_metrics(int i) const { return worker_metrics_[i]; }
-
- private:
-  void Spawn(std::unique_ptr<ChildProcess>* p, const char* bin, std::vector<std::string> args,
-             std::map<std::string, std::string> env = {}) {
-    args.insert(args.begin(), "--env_file=/nonexistent");
-    *p = std::make_unique<ChildProcess>(bin, args, env);
-  }
-  std::string Ready(ChildProcess& p, const std::string& key) {
-    auto ready = p.WaitReady();
-    EXPECT_TRUE(ready.count(key)) << p.Output();
-    return ready[key];
-  }
-
-  const ClusterOptions options_;
-  std::string db_, el_http_, controller_, gateway_http_, wa_http_;
-  std::string worker_metrics_[2];
-  std::unique_ptr<ChildProcess> el_, controller_proc_, gateway_, wa_, workers_[2];
-};
+using Cluster = BridgeCluster;
 
 size_t DecodedSamples(const std::string& ogg, int rate) {
   auto pcm = audio::DecodeOggOpus({reinterpret_cast<const uint8_t*>(ogg.data()), ogg.size()}, rate);

@@ -3,20 +3,11 @@
 // reactions, edits, revokes, messages days late, batches with a bad part and
 // voice notes that fail after the 200. Every wait is on an event (READY
 // lines, the outbox long poll, a metric, the Sessions API), never a sleep.
-#include <atomic>
-#include <fstream>
-#include <map>
-#include <sstream>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
-#include "bridge/v1/sessions.grpc.pb.h"
-#include "child_process.h"
+#include "bridge_cluster.h"
 #include "gmock/gmock.h"
-#include "grpc_probe.h"
 #include "gtest/gtest.h"
-#include "httplib.h"
 #include "nlohmann/json.hpp"
 
 namespace bridge::testing {
@@ -26,18 +17,8 @@ using nlohmann::json;
 using ::testing::HasSubstr;
 namespace v1 = ::bridge::v1;
 
-constexpr char kAppSecret[] = "e2e-app-secret-0123456789";
-constexpr char kToken[] = "e2e-graph-token-0123456789";
-constexpr char kXiKey[] = "e2e-xi-api-key-0123456789";
 constexpr char kUser[] = "15551239001";
 constexpr char kBsuid[] = "US.13491208655302741918";
-
-std::string AudioFixture(const std::string& name) {
-  std::ifstream in(absl::StrCat(BRIDGE_FIXTURES_DIR, "/audio/", name), std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // "?message_id=W" with W percent-encoded: wamids are base64 ('+', '/', '=').
 std::string About(const std::string& wamid) {
@@ -50,123 +31,13 @@ std::string About(const std::string& wamid) {
 }
 
 // Gateway, controller, one worker and both simulators.
-class Edge {
+class Edge : public BridgeCluster {
  public:
-  explicit Edge(std::vector<std::string> sim_args = {}) {
-    static std::atomic<int> clusters{0};
-    db_ = absl::StrCat(::testing::TempDir(), "/edge-", getpid(), "-", clusters++, ".db");
-    std::vector<std::string> sim = {"--listen=127.0.0.1:0", "--agent_id=e2e-agent",
-                                    "--reply_pace=0", "--ping_interval_ms=500"};
-    sim.insert(sim.end(), sim_args.begin(), sim_args.end());
-    Spawn(&el_, BRIDGE_ELEVENLABS_SIM_BIN, sim, {{"ELEVENLABS_API_KEY", kXiKey}});
-    el_http_ = Ready(*el_, "http");
-    Spawn(&controller_, BRIDGE_CONTROLLER_BIN,
-          {"--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
-           absl::StrCat("--store=sqlite:", db_), "--heartbeat_timeout=5s"});
-    auto ready = controller_->WaitReady();
-    EXPECT_TRUE(ready.count("grpc") && ready.count("metrics")) << controller_->Output();
-    controller_grpc_ = ready["grpc"];
-    controller_metrics_ = ready["metrics"];
-    Spawn(&gateway_, BRIDGE_GATEWAY_BIN,
-          {"--listen=127.0.0.1:0", absl::StrCat("--controller=", controller_grpc_)},
-          {{"WEBHOOK_SIGNATURE_SECRET", kAppSecret}});
-    gateway_http_ = Ready(*gateway_, "http");
-    Spawn(&wa_, BRIDGE_WHATSAPP_SIM_BIN,
-          {"--listen=127.0.0.1:0",
-           absl::StrCat("--webhook_url=http://", gateway_http_, "/webhook/whatsapp"),
-           "--webhook_retry_base_ms=100"},
-          {{"WEBHOOK_SIGNATURE_SECRET", kAppSecret}, {"WHATSAPP_ACCESS_TOKEN", kToken}});
-    wa_http_ = Ready(*wa_, "http");
-    Spawn(&worker_, BRIDGE_WORKER_BIN,
-          {"--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0", "--worker_id=w0",
-           absl::StrCat("--controller=", controller_grpc_)},
-          {{"WHATSAPP_ACCESS_TOKEN", kToken},
-           {"WHATSAPP_GRAPH_BASE_URL", absl::StrCat("http://", wa_http_)},
-           {"ELEVENLABS_BASE_URL", absl::StrCat("http://", el_http_)},
-           {"ELEVENLABS_AGENT_ID", "e2e-agent"}, {"ELEVENLABS_API_KEY", kXiKey}});
-    Ready(*worker_, "metrics");
-  }
-
-  // A user's message through whatsapp-sim (`kind`: text, voice, reaction,
-  // edit, revoke, welcome); returns the wamid it made.
-  std::string UserSays(const std::string& user, const std::string& kind, const std::string& body,
-                       const std::string& query = "") {
-    httplib::Client cli(absl::StrCat("http://", wa_http_));
-    cli.set_read_timeout(60);
-    auto r = cli.Post(absl::StrCat("/sim/users/", user, "/", kind, query), body,
-                      kind == "voice" ? "audio/ogg" : "text/plain");
-    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
-    return r ? json::parse(r->body, nullptr, false).value("message_id", "") : "";
-  }
-
-  json Outbox(const std::string& user, int min_count) {
-    httplib::Client cli(absl::StrCat("http://", wa_http_));
-    cli.set_read_timeout(120);
-    auto r = cli.Get(absl::StrCat("/sim/users/", user, "/outbox?min_count=", min_count,
-                                  "&wait_ms=60000"));
-    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : httplib::to_string(r.error()));
-    return r ? json::parse(r->body, nullptr, false) : json::array();
-  }
-
-  void PostFault(const std::string& body) {
-    httplib::Client cli(absl::StrCat("http://", wa_http_));
-    auto r = cli.Post("/sim/faults", body, "application/json");
-    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
-  }
-
-  std::vector<v1::Session> Sessions() {
-    auto sessions = ListSessions(controller_grpc_);
-    EXPECT_TRUE(sessions.ok()) << sessions.status();
-    return sessions.ok() ? *sessions : std::vector<v1::Session>();
-  }
-  // The only session once `done(session)` holds (a bounded poll: the
-  // Sessions API is the event here).
-  v1::Session AwaitSession(std::function<bool(const v1::Session&)> done) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    for (;;) {
-      auto sessions = Sessions();
-      if ((sessions.size() == 1 && done(sessions[0])) || absl::Now() > deadline) {
-        EXPECT_EQ(sessions.size(), 1u);
-        return sessions.empty() ? v1::Session() : sessions[0];
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-  }
-
-  // True once the controller's (or the gateway's) /metrics shows `line`.
+  explicit Edge(std::vector<std::string> sim_args = {})
+      : BridgeCluster({.workers = 1, .sim_args = std::move(sim_args)}) {}
   bool AwaitMetric(const std::string& line, bool gateway = false) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    while (absl::Now() < deadline) {
-      httplib::Client cli(absl::StrCat("http://", gateway ? gateway_http_ : controller_metrics_));
-      auto r = cli.Get("/metrics");
-      if (r && r->body.find(line) != std::string::npos) return true;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return false;
+    return gateway ? AwaitGatewayMetric(line) : AwaitControllerMetric(line);
   }
-
-  std::string Logs() {
-    std::string out;
-    for (auto* p : {el_.get(), controller_.get(), gateway_.get(), wa_.get(), worker_.get()}) {
-      if (p) out += p->Output();
-    }
-    return out;
-  }
-
- private:
-  void Spawn(std::unique_ptr<ChildProcess>* p, const char* bin, std::vector<std::string> args,
-             std::map<std::string, std::string> env = {}) {
-    args.insert(args.begin(), "--env_file=/nonexistent");
-    *p = std::make_unique<ChildProcess>(bin, args, env);
-  }
-  std::string Ready(ChildProcess& p, const std::string& key) {
-    auto ready = p.WaitReady();
-    EXPECT_TRUE(ready.count(key)) << p.Output();
-    return ready[key];
-  }
-
-  std::string db_, el_http_, controller_grpc_, controller_metrics_, gateway_http_, wa_http_;
-  std::unique_ptr<ChildProcess> el_, controller_, gateway_, wa_, worker_;
 };
 
 std::string Action(const std::string& action, int n) {

@@ -1,0 +1,208 @@
+#include "bridge_cluster.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "grpc_probe.h"
+#include "httplib.h"
+
+namespace bridge::testing {
+namespace {
+
+using nlohmann::json;
+
+constexpr char kAppSecret[] = "e2e-app-secret-0123456789";
+constexpr char kToken[] = "e2e-graph-token-0123456789";
+constexpr char kElevenLabsKey[] = "sk_e2e_elevenlabs_0123456789";
+// Hang guards for awaited events, not timing assertions.
+constexpr absl::Duration kAwait = absl::Seconds(30);
+constexpr int kLongPollMs = 90000;
+
+std::unique_ptr<ChildProcess> Spawn(const char* bin, std::vector<std::string> args,
+                                    std::map<std::string, std::string> env = {}) {
+  args.insert(args.begin(), "--env_file=/nonexistent");
+  return std::make_unique<ChildProcess>(bin, std::move(args), std::move(env));
+}
+
+std::map<std::string, std::string> Ready(ChildProcess& p, const std::string& key) {
+  auto ready = p.WaitReady();
+  EXPECT_TRUE(ready.count(key)) << p.Output();
+  return ready;
+}
+
+json Get(const std::string& host, const std::string& path) {
+  httplib::Client cli(absl::StrCat("http://", host));
+  cli.set_read_timeout(kLongPollMs / 1000 + 30);
+  auto r = cli.Get(path);
+  EXPECT_TRUE(r && r->status == 200) << path << ": " << (r ? r->body : httplib::to_string(r.error()));
+  return r ? json::parse(r->body, nullptr, false) : json();
+}
+
+void Post(const std::string& host, const std::string& path, const std::string& body) {
+  httplib::Client cli(absl::StrCat("http://", host));
+  auto r = cli.Post(path, body, "application/json");
+  EXPECT_TRUE(r && r->status == 200) << path << ": " << (r ? r->body : "no answer");
+}
+
+}  // namespace
+
+std::string AudioFixture(const std::string& name) {
+  std::ifstream in(absl::StrCat(BRIDGE_FIXTURES_DIR, "/audio/", name), std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+BridgeCluster::BridgeCluster(ClusterOptions options) : options_(std::move(options)) {
+  static std::atomic<int> clusters{0};
+  db_ = absl::StrCat(::testing::TempDir(), "/e2e-", getpid(), "-", clusters++, ".db");
+  std::vector<std::string> sim = {"--listen=127.0.0.1:0", "--agent_id=e2e-agent",
+                                  absl::StrCat("--reply_pace=", options_.reply_pace),
+                                  "--ping_interval_ms=500"};
+  sim.insert(sim.end(), options_.sim_args.begin(), options_.sim_args.end());
+  // A private agent: signed URLs and speech-to-text need the key.
+  el_ = Spawn(BRIDGE_ELEVENLABS_SIM_BIN, sim, {{"ELEVENLABS_API_KEY", kElevenLabsKey}});
+  el_http_ = Ready(*el_, "http")["http"];
+  StartController("127.0.0.1:0");
+  gateway_ = Spawn(BRIDGE_GATEWAY_BIN,
+                   {"--listen=127.0.0.1:0", absl::StrCat("--controller=", controller_grpc_)},
+                   {{"WEBHOOK_SIGNATURE_SECRET", kAppSecret}});
+  gateway_http_ = Ready(*gateway_, "http")["http"];
+  wa_ = Spawn(BRIDGE_WHATSAPP_SIM_BIN,
+              {"--listen=127.0.0.1:0",
+               absl::StrCat("--webhook_url=http://", gateway_http_, "/webhook/whatsapp"),
+               "--webhook_retry_base_ms=100"},
+              {{"WEBHOOK_SIGNATURE_SECRET", kAppSecret}, {"WHATSAPP_ACCESS_TOKEN", kToken}});
+  wa_http_ = Ready(*wa_, "http")["http"];
+  workers_.resize(options_.workers);
+  worker_metrics_.resize(options_.workers);
+  for (int i = 0; i < options_.workers; ++i) StartWorker(i);
+}
+
+BridgeCluster::~BridgeCluster() = default;
+
+void BridgeCluster::StartController(const std::string& listen) {
+  controller_ = Spawn(BRIDGE_CONTROLLER_BIN,
+                      {absl::StrCat("--listen=", listen), "--metrics_listen=127.0.0.1:0",
+                       absl::StrCat("--store=sqlite:", db_), "--heartbeat_timeout=5s"});
+  auto ready = Ready(*controller_, "grpc");
+  controller_grpc_ = ready["grpc"];
+  controller_metrics_ = ready["metrics"];
+}
+
+void BridgeCluster::StartWorker(int i) {
+  std::vector<std::string> args = {"--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
+                                   absl::StrCat("--worker_id=w", i),
+                                   absl::StrCat("--controller=", controller_grpc_)};
+  args.insert(args.end(), options_.worker_args.begin(), options_.worker_args.end());
+  workers_[i] = Spawn(BRIDGE_WORKER_BIN, args,
+                      {{"WHATSAPP_ACCESS_TOKEN", kToken},
+                       {"WHATSAPP_GRAPH_BASE_URL", absl::StrCat("http://", wa_http_)},
+                       {"ELEVENLABS_BASE_URL", absl::StrCat("http://", el_http_)},
+                       {"ELEVENLABS_AGENT_ID", "e2e-agent"},
+                       {"ELEVENLABS_API_KEY", kElevenLabsKey}});
+  worker_metrics_[i] = Ready(*workers_[i], "metrics")["metrics"];
+}
+
+std::string BridgeCluster::UserSays(const std::string& user, const std::string& kind,
+                                    const std::string& body, const std::string& query) {
+  httplib::Client cli(absl::StrCat("http://", wa_http_));
+  cli.set_read_timeout(60);
+  auto r = cli.Post(absl::StrCat("/sim/users/", user, "/", kind, query), body,
+                    kind == "voice" ? "audio/ogg" : "text/plain");
+  EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+  return r ? json::parse(r->body, nullptr, false).value("message_id", "") : "";
+}
+
+json BridgeCluster::Outbox(const std::string& user, int min_count) {
+  json out = Get(wa_http_, absl::StrCat("/sim/users/", user, "/outbox?min_count=", min_count,
+                                        "&wait_ms=", kLongPollMs));
+  return out.is_array() ? out : json::array();
+}
+
+std::string BridgeCluster::Media(const std::string& media_id) {
+  httplib::Client cli(absl::StrCat("http://", wa_http_));
+  auto r = cli.Get(absl::StrCat("/sim/media/", media_id));
+  return r ? r->body : "";
+}
+
+void BridgeCluster::PostFault(const std::string& body) { Post(wa_http_, "/sim/faults", body); }
+void BridgeCluster::PostAgentFault(const std::string& body) { Post(el_http_, "/sim/faults", body); }
+
+json BridgeCluster::Conversations(int min_count, bool ended_only) {
+  return Get(el_http_, absl::StrCat("/sim/conversations?min_count=", min_count,
+                                    ended_only ? "&ended=true" : "", "&wait_ms=60000"));
+}
+
+json BridgeCluster::Transcriptions() { return Get(el_http_, "/sim/transcriptions"); }
+
+std::vector<v1::Session> BridgeCluster::Sessions() {
+  auto sessions = ListSessions(controller_grpc_);
+  EXPECT_TRUE(sessions.ok()) << sessions.status();
+  return sessions.ok() ? *sessions : std::vector<v1::Session>();
+}
+
+std::vector<v1::Session> BridgeCluster::SessionsAfterTurns(int64_t turns) {
+  const absl::Time deadline = absl::Now() + kAwait;
+  for (;;) {
+    auto sessions = Sessions();
+    int64_t done = 0;
+    for (const auto& s : sessions) done += s.turns_done();
+    if (done >= turns || absl::Now() > deadline) return sessions;
+    absl::SleepFor(absl::Milliseconds(20));  // a bounded poll of the event source
+  }
+}
+
+v1::Session BridgeCluster::AwaitSession(const std::function<bool(const v1::Session&)>& done) {
+  const absl::Time deadline = absl::Now() + kAwait;
+  for (;;) {
+    auto sessions = Sessions();
+    if ((sessions.size() == 1 && done(sessions[0])) || absl::Now() > deadline) {
+      EXPECT_EQ(sessions.size(), 1u);
+      return sessions.empty() ? v1::Session() : sessions[0];
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+}
+
+bool BridgeCluster::AwaitMetric(const std::vector<std::string>& addresses, const std::string& line) {
+  const absl::Time deadline = absl::Now() + kAwait;
+  while (absl::Now() < deadline) {
+    for (const std::string& address : addresses) {
+      httplib::Client cli(absl::StrCat("http://", address));
+      auto r = cli.Get("/metrics");
+      if (r && r->body.find(line) != std::string::npos) return true;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return false;
+}
+
+bool BridgeCluster::AwaitWorkerMetric(const std::string& line) {
+  return AwaitMetric(worker_metrics_, line);
+}
+bool BridgeCluster::AwaitControllerMetric(const std::string& line) {
+  return AwaitMetric({controller_metrics_}, line);
+}
+bool BridgeCluster::AwaitGatewayMetric(const std::string& line) {
+  return AwaitMetric({gateway_http_}, line);
+}
+
+std::string BridgeCluster::Logs() const {
+  std::string out;
+  for (const ChildProcess* p : {el_.get(), controller_.get(), gateway_.get(), wa_.get()}) {
+    if (p) out += p->Output();
+  }
+  for (const auto& w : workers_) {
+    if (w) out += w->Output();
+  }
+  return out;
+}
+
+}  // namespace bridge::testing

@@ -1,0 +1,80 @@
+// The whole product on loopback for end-to-end tests: the real controller,
+// gateway and workers with both simulators at the edges (elevenlabs-sim as a
+// private agent with an API key, whatsapp-sim signing its webhooks), every
+// process on port 0. A test acts as a WhatsApp user and awaits events — READY
+// lines, the outbox long poll, the simulators' records, metrics, the Sessions
+// API — never a sleep.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bridge/v1/types.pb.h"
+#include "child_process.h"
+#include "nlohmann/json.hpp"
+
+namespace bridge::testing {
+
+struct ClusterOptions {
+  double reply_pace = 0;                 // the simulated agent's speed (0 unpaced, 1 real time)
+  int workers = 2;
+  std::vector<std::string> sim_args;     // extra elevenlabs-sim flags
+  std::vector<std::string> worker_args;  // extra bridge-worker flags
+};
+
+class BridgeCluster {
+ public:
+  explicit BridgeCluster(ClusterOptions options = {});
+  ~BridgeCluster();
+
+  // A user's message through whatsapp-sim: `kind` is text, voice, reaction,
+  // edit, revoke or welcome; `query` e.g. "?voice=false". Returns its wamid.
+  std::string UserSays(const std::string& user, const std::string& kind, const std::string& body,
+                       const std::string& query = "");
+  // What was sent to `user`, once there are `min_count` messages (long poll).
+  nlohmann::json Outbox(const std::string& user, int min_count);
+  std::string Media(const std::string& media_id);  // bytes the worker uploaded
+  void PostFault(const std::string& body);         // whatsapp-sim /sim/faults
+  void PostAgentFault(const std::string& body);    // elevenlabs-sim /sim/faults
+
+  // elevenlabs-sim's records: conversations (once `min_count` exist, ended
+  // ones only if asked) and speech-to-text calls.
+  nlohmann::json Conversations(int min_count, bool ended_only = false);
+  nlohmann::json Transcriptions();
+
+  std::vector<v1::Session> Sessions();
+  // The sessions once `turns` turns are done in total (the Sessions API is
+  // the event: a reply reaches the user just before the worker reports it).
+  std::vector<v1::Session> SessionsAfterTurns(int64_t turns);
+  // The only session once `done(session)` holds.
+  v1::Session AwaitSession(const std::function<bool(const v1::Session&)>& done);
+
+  // True once /metrics of any worker, the controller or the gateway shows `line`.
+  bool AwaitWorkerMetric(const std::string& line);
+  bool AwaitControllerMetric(const std::string& line);
+  bool AwaitGatewayMetric(const std::string& line);
+
+  void StartController(const std::string& listen);
+  ChildProcess& controller() { return *controller_; }
+  ChildProcess& worker(int i) { return *workers_[i]; }
+  const std::string& controller_address() const { return controller_grpc_; }
+  // Everything the processes printed, for failure messages.
+  std::string Logs() const;
+
+ private:
+  void StartWorker(int i);
+  bool AwaitMetric(const std::vector<std::string>& addresses, const std::string& line);
+
+  const ClusterOptions options_;
+  std::string db_, el_http_, controller_grpc_, controller_metrics_, gateway_http_, wa_http_;
+  std::vector<std::string> worker_metrics_;
+  std::unique_ptr<ChildProcess> el_, controller_, gateway_, wa_;
+  std::vector<std::unique_ptr<ChildProcess>> workers_;
+};
+
+// A file from ../shared/fixtures/audio.
+std::string AudioFixture(const std::string& name);
+
+}  // namespace bridge::testing
