@@ -42,7 +42,7 @@ ABSL_FLAG(absl::Duration, reply_quiet_gap, absl::Seconds(3),
           "No agent audio this long ends a reply when nothing stronger tells (weakest evidence)");
 ABSL_FLAG(absl::Duration, reply_settle, absl::Seconds(1),
           "Once the audio's alignment covers the reply text, this long without more ends it");
-ABSL_FLAG(absl::Duration, agent_linger, absl::Seconds(10),
+ABSL_FLAG(absl::Duration, agent_linger, absl::Seconds(5),
           "Keep the agent conversation open this long after a reply (0: close at once)");
 ABSL_FLAG(bool, read_receipts, true, "Mark messages read and show the typing indicator");
 ABSL_FLAG(int, turn_threads, 16, "Threads running turns (downloads, codec, uploads)");

@@ -57,7 +57,9 @@ struct TurnSettings {
   bool deliver_greeting = false;
   absl::Duration greeting_wait = absl::Seconds(2);
   // How long a conversation stays open after a reply (0: closed at once).
-  absl::Duration agent_linger = absl::Seconds(10);
+  // Shorter than the agent's default turn timeout (7 s), so an idle agent is
+  // closed before it re-engages (and bills for speech nobody hears).
+  absl::Duration agent_linger = absl::Seconds(5);
   std::string user_id_salt;           // SESSION_SECRET: user ids are derived, not copied
   int reply_bitrate_bps = 24000;
 };
