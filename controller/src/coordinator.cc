@@ -11,6 +11,10 @@
 
 namespace bridge::controller {
 
+// Lines of the exchange a session keeps for the next worker's context (the
+// worker keeps as many).
+constexpr size_t kRecentLines = 10;
+
 using google::protobuf::util::TimeUtil;
 
 Coordinator::Coordinator(SessionStore* store, CoordinatorOptions options)
@@ -127,6 +131,7 @@ void Coordinator::Dispatch(SessionEntry* s) {
     a->set_user_id(s->session.user_id());
     a->set_profile_name(s->session.profile_name());
     a->set_conversation_id(s->session.conversation_id());
+    for (const std::string& line : s->recent) a->add_recent_transcript(line);
     w->channel->Send(std::move(assign));
   }
   s->session.set_state(v1::SESSION_STATE_ACTIVE);
@@ -243,6 +248,8 @@ void Coordinator::OnTurnResult(WorkerChannel* channel, const v1::TurnResult& r) 
       break;
   }
   s->inflight.reset();
+  for (const std::string& line : r.transcript()) s->recent.push_back(line);
+  while (s->recent.size() > kRecentLines) s->recent.pop_front();
   RecordSent(r, &txn);
   Persist(*s, &txn);
   store_->CommitAsync(std::move(txn), [](absl::StatusOr<int64_t> res) {

@@ -104,6 +104,10 @@ class Coordinator {
     std::optional<v1::Turn> inflight;
     absl::Time inflight_since;
     bool durable = false;  // the session record has been committed
+    // The last lines of the exchange (TurnResult.transcript), for a new
+    // worker's first conversation. In memory only: user content is not
+    // written to the store, so a controller restart forgets it.
+    std::deque<std::string> recent;
   };
   struct WorkerEntry {
     WorkerChannel* channel = nullptr;  // null once dead

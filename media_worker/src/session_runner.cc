@@ -129,7 +129,8 @@ std::string SessionRunner::conversation_id() {
 
 void SessionRunner::Remember(const std::string& who, const std::string& text) {
   absl::MutexLock lock(&mu_);
-  recent_.push_back(absl::StrCat(who, ": ", text));
+  turn_lines_.push_back(absl::StrCat(who, ": ", text));
+  recent_.push_back(turn_lines_.back());
   while (recent_.size() > kRecentLines) recent_.pop_front();
 }
 
@@ -682,6 +683,11 @@ v1::TurnResult SessionRunner::RunTurn(const v1::Turn& turn) {
   }
   result.set_conversation_id(conversation_id());
   for (auto& sent : t.sent) *result.add_sent() = std::move(sent);
+  {
+    absl::MutexLock lock(&mu_);
+    for (std::string& line : turn_lines_) result.add_transcript(std::move(line));
+    turn_lines_.clear();
+  }
   result.set_outcome(s.ok() ? v1::TURN_OUTCOME_DONE : v1::TURN_OUTCOME_FAILED);
   if (!s.ok()) {
     result.set_reason(std::string(RedactStatus(s).message()));

@@ -127,6 +127,8 @@ class SessionRunner {
   absl::Status Inform(const v1::InboundMessage& m);
   absl::Status RunReply(TurnCtx* t, std::string* type);
   void AfterTurn();
+  // Adds a line to the exchange (the next conversation's context) and to
+  // this turn's TurnResult.transcript.
   void Remember(const std::string& who, const std::string& text);
 
   const v1::SessionAssignment assignment_;
@@ -147,6 +149,7 @@ class SessionRunner {
   bool collecting_ ABSL_GUARDED_BY(mu_) = false;  // false: outside a turn, dropped
   Reply reply_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> recent_ ABSL_GUARDED_BY(mu_);  // context for a new conversation
+  std::vector<std::string> turn_lines_ ABSL_GUARDED_BY(mu_);  // added by the running turn
   bool had_conversation_ ABSL_GUARDED_BY(mu_) = false;    // recent_ belongs to an earlier one
 };
 

@@ -31,6 +31,10 @@ class RecordingChannel : public WorkerChannel {
     }
     return out;
   }
+  std::vector<v1::ControllerMessage> Messages() {
+    absl::MutexLock l(&mu_);
+    return sent_;
+  }
   int Count(v1::ControllerMessage::MsgCase c) {
     absl::MutexLock l(&mu_);
     int n = 0;
@@ -136,12 +140,13 @@ class CoordinatorTest : public ::testing::Test {
     ASSERT_TRUE(coordinator_->Attach(ch, hello).ok());
   }
   void Done(RecordingChannel* ch, const v1::Turn& t, v1::TurnOutcome o = v1::TURN_OUTCOME_DONE,
-            std::vector<v1::SentMessage> sent = {}) {
+            std::vector<v1::SentMessage> sent = {}, std::vector<std::string> transcript = {}) {
     v1::TurnResult r;
     r.set_session_id(t.session_id());
     r.set_turn_id(t.turn_id());
     r.set_outcome(o);
     for (auto& m : sent) *r.add_sent() = std::move(m);
+    for (auto& line : transcript) r.add_transcript(std::move(line));
     r.set_conversation_id("conv_1");
     coordinator_->OnTurnResult(ch, r);
   }
@@ -208,6 +213,28 @@ TEST_F(CoordinatorTest, DeadWorkersTurnRunsAgainOnAnother) {
   EXPECT_EQ(s[0].turns_done(), 1);
   EXPECT_EQ(s[0].worker_id(), "w2");
   EXPECT_EQ(s[0].conversation_id(), "conv_1");
+}
+
+// The exchange so far follows the session to its next worker, which opens
+// its first conversation with it as context.
+TEST_F(CoordinatorTest, TheRecentExchangeFollowsTheSessionToAnotherWorker) {
+  RecordingChannel w1, w2;
+  AttachWorker(&w1, "w1");
+  Deliver({Text("wamid.h1", "111111111", "my name is Ana")});
+  ASSERT_EQ(w1.Turns().size(), 1u);
+  Done(&w1, w1.Turns()[0], v1::TURN_OUTCOME_DONE, {},
+       {"user: my name is Ana", "agent: Nice to meet you, Ana"});
+  AttachWorker(&w2, "w2");
+  coordinator_->Detach(&w1, "test kill");
+  Deliver({Text("wamid.h2", "111111111", "what is my name?")});
+  ASSERT_EQ(w2.Turns().size(), 1u);
+  ASSERT_EQ(w2.Count(v1::ControllerMessage::kAssign), 1);
+  std::vector<std::string> context;
+  for (const auto& m : w2.Messages()) {
+    if (m.has_assign()) context.assign(m.assign().recent_transcript().begin(),
+                                       m.assign().recent_transcript().end());
+  }
+  EXPECT_THAT(context, ::testing::ElementsAre("user: my name is Ana", "agent: Nice to meet you, Ana"));
 }
 
 TEST_F(CoordinatorTest, RestartKeepsSessionsAndPendingTurns) {
