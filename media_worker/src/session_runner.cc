@@ -55,6 +55,18 @@ std::vector<int16_t> ShortenPauses(const std::vector<int16_t>& pcm, int rate,
   return out;
 }
 
+// A file name whose extension matches the audio WhatsApp sent (A3's types),
+// for services that look at it.
+std::string FileNameFor(const std::string& mime) {
+  static const std::pair<const char*, const char*> kTypes[] = {
+      {"audio/ogg", "voice.ogg"}, {"audio/mpeg", "audio.mp3"}, {"audio/mp4", "audio.m4a"},
+      {"audio/aac", "audio.aac"}, {"audio/amr", "audio.amr"}};
+  for (const auto& [type, name] : kTypes) {
+    if (absl::StartsWith(mime, type)) return name;
+  }
+  return "audio";
+}
+
 // What a decode outcome means for the turn: a note cut short still says
 // something; anything else unreadable is answered with a polite text
 // (*unplayable) and the session carries on. Other errors are returned.
@@ -559,8 +571,8 @@ absl::Status SessionRunner::RunTranscribed(TurnCtx* t) {
   if (!note.ok()) return note.status();
   if (unplayable) return DeliverText(t, kUnplayable);
   const absl::Time t0 = absl::Now();
-  auto transcript = services_.stt->Transcribe(
-      *note, m.media().mime_type().empty() ? "audio/ogg" : m.media().mime_type(), "voice.ogg");
+  const std::string mime = m.media().mime_type().empty() ? "audio/ogg" : m.media().mime_type();
+  auto transcript = services_.stt->Transcribe(*note, mime, FileNameFor(mime));
   services_.metrics->Stage("transcribe").Observe(Since(t0));
   if (!transcript.ok()) {
     services_.metrics->Error("transcribe").Increment();
