@@ -105,7 +105,8 @@ class AgentSession {
                                                             AgentEvents events,
                                                             ws::ClientPool* pool);
 
-  // PCM s16le mono at the agent's input rate (known after on_started). All
+  // Linear PCM s16 mono at the agent's input rate (known after on_started),
+  // sent in its input encoding (PCM, or μ-law for ulaw_8000). All
   // Send* calls before on_started are queued, in order, and sent after it;
   // after Close() they are dropped. Big spans are split into 250 ms frames.
   virtual void SendAudio(absl::Span<const int16_t> pcm) = 0;
