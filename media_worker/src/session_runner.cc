@@ -130,8 +130,20 @@ SessionRunner::SessionRunner(const v1::SessionAssignment& assignment, const Turn
 SessionRunner::~SessionRunner() { Close(); }
 
 void SessionRunner::Close() {
+  absl::MutexLock lock(&agent_mu_);
   if (agent_) agent_->Close();
   agent_.reset();
+}
+
+void SessionRunner::End() {
+  {
+    absl::MutexLock lock(&mu_);
+    ended_ = true;  // wakes every wait below: each also waits for ended_
+  }
+  // Close() detaches the callbacks, so no on_closed will come: ended_ is the
+  // running turn's signal. The session object stays for the turn to drop.
+  absl::MutexLock lock(&agent_mu_);
+  if (agent_) agent_->Close();
 }
 
 std::string SessionRunner::conversation_id() {
@@ -210,13 +222,19 @@ absl::Status SessionRunner::ConnectOnce() {
   BeginReply();
   auto agent = AgentSession::Start(opts, Events(), services_.pool);
   if (!agent.ok()) return agent.status();
-  agent_ = *std::move(agent);
+  {
+    absl::MutexLock lock(&agent_mu_);
+    agent_ = *std::move(agent);
+  }
   services_.metrics->agent_connects->Increment();
   absl::MutexLock lock(&mu_);
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return started_ || closed_; };
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return started_ || closed_ || ended_;
+  };
   if (!mu_.AwaitWithTimeout(absl::Condition(&ready), settings_.connect_timeout)) {
     return absl::DeadlineExceededError("the agent did not start the conversation in time");
   }
+  if (ended_) return absl::CancelledError("the session ended");
   if (closed_) {
     return retryable_ ? absl::UnavailableError(absl::StrCat("agent closed: ", close_reason_))
                       : absl::FailedPreconditionError(absl::StrCat("agent refused: ", close_reason_));
@@ -230,6 +248,7 @@ absl::Status SessionRunner::ConnectOnce() {
 absl::Status SessionRunner::EnsureAgent(TurnCtx* t, bool welcome) {
   {
     absl::MutexLock lock(&mu_);
+    if (ended_) return absl::CancelledError("the session ended");
     if (agent_ && started_ && !closed_) return absl::OkStatus();
   }
   Close();
@@ -237,7 +256,7 @@ absl::Status SessionRunner::EnsureAgent(TurnCtx* t, bool welcome) {
   absl::Status s;
   for (int attempt = 1; attempt <= settings_.connect_attempts; ++attempt) {
     s = ConnectOnce();
-    if (s.ok() || absl::IsFailedPrecondition(s)) break;
+    if (s.ok() || absl::IsFailedPrecondition(s) || absl::IsCancelled(s)) break;
     LogWarn("agent connect failed", {{"session_id", session_id()}, {"attempt", attempt},
                                      {"error", s}});
     Close();
@@ -273,7 +292,9 @@ absl::Status SessionRunner::HearGreeting(TurnCtx* t, bool deliver) {
   }
   {
     absl::MutexLock lock(&mu_);
-    auto spoke = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reply_.heard || closed_; };
+    auto spoke = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return reply_.heard || closed_ || ended_;
+    };
     if (!mu_.AwaitWithTimeout(absl::Condition(&spoke), settings_.greeting_wait) ||
         !reply_.heard) {
       collecting_ = false;
@@ -311,9 +332,13 @@ absl::StatusOr<SessionRunner::Collected> SessionRunner::CollectReply(bool want_a
     {
       absl::MutexLock lock(&mu_);
       auto progress = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return reply_.ended || closed_ || !reply_.audio.empty();
+        return reply_.ended || closed_ || ended_ || !reply_.audio.empty();
       };
       mu_.AwaitWithTimeout(absl::Condition(&progress), absl::Milliseconds(500));
+      if (ended_) {
+        collecting_ = false;
+        return absl::CancelledError("the session ended");
+      }
       chunks.swap(reply_.audio);
       heard = reply_.heard;
       // A close ends the reply: what was said before it is delivered.
@@ -382,6 +407,7 @@ absl::Status SessionRunner::SendPcm(const std::vector<int16_t>& pcm) {
   int rate;
   {
     absl::MutexLock lock(&mu_);
+    if (ended_) return absl::CancelledError("the session ended");
     if (closed_) return absl::UnavailableError("the agent closed the conversation");
     rate = input_rate_;
   }
@@ -405,7 +431,9 @@ absl::Status SessionRunner::StreamSilenceUntilAnswered(int rate) {
   for (absl::Duration sent; sent < settings_.silence_tail_max; sent += kSilenceChunk) {
     {
       absl::MutexLock lock(&mu_);
-      auto answered = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reply_.heard || closed_; };
+      auto answered = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return reply_.heard || closed_ || ended_;
+      };
       if (mu_.AwaitWithTimeout(absl::Condition(&answered), kSilenceChunk)) return absl::OkStatus();
     }
     agent_->SendAudio(chunk);
@@ -689,7 +717,11 @@ v1::TurnResult SessionRunner::RunTurn(const v1::Turn& turn) {
       s = RunReply(&t, &type);
       // Never silent: a turn that failed before anything reached the user
       // gets an apology (the controller does not retry a failed turn).
-      if (!s.ok() && t.sent.empty() && type != "inform") (void)DeliverText(&t, kAgentDown);
+      // An ended session is not apologised for: the operator or the drain
+      // meant it.
+      if (!s.ok() && t.sent.empty() && type != "inform" && !absl::IsCancelled(s)) {
+        (void)DeliverText(&t, kAgentDown);
+      }
       AfterTurn();
       break;
   }

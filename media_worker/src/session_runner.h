@@ -81,8 +81,11 @@ class SessionRunner {
   // Blocking; on a pool thread. Never throws away a turn silently: the result
   // says done or failed (with a reason) and lists what was sent.
   v1::TurnResult RunTurn(const v1::Turn& turn);
-  // Closes the agent socket (session ended, drained or worker stopping).
-  void Close();
+  // The session ended (EndSession, drain): any thread, even while a turn
+  // runs. Closes the agent socket without destroying it under the turn, wakes
+  // a turn that waits on the agent (it ends as failed, nothing more is sent)
+  // and keeps later turns from opening a conversation.
+  void End();
   std::string conversation_id();
   const std::string& session_id() const { return assignment_.session_id(); }
 
@@ -125,6 +128,8 @@ class SessionRunner {
   absl::Status RunText(TurnCtx* t, const std::string& text, bool voice);
   absl::Status RunWelcome(TurnCtx* t);
   absl::Status Inform(const v1::InboundMessage& m);
+  // Closes and destroys the agent session: the turn's thread or the destructor.
+  void Close();
   absl::Status RunReply(TurnCtx* t, std::string* type);
   void AfterTurn();
   // Adds a line to the exchange (the next conversation's context) and to
@@ -134,13 +139,17 @@ class SessionRunner {
   const v1::SessionAssignment assignment_;
   const TurnSettings settings_;
   const TurnServices services_;
-  std::unique_ptr<AgentSession> agent_;  // touched on the turn's thread only
+  // Written (connect, close) on the turn's thread under agent_mu_, read there
+  // without it; End() reads it under agent_mu_ from any thread.
+  absl::Mutex agent_mu_;
+  std::unique_ptr<AgentSession> agent_;
   bool greeting_delivered_ = false;      // turn thread only
   bool agent_has_greeting_ = true;       // turn thread only: learned per session
 
   absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;  // End() was called
   bool retryable_ ABSL_GUARDED_BY(mu_) = true;
   std::string close_reason_ ABSL_GUARDED_BY(mu_);
   std::string conversation_id_ ABSL_GUARDED_BY(mu_);

@@ -40,8 +40,9 @@ void WorkerCore::OnMessage(const v1::ControllerMessage& m) {
         }
         metrics_.sessions->Set(static_cast<double>(assignments_.size()));
       }
-      // Closing a socket can wait on the network: not on the gRPC thread.
-      if (runner) threads_.Submit([runner] { runner->Close(); });
+      // End() is safe beside a running turn; it can wait for an agent
+      // callback in progress, so not on the gRPC thread.
+      if (runner) threads_.Submit([runner] { runner->End(); });
       LogInfo("session ended", {{"session_id", m.end_session().session_id()},
                                 {"reason", m.end_session().reason()}});
       break;

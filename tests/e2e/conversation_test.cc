@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "audio/ogg_opus_decoder.h"
 #include "bridge_cluster.h"
+#include "grpc_probe.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -256,6 +257,32 @@ TEST(ConversationTest, UninterruptibleGreetingIsHeardOutBeforeTheNote) {
   EXPECT_EQ(conv["ignored_during_greeting"], 0) << conv.dump();
   ASSERT_FALSE(conv["transcripts"].empty()) << conv.dump();
   EXPECT_THAT(conv["transcripts"][0].get<std::string>(), HasSubstr("peak 440 Hz"));
+}
+
+// An operator ends a session while its voice note is being streamed to the
+// agent (issue #10 saw the worker crash here): the worker stays up, the ended
+// turn stops at once and sends nothing more (no apology either), and the
+// user's next message is answered.
+TEST(ConversationTest, EndingASessionMidTurnLeavesTheWorkerServing) {
+  Cluster c({.workers = 1, .worker_args = {"--voice_input=stream", "--agent_input_pace=1"}});
+  c.UserSays(kUser, "voice", AudioFixture("voice_note_tone_440hz.ogg"));
+  // The note is streaming to the agent in real time: the turn is in flight.
+  ASSERT_TRUE(c.AwaitWorkerMetric("bridge_turn_stage_seconds_count{stage=\"first_audio_to_agent\"} 1"))
+      << c.Logs();
+  auto sessions = c.Sessions();
+  ASSERT_EQ(sessions.size(), 1u);
+  ASSERT_TRUE(EndSession(c.controller_address(), sessions[0].session_id()).ok());
+  // The turn ends now, not after the reply timeout, and the worker closed the
+  // agent conversation itself.
+  EXPECT_TRUE(c.AwaitWorkerMetric("bridge_worker_turns_total{outcome=\"failed\",type=\"voice\"} 1"))
+      << c.Logs();
+  json ended = c.Conversations(1, /*ended_only=*/true)["conversations"][0];
+  EXPECT_EQ(ended["closed_by"], "client") << ended.dump();
+  c.UserSays(kUser, "text", "are you still there?");
+  json out = c.Outbox(kUser, 1);
+  ASSERT_EQ(out.size(), 1u) << out.dump() << c.Logs();
+  EXPECT_EQ(out[0]["text"], "You said: are you still there?");
+  EXPECT_FALSE(c.worker(0).Wait(absl::ZeroDuration()).has_value()) << c.Logs();  // still running
 }
 
 TEST(ConversationTest, ControllerRestartKeepsSessions) {

@@ -67,6 +67,18 @@ absl::StatusOr<std::vector<bridge::v1::Session>> ListSessions(const std::string&
   return std::vector<bridge::v1::Session>(resp.sessions().begin(), resp.sessions().end());
 }
 
+absl::Status EndSession(const std::string& target, const std::string& session_id) {
+  auto stub = bridge::v1::Sessions::NewStub(Channel(target));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  bridge::v1::EndSessionRequest req;
+  req.set_session_id(session_id);
+  req.set_reason("operator");
+  bridge::v1::EndSessionResponse resp;
+  grpc::Status s = stub->EndSession(&ctx, req, &resp);
+  return s.ok() ? absl::OkStatus() : absl::UnavailableError(s.error_message());
+}
+
 std::pair<int, std::string> CallEmpty(const std::string& target, const std::string& method) {
   grpc::GenericStub stub(Channel(target));
   grpc::ClientContext ctx;

@@ -22,6 +22,9 @@ absl::StatusOr<std::vector<bridge::v1::Session>> ListSessions(const std::string&
 
 // Calls a unary RPC with an empty request through a generic stub and returns
 // the gRPC status code and message (for UNIMPLEMENTED checks).
+// Sessions.EndSession, as an operator (bridgectl end) calls it.
+absl::Status EndSession(const std::string& target, const std::string& session_id);
+
 std::pair<int, std::string> CallEmpty(const std::string& target, const std::string& method);
 
 }  // namespace bridge::testing
