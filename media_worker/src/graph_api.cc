@@ -168,6 +168,12 @@ void NoteTransportError(const httplib::Result& res, const httplib::Client& c, Re
     case httplib::Error::Canceled:
       reply->transport_retryable = false;
       break;
+    case httplib::Error::Read:
+    case httplib::Error::Unknown:
+      // The request went out; the server may have acted on it.
+      reply->maybe_delivered = true;
+      reply->transport_retryable = true;
+      break;
     default:
       reply->transport_retryable = true;
   }
@@ -215,6 +221,9 @@ struct Request {
   std::string json_body;  // POST as application/json
   const httplib::MultipartFormDataItems* form = nullptr;
   Stream* stream = nullptr;  // GET streamed to a sink
+  // False for POST /messages: repeating it after it may have been carried
+  // out (a read timeout) could send the user the same message twice.
+  bool idempotent = true;
 };
 
 struct Outcome {
@@ -341,9 +350,12 @@ Outcome GraphApiImpl::Run(const Request& req) {
                   " [", what, "]"))),
               std::move(reply)};
     }
-    const bool retry = graph_internal::ShouldRetry(reply, err);
+    const bool may_repeat = req.idempotent || !reply.maybe_delivered;
+    const bool retry = may_repeat && graph_internal::ShouldRetry(reply, err);
     if (!retry || attempt >= max_attempts) {
-      return {graph_internal::FailureStatus(what, reply, err, attempt, retry), std::move(reply)};
+      absl::Status status = graph_internal::FailureStatus(what, reply, err, attempt, retry);
+      if (!may_repeat) status = graph_internal::MaybeSentStatus(status, reply);
+      return {status, std::move(reply)};
     }
     Backoff(what, reply, err, attempt);
   }
@@ -428,7 +440,10 @@ absl::StatusOr<std::string> GraphApiImpl::SendMessage(const std::string& phone_n
   }
   if (!reply_to.empty()) message["context"] = {{"message_id", reply_to}};
   absl::StatusOr<std::string> body =
-      Call({"POST", GraphUrl("/" + phone_number_id + "/messages"), Dump(message)});
+      Call({.method = "POST",
+            .url = GraphUrl("/" + phone_number_id + "/messages"),
+            .json_body = Dump(message),
+            .idempotent = false});
   if (!body.ok()) return body.status();
   return graph_internal::ParseMessageId(*body);
 }

@@ -122,6 +122,7 @@ std::optional<GraphError> GraphErrorOf(const absl::Status& status) {
   e.subcode = static_cast<int>(IntMember(j, "subcode"));
   e.message = StrMember(j, "message");
   e.retryable = j.contains("retryable") && j["retryable"] == true;
+  e.maybe_sent = j.contains("maybe_sent") && j["maybe_sent"] == true;
   return e;
 }
 
@@ -129,7 +130,8 @@ namespace graph_internal {
 
 void AttachGraphError(const GraphError& e, absl::Status* status) {
   json j = {{"http_status", e.http_status}, {"code", e.code},          {"subcode", e.subcode},
-            {"message", e.message},         {"retryable", e.retryable}};
+            {"message", e.message},         {"retryable", e.retryable},
+            {"maybe_sent", e.maybe_sent}};
   status->SetPayload(kGraphErrorUrl,
                      absl::Cord(j.dump(-1, ' ', false, json::error_handler_t::replace)));
 }
@@ -215,6 +217,16 @@ absl::Status FailureStatus(absl::string_view what, const Reply& reply,
   return status;
 }
 
+absl::Status MaybeSentStatus(const absl::Status& failure, const Reply& reply) {
+  GraphError g;
+  g.message = Redact(reply.transport_error);
+  g.maybe_sent = true;
+  absl::Status status(absl::StatusCode::kDeadlineExceeded,
+                      absl::StrCat(failure.message(),
+                                   " (sent, no answer: not repeated, so that it cannot arrive twice)"));
+  AttachGraphError(g, &status);
+  return status;
+}
 
 bool IsSafeId(absl::string_view id) {
   if (id.empty() || id.size() > 256) return false;

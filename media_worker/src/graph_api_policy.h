@@ -26,6 +26,7 @@ struct Reply {
   std::optional<int64_t> retry_after_s; // a Retry-After header in seconds
   std::string transport_error;          // why there was no answer
   bool transport_retryable = true;      // false for certificate problems
+  bool maybe_delivered = false;         // sent, then no answer: it may have been carried out
 };
 
 // Meta's {"error":{...}} body, decoded. GraphError::message is redacted and
@@ -66,6 +67,10 @@ absl::Status FailureStatus(absl::string_view what, const Reply& reply,
 
 // Attaches `error` to `status` as the payload GraphErrorOf reads.
 void AttachGraphError(const GraphError& error, absl::Status* status);
+
+// The status of a request that must not be repeated (POST /messages) after it
+// may have been carried out: says so, and sets GraphError::maybe_sent.
+absl::Status MaybeSentStatus(const absl::Status& failure, const Reply& reply);
 
 // URL handling lives in common/url.h (download URLs carry signatures).
 using ::bridge::SplitUrl;

@@ -55,6 +55,13 @@ std::vector<int16_t> ShortenPauses(const std::vector<int16_t>& pcm, int rate,
   return out;
 }
 
+// A Graph call that may have been carried out although it failed (sent, no
+// answer): following it with another message could say the same thing twice.
+bool MaybeSent(const absl::Status& s) {
+  std::optional<GraphError> e = GraphErrorOf(s);
+  return e && e->maybe_sent;
+}
+
 // A file name whose extension matches the audio WhatsApp sent (A3's types),
 // for services that look at it.
 std::string FileNameFor(const std::string& mime) {
@@ -560,7 +567,7 @@ absl::Status SessionRunner::DeliverReply(TurnCtx* t, const Collected& reply, boo
     sent->set_text(reply.text);  // the controller's text fallback if delivery fails later
     return absl::OkStatus();
   }
-  if (reply.text.empty()) return id.status();
+  if (reply.text.empty() || MaybeSent(id.status())) return id.status();
   LogWarn("voice reply could not be sent; sending its text",
           {{"session_id", session_id()}, {"error", id.status()}});
   services_.metrics->Error("voice_fallback_text").Increment();
@@ -717,9 +724,10 @@ v1::TurnResult SessionRunner::RunTurn(const v1::Turn& turn) {
       s = RunReply(&t, &type);
       // Never silent: a turn that failed before anything reached the user
       // gets an apology (the controller does not retry a failed turn).
-      // An ended session is not apologised for: the operator or the drain
-      // meant it.
-      if (!s.ok() && t.sent.empty() && type != "inform" && !absl::IsCancelled(s)) {
+      // An ended session is not apologised for (the operator or the drain
+      // meant it), nor a reply that may have reached the user after all.
+      if (!s.ok() && t.sent.empty() && type != "inform" && !absl::IsCancelled(s) &&
+          !MaybeSent(s)) {
         (void)DeliverText(&t, kAgentDown);
       }
       AfterTurn();

@@ -316,6 +316,29 @@ TEST_F(GraphApiTest, UploadServerErrorIsRetried) {
   EXPECT_EQ(stored->body, VoiceNote());
 }
 
+// A Graph API slower than our read timeout: the message was sent and may be
+// delivered, so it is not sent again (issue #10: one message, three replies);
+// reads are still retried.
+TEST_F(GraphApiTest, AMessageThatTimesOutIsNotSentTwice) {
+  GraphApiOptions o = Options();
+  o.request_timeout = absl::Milliseconds(300);
+  auto api = NewGraphApi(o);
+  Fault(R"({"latency_ms":1000})");
+  auto wamid = api->SendText(kPhoneId, {kUser}, "only once", "");
+  ASSERT_FALSE(wamid.ok());
+  EXPECT_TRUE(absl::IsDeadlineExceeded(wamid.status())) << wamid.status();
+  std::optional<GraphError> e = GraphErrorOf(wamid.status());
+  ASSERT_TRUE(e.has_value());
+  EXPECT_TRUE(e->maybe_sent);
+  EXPECT_TRUE(Retries().empty());
+  json out = Outbox(kUser, 1);  // the sim carried it out after its latency
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0]["text"], "only once");
+  auto info = api->ResolveMedia("730111222333450");  // a read: retried, then given up
+  EXPECT_FALSE(info.ok());
+  EXPECT_FALSE(Retries().empty());
+}
+
 TEST_F(GraphApiTest, RetriesRunOutAsUnavailableOrResourceExhausted) {
   GraphApiOptions o = Options();
   o.max_attempts = 3;

@@ -26,6 +26,10 @@ struct GraphError {
   int subcode = 0;
   std::string message;  // redacted
   bool retryable = false;
+  // The request went out and no answer came back (a read timeout): it may
+  // have been carried out. Sending a message again could deliver it twice,
+  // so such a call is not retried and its caller must not resend blindly.
+  bool maybe_sent = false;
 };
 
 struct GraphApiOptions {
