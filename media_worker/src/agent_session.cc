@@ -177,12 +177,12 @@ class Core : public std::enable_shared_from_this<Core> {
   int input_rate_ ABSL_GUARDED_BY(mu_) = 0;
   int output_rate_ ABSL_GUARDED_BY(mu_) = 0;
   bool input_ulaw_ ABSL_GUARDED_BY(mu_) = false;
-  bool output_ulaw_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t turn_generation_ ABSL_GUARDED_BY(mu_) = 0;  // BeginTurn() calls
   uint64_t idle_generation_ ABSL_GUARDED_BY(mu_) = 0;  // CloseWhenIdle timers
 
   // io thread only.
   bool metadata_seen_ = false;
+  bool output_ulaw_ = false;        // the agent speaks μ-law (set with the metadata)
   bool finished_ = false;           // on_closed delivered (or due)
   std::string fatal_reason_;        // we closed: retrying cannot help
   std::string last_error_;          // from the server's error event
@@ -416,8 +416,8 @@ void Core::OnMetadata(const json& msg) {
     input_rate_ = in->rate;
     output_rate_ = out->rate;
     input_ulaw_ = in->ulaw;
-    output_ulaw_ = out->ulaw;
   }
+  output_ulaw_ = out->ulaw;
   LogInfo("agent conversation started", {{"conversation_id", id}, {"host", host_},
                                          {"input_format", in_format},
                                          {"output_format", out_format}});
@@ -459,13 +459,8 @@ void Core::OnAudio(const json& msg) {
   auto final_it = ev.find("is_final");
   const bool is_final = final_it != ev.end() && final_it->is_boolean() && final_it->get<bool>();
   if (Stale(id)) return;
-  bool ulaw;
-  {
-    absl::MutexLock lock(&mu_);
-    ulaw = output_ulaw_;
-  }
   std::optional<std::vector<int16_t>> pcm =
-      ai::DecodeAudio(StringField(ev, "audio_base_64"), ulaw);
+      ai::DecodeAudio(StringField(ev, "audio_base_64"), output_ulaw_);
   if (!pcm) {
     LogWarn("agent audio is not base64; skipped", {{"host", host_}});
   } else if (!pcm->empty()) {
@@ -575,12 +570,13 @@ void Core::Fatal(int code, const std::string& reason) {
 void Core::Reassess() {
   if (!reply_open_) return;
   const absl::Duration gap = options_.reply_quiet_gap;
-  if (evidence_.tool_running() || (evidence_.alignment_seen() && !evidence_.Covered())) {
+  const bool covered = evidence_.Covered();
+  if (evidence_.tool_running() || (evidence_.alignment_seen() && !covered)) {
     // A tool runs, or the alignment says there is more to come: the gap is
     // only a last resort here (text-to-speech may spell out what the text
     // abbreviates, and then the alignment never quite covers it).
     ArmReplyTimer(gap * 4, ReplyEnd::kQuietGap);
-  } else if (evidence_.Covered()) {
+  } else if (covered) {
     ArmReplyTimer(options_.reply_settle, ReplyEnd::kAligned);
   } else {
     ArmReplyTimer(gap, ReplyEnd::kQuietGap);

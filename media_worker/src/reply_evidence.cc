@@ -54,6 +54,7 @@ std::string NormalizeSpoken(absl::string_view text) {
 void ReplyEvidence::AddText(absl::string_view agent_response) {
   if (agent_response.empty()) return;
   absl::StrAppend(&text_, text_.empty() ? "" : " ", agent_response);
+  spoken_ += NormalizeSpoken(agent_response);
 }
 
 void ReplyEvidence::Correct(absl::string_view original, absl::string_view corrected) {
@@ -64,6 +65,7 @@ void ReplyEvidence::Correct(absl::string_view original, absl::string_view correc
   } else {
     text_.replace(at, original.size(), corrected.data(), corrected.size());
   }
+  spoken_ = NormalizeSpoken(text_);
 }
 
 void ReplyEvidence::AddAligned(absl::string_view chars) {
@@ -72,7 +74,7 @@ void ReplyEvidence::AddAligned(absl::string_view chars) {
 }
 
 bool ReplyEvidence::Covered() const {
-  const std::string text = NormalizeSpoken(text_);
+  const std::string& text = spoken_;
   if (text.empty() || aligned_.size() + kSlackChars < text.size()) return false;
   // Text-to-speech may spell out what the text abbreviates, so the alignment
   // can be longer; its end must still be the text's end.

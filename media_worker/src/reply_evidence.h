@@ -41,6 +41,7 @@ class ReplyEvidence {
 
  private:
   std::string text_;     // as received, responses joined by a space
+  std::string spoken_;   // text_ normalized: kept, not recomputed per audio chunk
   std::string aligned_;  // normalized
   bool alignment_seen_ = false;
   int tools_running_ = 0;
