@@ -36,6 +36,16 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   std::unique_ptr<GrpcServer> s(new GrpcServer());
   grpc::ServerBuilder builder;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &s->port_);
+  // Our clients (gateway, workers) ping every 2 s, idle or not, to notice a
+  // hung peer within seconds: allow it rather than answer GOAWAY.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  // And we ping ours: a client that vanished (no FIN: power, network) has its
+  // calls cancelled within ~15 s instead of holding a stream, an agent
+  // conversation and a capacity slot for hours (gRPC's default is 2 h).
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   for (const auto& entry : services) {
     builder.RegisterService(entry.service);
     s->names_.push_back(entry.name);

@@ -51,6 +51,14 @@ ControllerMetrics::ControllerMetrics() {
   turns_failed = &turns->Add({{"outcome", "failed"}});
   turns_retried = &turns->Add({{"outcome", "retried"}});
   turns_window_closed = &turns->Add({{"outcome", "window_closed"}});
+  turns_given_up = &turns->Add({{"outcome", "given_up"}});
+  turns_unanswered = &turns->Add({{"outcome", "unanswered"}});
+  turns_reclaimed = &turns->Add({{"outcome", "reclaimed"}});
+  ingest_refused = &prometheus::BuildCounter()
+                        .Name("bridge_controller_ingest_refused_total")
+                        .Help("Deliver calls refused because --max_pending_turns were waiting")
+                        .Register(r)
+                        .Add({});
   sessions_active = &prometheus::BuildGauge()
                          .Name("bridge_controller_sessions")
                          .Help("Sessions not ended")
@@ -68,7 +76,7 @@ ControllerMetrics::ControllerMetrics() {
                          .Add({});
   workers_dead = &prometheus::BuildCounter()
                       .Name("bridge_controller_workers_lost_total")
-                      .Help("Workers declared dead (stream broken or heartbeats missed)")
+                      .Help("Workers declared dead (gone past --reattach_grace, or heartbeats missed)")
                       .Register(r)
                       .Add({});
 }

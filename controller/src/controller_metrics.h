@@ -33,6 +33,10 @@ struct ControllerMetrics {
   prometheus::Counter* turns_failed;
   prometheus::Counter* turns_retried;
   prometheus::Counter* turns_window_closed;  // completed without sending (131047)
+  prometheus::Counter* turns_given_up;  // out of attempts: became the apology
+  prometheus::Counter* turns_unanswered;  // even the apology could not be sent
+  prometheus::Counter* turns_reclaimed;  // found running on a re-attaching worker
+  prometheus::Counter* ingest_refused;  // over --max_pending_turns
   prometheus::Gauge* sessions_active;
   prometheus::Gauge* turns_pending;
   prometheus::Gauge* workers_serving;

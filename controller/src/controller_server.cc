@@ -27,6 +27,9 @@ class ControllerServerImpl final : public ControllerServer {
     co.session_max_duration = opts.session_max_duration;
     co.heartbeat_timeout = opts.heartbeat_timeout;
     co.max_message_age = opts.max_message_age;
+    co.reattach_grace = opts.reattach_grace;
+    co.max_pending_turns = opts.max_pending_turns;
+    co.ended_retention = opts.ended_retention;
     coordinator_ = std::make_unique<Coordinator>(store_.get(), co);
     if (auto s = coordinator_->Load(); !s.ok()) return s;
     ingest_ = NewIngestService(coordinator_.get());
@@ -42,7 +45,18 @@ class ControllerServerImpl final : public ControllerServer {
     if (!grpc.ok()) return grpc.status();
     grpc_ = *std::move(grpc);
     ticker_ = std::thread([this] {
-      while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(1))) coordinator_->Tick(absl::Now());
+      absl::Time expired = absl::Now();
+      while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+        coordinator_->Tick(absl::Now());
+        // Dedup keys, ended sessions and sent-message records expire in the
+        // store too (a blocking statement: this thread, not a gRPC one).
+        if (absl::Now() - expired > absl::Minutes(1)) {
+          expired = absl::Now();
+          if (auto n = store_->ExpireNow(); !n.ok()) {
+            LogWarn("cannot expire old records", {{"error", n.status()}});
+          }
+        }
+      }
     });
     LogInfo("controller serving", {{"grpc", grpc_->address()},
                                    {"metrics", metrics_->address()},
@@ -64,8 +78,9 @@ class ControllerServerImpl final : public ControllerServer {
       stop_.Notify();
       ticker_.join();
     }
-    coordinator_.reset();
+    // The store first: its last commits call back into the coordinator.
     store_.reset();
+    coordinator_.reset();
   }
 
  private:

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,18 @@ struct CoordinatorOptions {
   absl::Duration session_idle_timeout = absl::Minutes(30);
   absl::Duration session_max_duration = absl::Hours(24);
   absl::Duration heartbeat_timeout = absl::Seconds(15);
+  // A worker whose stream broke keeps its sessions and running turns this
+  // long: it may be alive (a network blip, a controller restart) and
+  // re-attach with its turns still running; re-running them sooner would
+  // answer twice. Longer than the worker's reconnect backoff (2 s) and a
+  // controller restart; a worker that leaves on SIGTERM says so and skips it.
+  absl::Duration reattach_grace = absl::Seconds(5);
+  // Turns waiting or running, all sessions together. Over it, Ingest refuses
+  // (RESOURCE_EXHAUSTED, the gateway answers 503 and Meta retries later)
+  // instead of growing without bound while workers cannot keep up.
+  int64_t max_pending_turns = 10000;
+  // Ended sessions stay listed (and their dedup keys with them) this long.
+  absl::Duration ended_retention = absl::Minutes(10);
   absl::Duration dedup_ttl = absl::Hours(24 * 7);  // Meta retries for up to 7 days
   int max_turn_attempts = 5;
   // WhatsApp's customer-service window: a free-form reply to a message older
@@ -66,7 +79,7 @@ class WorkerChannel {
 class Coordinator {
  public:
   Coordinator(SessionStore* store, CoordinatorOptions options);
-  ~Coordinator();
+  ~Coordinator();  // waits for the store callbacks that refer to it
 
   // Rebuilds sessions and pending turns from the store.
   absl::Status Load();
@@ -81,6 +94,7 @@ class Coordinator {
   void Heartbeat(WorkerChannel* channel, const v1::WorkerHeartbeat& heartbeat);
   void OnTurnResult(WorkerChannel* channel, const v1::TurnResult& result);
   void OnSessionReport(WorkerChannel* channel, const v1::SessionReport& report);
+  void OnLeaving(WorkerChannel* channel, const v1::WorkerLeaving& leaving);
   void Detach(WorkerChannel* channel, const std::string& why);
 
   // Sessions API.
@@ -93,10 +107,21 @@ class Coordinator {
   int Watch(std::function<void(const v1::SessionEvent&)> fn, bool reveal_ids);
   void Unwatch(int id);
 
-  // Periodic housekeeping: dead workers, idle and over-long sessions.
+  // Periodic housekeeping: dead and lost workers, idle and over-long
+  // sessions, ended sessions past their retention, expired records.
   void Tick(absl::Time now);
 
  private:
+  // mu_ for a public entry point; on release, the session events it queued
+  // go to watchers outside mu_, in order.
+  class ABSL_SCOPED_LOCKABLE Locked {
+   public:
+    explicit Locked(Coordinator* c) ABSL_EXCLUSIVE_LOCK_FUNCTION(c->mu_);
+    ~Locked() ABSL_UNLOCK_FUNCTION();
+
+   private:
+    Coordinator* const c_;
+  };
   struct SessionEntry {
     v1::Session session;  // wa_id unmasked; masked on the way out
     std::deque<v1::Turn> pending;  // in arrival order
@@ -110,13 +135,22 @@ class Coordinator {
     std::deque<std::string> recent;
   };
   struct WorkerEntry {
-    WorkerChannel* channel = nullptr;  // null once dead
+    // Null once the stream ended. Valid while mu_ is held: the stream's
+    // OnDone detaches (under mu_) before it is destroyed.
+    WorkerChannel* channel = nullptr;
     v1::Worker worker;
     absl::Time last_heartbeat;
+    absl::Time lost_at;  // when it became LOST
+    bool leaving = false;  // said WorkerLeaving: no grace when its stream ends
   };
   struct Watcher {
     std::function<void(const v1::SessionEvent&)> fn;
     bool reveal_ids;
+    bool active = true;  // guarded by emit_mu_: false once Unwatch returned
+  };
+  struct QueuedEvent {
+    std::shared_ptr<Watcher> watcher;
+    v1::SessionEvent event;
   };
 
   // What a committed ingest transaction turned out to be (DeliverResponse).
@@ -175,6 +209,18 @@ class Coordinator {
   // Queue, dispatch, workers and session lifecycle (coordinator.cc).
   void Enqueue(SessionEntry* s, v1::Turn turn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Dispatch(SessionEntry* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool WaitsForItsWorker(const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void GiveUp(SessionEntry* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records a worker's result for the turn it names, inflight or (after a
+  // controller restart) still pending; false when it is stale. `acked_by`
+  // hears result_ack once the result is durable.
+  bool ApplyResult(const v1::TurnResult& r, const std::string& acked_by)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Ack(const std::string& worker_id, const v1::TurnResult& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Reconcile(WorkerEntry* w, const v1::WorkerHello& hello) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Lose(WorkerEntry* w, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Abandon(WorkerEntry* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Evict(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchAll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   WorkerEntry* PickWorker(const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   WorkerEntry* WorkerOf(WorkerChannel* channel) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -185,15 +231,27 @@ class Coordinator {
   void Persist(const SessionEntry& s, Txn* txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PersistAsync(const SessionEntry& s, Txn txn = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // store_->CommitAsync for a callback that uses `this`: counted, so that
+  // the destructor waits for it.
+  void CommitAsync(Txn txn, std::function<void(absl::StatusOr<int64_t>)> done);
 
   // Watchers and masking (coordinator_sessions_api.cc).
   void Notify(v1::SessionEventType type, const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Emit() ABSL_LOCKS_EXCLUDED(mu_, emit_mu_);
   v1::Session Public(const v1::Session& s, bool reveal_ids) const;
 
   SessionStore* store_;
   const CoordinatorOptions options_;
   ControllerMetrics metrics_;
+  absl::Mutex commits_mu_;
+  int commits_ ABSL_GUARDED_BY(commits_mu_) = 0;
+  // Held while events go to watchers (outside mu_), so that they arrive in
+  // order and never after Unwatch returned.
+  absl::Mutex emit_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   absl::Mutex mu_;
+  std::vector<QueuedEvent> events_ ABSL_GUARDED_BY(mu_);
+  const absl::Time started_ = absl::Now();
+  int64_t pending_total_ ABSL_GUARDED_BY(mu_) = 0;  // UpdateGauges
   std::map<std::string, std::unique_ptr<SessionEntry>> sessions_ ABSL_GUARDED_BY(mu_);
   // User keys -> session id: a session is indexed by its BSUID and by its
   // phone, so that it is found by either (PROTOCOLS.md A2).
@@ -204,7 +262,7 @@ class Coordinator {
   std::deque<std::pair<absl::Time, std::string>> sent_expiry_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, UnmatchedFailure> unmatched_failures_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
-  std::map<int, Watcher> watchers_ ABSL_GUARDED_BY(mu_);
+  std::map<int, std::shared_ptr<Watcher>> watchers_ ABSL_GUARDED_BY(mu_);
   int next_watcher_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t next_turn_seq_ ABSL_GUARDED_BY(mu_) = 1;
 };

@@ -144,9 +144,9 @@ void Coordinator::MatchLateFailures(const v1::TurnResult& r) {
 
 // A planned change outside an ingest batch.
 void Coordinator::CommitPlanned(Planned p) {
-  store_->CommitAsync(std::move(p.txn), [this, apply = std::move(p.apply)](absl::StatusOr<int64_t> r) {
+  CommitAsync(std::move(p.txn), [this, apply = std::move(p.apply)](absl::StatusOr<int64_t> r) {
     if (r.ok()) {
-      absl::MutexLock l(&mu_);
+      Locked l(this);
       apply();
     } else if (!absl::IsFailedPrecondition(r.status())) {
       LogError("cannot record a delivery failure", {{"error", r.status()}});

@@ -5,6 +5,7 @@
 
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
@@ -29,6 +30,11 @@ class Coordinator::IngestBatch {
     absl::MutexLock l(&mu_);
     Count(o);
     if (committed && --remaining_ == 0) Finish();
+  }
+  void Refuse(const absl::Status& error) {
+    absl::MutexLock l(&mu_);
+    error_ = error;
+    Finish();
   }
   void Fail(const absl::Status& error) {
     absl::MutexLock l(&mu_);
@@ -78,7 +84,15 @@ class Coordinator::IngestBatch {
 void Coordinator::Ingest(const v1::DeliverRequest& request,
                          std::function<void(absl::StatusOr<v1::DeliverResponse>)> done) {
   auto batch = std::make_shared<IngestBatch>(&metrics_, std::move(done));
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
+  if (pending_total_ >= options_.max_pending_turns) {
+    // Nothing is recorded, so nothing is lost: the gateway answers 503 and
+    // Meta delivers again later.
+    metrics_.ingest_refused->Increment();
+    batch->Refuse(absl::ResourceExhaustedError(absl::StrCat(
+        pending_total_, " turns are waiting (--max_pending_turns): retry later")));
+    return;
+  }
   std::vector<Planned> plans;
   for (const v1::WebhookEvent& ev : request.events()) {
     std::optional<Planned> plan;
@@ -97,12 +111,12 @@ void Coordinator::Ingest(const v1::DeliverRequest& request,
   }
   batch->Expect(static_cast<int>(plans.size()));
   for (Planned& p : plans) {
-    store_->CommitAsync(std::move(p.txn), [this, batch, apply = std::move(p.apply),
+    CommitAsync(std::move(p.txn), [this, batch, apply = std::move(p.apply),
                                            conflict = p.on_conflict](absl::StatusOr<int64_t> r) {
       if (r.ok()) {
         Outcome o;
         {
-          absl::MutexLock l(&mu_);
+          Locked l(this);
           o = apply();
         }
         batch->Record(o, true);

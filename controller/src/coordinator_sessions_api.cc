@@ -36,7 +36,7 @@ absl::StatusOr<v1::Session> Coordinator::GetSession(const std::string& id, bool 
 
 absl::StatusOr<v1::Session> Coordinator::EndSession(const std::string& id,
                                                     const std::string& reason) {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("no session ", id));
   End(it->second.get(), reason.empty() ? "ended by operator" : reason);
@@ -53,7 +53,7 @@ std::vector<v1::Worker> Coordinator::ListWorkers(bool include_dead) {
 }
 
 absl::StatusOr<v1::Worker> Coordinator::DrainWorker(const std::string& id) {
-  absl::MutexLock lock(&mu_);
+  Locked lock(this);
   auto it = workers_.find(id);
   if (it == workers_.end() || it->second.channel == nullptr) {
     return absl::NotFoundError(absl::StrCat("no live worker ", id));
@@ -62,9 +62,18 @@ absl::StatusOr<v1::Worker> Coordinator::DrainWorker(const std::string& id) {
   v1::ControllerMessage drain;
   drain.mutable_drain()->set_reason("drained by operator");
   it->second.channel->Send(std::move(drain));
-  // Its idle sessions move now; busy ones after their current turn.
+  // Its idle sessions move now, and their agent sockets close there; busy
+  // ones after their current turn (Dispatch moves them).
   for (auto& [sid, s] : sessions_) {
-    if (s->session.worker_id() == id && !s->inflight) Unassign(s.get());
+    if (s->session.worker_id() != id || s->inflight ||
+        s->session.kind() == v1::SESSION_KIND_CONVERSE) {
+      continue;
+    }
+    v1::ControllerMessage moved;
+    moved.mutable_end_session()->set_session_id(sid);
+    moved.mutable_end_session()->set_reason("moved: worker draining");
+    it->second.channel->Send(std::move(moved));
+    Unassign(s.get());
   }
   DispatchAll();
   LogInfo("worker draining", {{"worker_id", id}});
@@ -74,21 +83,40 @@ absl::StatusOr<v1::Worker> Coordinator::DrainWorker(const std::string& id) {
 int Coordinator::Watch(std::function<void(const v1::SessionEvent&)> fn, bool reveal_ids) {
   absl::MutexLock lock(&mu_);
   int id = next_watcher_++;
-  watchers_[id] = Watcher{std::move(fn), reveal_ids};
+  watchers_[id] = std::make_shared<Watcher>(Watcher{std::move(fn), reveal_ids});
   return id;
 }
 
+// After it returns, the watcher's function is never called again.
 void Coordinator::Unwatch(int id) {
+  absl::MutexLock emitting(&emit_mu_);
   absl::MutexLock lock(&mu_);
-  watchers_.erase(id);
+  auto it = watchers_.find(id);
+  if (it == watchers_.end()) return;
+  it->second->active = false;
+  watchers_.erase(it);
 }
 
+// Queued under mu_, delivered by Emit once it is released: a watcher may be
+// slow or call back in, and must not do either under the coordinator's lock.
 void Coordinator::Notify(v1::SessionEventType type, const SessionEntry& s) {
   for (const auto& [id, w] : watchers_) {
-    v1::SessionEvent ev;
-    ev.set_type(type);
-    *ev.mutable_session() = Public(s.session, w.reveal_ids);
-    w.fn(ev);
+    QueuedEvent& q = events_.emplace_back();
+    q.watcher = w;
+    q.event.set_type(type);
+    *q.event.mutable_session() = Public(s.session, w->reveal_ids);
+  }
+}
+
+void Coordinator::Emit() {
+  absl::MutexLock emitting(&emit_mu_);  // batches leave in the order they were taken
+  std::vector<QueuedEvent> batch;
+  {
+    absl::MutexLock lock(&mu_);
+    batch.swap(events_);
+  }
+  for (const QueuedEvent& q : batch) {
+    if (q.watcher->active) q.watcher->fn(q.event);
   }
 }
 

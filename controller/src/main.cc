@@ -22,6 +22,15 @@ ABSL_FLAG(absl::Duration, max_message_age, absl::Hours(24),
 ABSL_FLAG(absl::Duration, heartbeat_timeout, absl::Seconds(15),
           "A worker silent for this long is declared dead and its turns re-run elsewhere");
 
+ABSL_FLAG(absl::Duration, reattach_grace, absl::Seconds(5),
+          "A worker whose link broke keeps its sessions and running turns this long, so that "
+          "a live worker re-attaching (network blip, controller restart) is not answered twice");
+ABSL_FLAG(int64_t, max_pending_turns, 10000,
+          "Turns waiting or running in all; over it, Deliver is refused (the gateway answers "
+          "503 + Retry-After and Meta retries) instead of queueing without bound");
+ABSL_FLAG(absl::Duration, ended_retention, absl::Minutes(10),
+          "Ended sessions stay listed this long, then leave memory");
+
 int main(int argc, char** argv) {
   bridge::BlockShutdownSignals();
   bridge::LoadConfig(argc, argv, "bridge-controller", {});
@@ -33,5 +42,8 @@ int main(int argc, char** argv) {
   opts.session_max_duration = absl::GetFlag(FLAGS_session_max_duration);
   opts.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
   opts.max_message_age = absl::GetFlag(FLAGS_max_message_age);
+  opts.reattach_grace = absl::GetFlag(FLAGS_reattach_grace);
+  opts.max_pending_turns = absl::GetFlag(FLAGS_max_pending_turns);
+  opts.ended_retention = absl::GetFlag(FLAGS_ended_retention);
   return bridge::RunUntilSignal("bridge-controller", bridge::controller::ControllerServer::Start(opts));
 }

@@ -70,6 +70,7 @@ class AttachReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1
     if (m.has_heartbeat()) coordinator_->Heartbeat(this, m.heartbeat());
     else if (m.has_turn_result()) coordinator_->OnTurnResult(this, m.turn_result());
     else if (m.has_session_report()) coordinator_->OnSessionReport(this, m.session_report());
+    else if (m.has_leaving()) coordinator_->OnLeaving(this, m.leaving());
     return absl::OkStatus();
   }
 

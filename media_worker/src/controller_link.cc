@@ -1,7 +1,6 @@
 #include "controller_link.h"
 
 #include <deque>
-#include <mutex>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -32,6 +31,15 @@ class ControllerLink::Stream : public grpc::ClientBidiReactor<v1::WorkerMessage,
     }
   }
   void Cancel() { ctx_.TryCancel(); }
+  // Waits until everything queued was written (or the call is over).
+  bool WaitWritten(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(
+        absl::Condition(+[](Stream* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
+          return s->out_.empty() || s->done_;
+        }, this),
+        timeout);
+  }
   void OnReadDone(bool ok) override {
     if (!ok) {
       ReleaseHoldOnce();
@@ -94,16 +102,32 @@ void ControllerLink::Stop() {
   if (!thread_.joinable()) return;
   stop_.Notify();
   {
-    std::lock_guard<std::mutex> lock(stream_mu_);
+    absl::MutexLock lock(&stream_mu_);
     if (stream_) stream_->Cancel();
   }
   thread_.join();
 }
 
+void ControllerLink::AnnounceLeaving(const std::string& reason) {
+  v1::WorkerMessage bye;
+  bye.mutable_leaving()->set_reason(reason);
+  Send(std::move(bye));
+}
+
+void ControllerLink::Leave(absl::Duration timeout) {
+  std::shared_ptr<Stream> s;
+  {
+    absl::MutexLock lock(&stream_mu_);
+    s = stream_;
+  }
+  if (s) s->WaitWritten(timeout);
+  Stop();
+}
+
 void ControllerLink::Send(v1::WorkerMessage message) {
   std::shared_ptr<Stream> s;
   {
-    std::lock_guard<std::mutex> lock(stream_mu_);
+    absl::MutexLock lock(&stream_mu_);
     s = stream_;
   }
   if (s) s->Write(std::move(message));
@@ -119,15 +143,19 @@ void ControllerLink::Run() {
   absl::Duration backoff = absl::Milliseconds(200);
   while (!stop_.HasBeenNotified()) {
     auto stream = std::make_shared<Stream>(callbacks_);
+    stream->Begin(stub.get());
     {
-      std::lock_guard<std::mutex> lock(stream_mu_);
+      // The hello is the stream's first message, and what it says (results,
+      // running turns) and what Send() writes after it must not miss each
+      // other: both happen under stream_mu_. A result finished meanwhile
+      // may be said twice; the controller takes the second as stale.
+      absl::MutexLock lock(&stream_mu_);
+      v1::WorkerMessage hello;
+      *hello.mutable_hello() = options_.hello;
+      callbacks_.fill_hello(hello.mutable_hello());
+      stream->Write(std::move(hello));
       stream_ = stream;
     }
-    stream->Begin(stub.get());
-    v1::WorkerMessage hello;
-    *hello.mutable_hello() = options_.hello;
-    for (const auto& id : callbacks_.held_sessions()) hello.mutable_hello()->add_held_session_ids(id);
-    stream->Write(hello);
     const absl::Time started = absl::Now();
     bool announced = false;
     while (!stream->WaitDone(options_.heartbeat_interval)) {
@@ -142,7 +170,7 @@ void ControllerLink::Run() {
       if (stop_.HasBeenNotified()) stream->Cancel();
     }
     {
-      std::lock_guard<std::mutex> lock(stream_mu_);
+      absl::MutexLock lock(&stream_mu_);
       stream_.reset();
     }
     if (announced) callbacks_.on_connection(false);

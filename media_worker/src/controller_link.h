@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "bridge/v1/worker_link.pb.h"
@@ -24,13 +25,15 @@ class ControllerLink {
     std::string controller;  // gRPC target
     v1::WorkerHello hello;   // held_session_ids is filled per connection
     absl::Duration heartbeat_interval = absl::Seconds(3);
-    absl::Duration max_backoff = absl::Seconds(10);
+    // Below the controller's --reattach_grace (5 s), so that a live worker
+    // is back before its turns would move elsewhere.
+    absl::Duration max_backoff = absl::Seconds(2);
   };
   struct Callbacks {
     // Runs on a gRPC thread: must not block.
     std::function<void(const v1::ControllerMessage&)> on_message;
-    // Sessions to re-announce after a reconnect.
-    std::function<std::vector<std::string>()> held_sessions;
+    // Completes each connection's hello: what it holds, runs and finished.
+    std::function<void(v1::WorkerHello*)> fill_hello;
     // Current load for heartbeats.
     std::function<v1::WorkerHeartbeat()> load;
     std::function<void(bool connected)> on_connection;
@@ -42,8 +45,13 @@ class ControllerLink {
   void Start();
   // Ends the stream (the controller re-runs anything not reported) and joins.
   void Stop();
-  // Queued; sent once connected. Results for a stream that broke are dropped:
-  // the controller re-dispatches those turns anyway.
+  // Says WorkerLeaving: the controller dispatches nothing more here and
+  // will not wait for this worker to come back.
+  void AnnounceLeaving(const std::string& reason);
+  // Waits up to `timeout` for everything sent to be written, then Stop().
+  void Leave(absl::Duration timeout);
+  // Written on the current stream, in order. Lost if that stream breaks:
+  // callers keep what matters and say it again in the next hello.
   void Send(v1::WorkerMessage message);
 
  private:
@@ -54,8 +62,8 @@ class ControllerLink {
   const Callbacks callbacks_;
   absl::Notification stop_;
   std::thread thread_;
-  std::shared_ptr<Stream> stream_;  // guarded by stream_mu_
-  std::mutex stream_mu_;
+  absl::Mutex stream_mu_;
+  std::shared_ptr<Stream> stream_ ABSL_GUARDED_BY(stream_mu_);
 };
 
 }  // namespace bridge::media_worker

@@ -67,6 +67,10 @@ std::shared_ptr<ConverseReactor> ConverseReactor::Open(const ConverseEnv* env,
     ++r->ops_starting_;
   }
   env->metrics->streams->Increment();
+  {
+    absl::MutexLock lock(&r->mu_);
+    r->Arm(&r->start_alarm_, env->settings.start_timeout, &ConverseReactor::OnStartTimeout);
+  }
   r->StartRead(&r->request_);
   r->OpStarted();
   return r;
@@ -638,6 +642,15 @@ void ConverseReactor::Arm(grpc::Alarm* alarm, absl::Duration after,
     if (!fired) return;
     if (auto self = weak.lock()) ((*self).*fn)();
   });
+}
+
+void ConverseReactor::OnStartTimeout() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (phase_ != Phase::kAwaitStart) return;
+  }
+  EndStream(grpc::Status(StatusCode::DEADLINE_EXCEEDED, "no start message in time"),
+            "start timeout");
 }
 
 void ConverseReactor::OnConnectTimeout() {

@@ -46,6 +46,9 @@ struct ConverseSettings {
   absl::Duration max_out_lag = absl::Seconds(2);     // see converse_outbox.h
   absl::Duration max_out_audio = absl::Seconds(30);
   absl::Duration max_input_lead = absl::Seconds(60);  // see converse_input_budget.h
+  // A stream that has not sent `start` by then ends DEADLINE_EXCEEDED: an
+  // open stream holds a capacity slot.
+  absl::Duration start_timeout = absl::Seconds(10);
 };
 
 // What every stream shares; owned by the ConverseService.
@@ -114,6 +117,7 @@ class ConverseReactor final
   bool ShouldFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Arm(grpc::Alarm* alarm, absl::Duration after, void (ConverseReactor::*fn)())
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnStartTimeout();
   void OnConnectTimeout();
   void OnReplyTimeout();
 
@@ -165,6 +169,7 @@ class ConverseReactor final
   std::string end_reason_ ABSL_GUARDED_BY(mu_);
   bool torn_down_ ABSL_GUARDED_BY(mu_) = false;  // agent closed, end reported
   bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Alarm start_alarm_ ABSL_GUARDED_BY(mu_);
   grpc::Alarm connect_alarm_ ABSL_GUARDED_BY(mu_);
   grpc::Alarm reply_alarm_ ABSL_GUARDED_BY(mu_);
 };

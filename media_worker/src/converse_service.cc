@@ -31,13 +31,11 @@ int CodecThreads() {
   return std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
 }
 
-// Answers a stream the worker no longer takes.
+// Answers a stream the worker does not take.
 class RefusedReactor final
     : public grpc::ServerBidiReactor<v1::ConverseRequest, v1::ConverseResponse> {
  public:
-  RefusedReactor() {
-    Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker is stopping"));
-  }
+  explicit RefusedReactor(grpc::Status why) { Finish(std::move(why)); }
   void OnDone() override { delete this; }
 };
 
@@ -76,11 +74,44 @@ void ConverseService::SendReport(v1::WorkerMessage m) {
 grpc::ServerBidiReactor<v1::ConverseRequest, v1::ConverseResponse>* ConverseService::Converse(
     grpc::CallbackServerContext* ctx) {
   absl::MutexLock lock(&mu_);
-  if (stopping_) return new RefusedReactor();
+  if (grpc::Status refused = Admit(); !refused.ok()) {
+    metrics_.Ended(refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED
+                       ? "refused_full"
+                       : "refused_unavailable")
+        .Increment();
+    return new RefusedReactor(std::move(refused));
+  }
   const std::string id = NewSessionId();
   std::shared_ptr<ConverseReactor> stream = ConverseReactor::Open(&env_, ctx, id);
   streams_[id] = stream;
   return stream.get();  // it owns itself until OnDone
+}
+
+grpc::Status ConverseService::Admit() {
+  if (stopping_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker is stopping");
+  if (draining_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker is draining");
+  if (capacity_ == 0) return grpc::Status::OK;
+  const int open = static_cast<int>(streams_.size());
+  const int held = held_ ? held_() : 0;
+  if (open >= max_streams_ || open + held >= capacity_) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("the worker is full: ", open, " streams and ", held,
+                                     " WhatsApp sessions (capacity ", capacity_,
+                                     ", at most ", max_streams_, " streams)"));
+  }
+  return grpc::Status::OK;
+}
+
+void ConverseService::SetCapacity(int capacity, int max_streams, std::function<int()> held) {
+  absl::MutexLock lock(&mu_);
+  capacity_ = capacity;
+  max_streams_ = max_streams;
+  held_ = std::move(held);
+}
+
+void ConverseService::Drain() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
 }
 
 bool ConverseService::IsConverseSession(const std::string& session_id) {

@@ -28,6 +28,13 @@ class ConverseService final : public v1::Media::CallbackService {
 
   // Where session reports go (the controller link); dropped until set.
   void SetReporter(Report report);
+  // Streams count against the worker's capacity with the WhatsApp sessions
+  // it holds (`held`), and are refused (RESOURCE_EXHAUSTED) past
+  // `max_streams`, so that streams never take the last slots WhatsApp
+  // users need.
+  void SetCapacity(int capacity, int max_streams, std::function<int()> held);
+  // The controller drained this worker: new streams are refused (UNAVAILABLE).
+  void Drain();
 
   grpc::ServerBidiReactor<v1::ConverseRequest, v1::ConverseResponse>* Converse(
       grpc::CallbackServerContext* ctx) override;
@@ -45,6 +52,8 @@ class ConverseService final : public v1::Media::CallbackService {
 
  private:
   void SendReport(v1::WorkerMessage m);
+  // Why a new stream is refused now, or OK.
+  grpc::Status Admit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<std::shared_ptr<ConverseReactor>> Open();  // the streams still open
   void Done(const std::string& session_id);
 
@@ -53,6 +62,10 @@ class ConverseService final : public v1::Media::CallbackService {
   absl::Mutex mu_;
   Report report_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  int capacity_ ABSL_GUARDED_BY(mu_) = 0;  // 0: unlimited (tests)
+  int max_streams_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<int()> held_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::weak_ptr<ConverseReactor>> streams_ ABSL_GUARDED_BY(mu_);
   // Last: joined first, while everything their tasks use still exists.
   ThreadPool codec_;

@@ -1,4 +1,6 @@
 // bridge-worker: the media plane (see media_worker/worker_server.h).
+#include <algorithm>
+
 #include "absl/flags/flag.h"
 #include "absl/time/time.h"
 #include "common/config.h"
@@ -12,7 +14,13 @@ ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9101", "Prometheus /metrics list
 ABSL_FLAG(std::string, controller, "127.0.0.1:7000", "Controller gRPC target(s)");
 ABSL_FLAG(std::string, advertise, "", "Address others use to reach this worker's gRPC");
 ABSL_FLAG(std::string, worker_id, "", "Worker id (default: hostname-pid)");
-ABSL_FLAG(int, capacity, 100, "Sessions this worker holds at once");
+ABSL_FLAG(int, capacity, 100,
+          "Sessions this worker holds at once: WhatsApp sessions and Media.Converse streams");
+ABSL_FLAG(int, max_streams, 0,
+          "Media.Converse streams it takes at most (0: half of --capacity), so that streams "
+          "never take the slots WhatsApp users need; more are refused RESOURCE_EXHAUSTED");
+ABSL_FLAG(absl::Duration, converse_start_timeout, absl::Seconds(10),
+          "A Converse stream that has not sent start by then ends DEADLINE_EXCEEDED");
 ABSL_FLAG(std::string, elevenlabs_api_key, "", "ElevenLabs API key (env ELEVENLABS_API_KEY)");
 ABSL_FLAG(std::string, elevenlabs_agent_id, "", "ElevenLabs agent id (env ELEVENLABS_AGENT_ID)");
 ABSL_FLAG(std::string, elevenlabs_base_url, "https://api.elevenlabs.io",
@@ -115,5 +123,13 @@ int main(int argc, char** argv) {
     bridge::LogError("--capacity must be at least 1");
     return 2;
   }
+  opts.max_streams = absl::GetFlag(FLAGS_max_streams);
+  if (opts.max_streams == 0) opts.max_streams = std::max(1, opts.capacity / 2);
+  if (opts.max_streams < 0 || opts.max_streams > opts.capacity) {
+    bridge::LogError("--max_streams must be between 0 and --capacity",
+                     {{"max_streams", opts.max_streams}, {"capacity", opts.capacity}});
+    return 2;
+  }
+  opts.converse_start_timeout = absl::GetFlag(FLAGS_converse_start_timeout);
   return bridge::RunUntilSignal("bridge-worker", bridge::media_worker::WorkerServer::Start(opts));
 }

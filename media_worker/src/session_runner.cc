@@ -714,6 +714,10 @@ v1::TurnResult SessionRunner::RunTurn(const v1::Turn& turn) {
       type = "resend";
       s = DeliverText(&t, turn.fallback_text());
       break;
+    case v1::TURN_ACTION_APOLOGIZE:  // the turn kept losing its worker: no agent, no media
+      type = "apology";
+      s = DeliverText(&t, kAgentDown);
+      break;
     default:
       if (settings_.read_receipts && !m.message_id().empty()) {
         if (auto r = services_.graph->MarkReadTyping(m.phone_number_id(), m.message_id());
@@ -726,8 +730,11 @@ v1::TurnResult SessionRunner::RunTurn(const v1::Turn& turn) {
       // gets an apology (the controller does not retry a failed turn).
       // An ended session is not apologised for (the operator or the drain
       // meant it), nor a reply that may have reached the user after all.
-      if (!s.ok() && t.sent.empty() && type != "inform" && !absl::IsCancelled(s) &&
-          !MaybeSent(s)) {
+      if (MaybeSent(s)) {
+        // Neither re-posted nor apologised for: either could be a second
+        // message (docs/delivery-contract.md, "unknown outcome").
+        services_.metrics->Error("maybe_sent").Increment();
+      } else if (!s.ok() && t.sent.empty() && type != "inform" && !absl::IsCancelled(s)) {
         (void)DeliverText(&t, kAgentDown);
       }
       AfterTurn();

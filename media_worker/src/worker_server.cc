@@ -56,14 +56,6 @@ class WorkerServerImpl final : public WorkerServer {
     if (!metrics.ok()) return metrics.status();
     metrics_ = *std::move(metrics);
     ws_pool_ = ws::ClientPool::Create();
-    ConverseSettings converse;
-    converse.turn = SettingsFrom(opts_);
-    converse_ = std::make_unique<ConverseService>(converse, ws_pool_.get());
-    auto grpc = GrpcServer::Start(opts.listen, {{converse_.get(), "bridge.v1.Media"}});
-    if (!grpc.ok()) return grpc.status();
-    grpc_ = *std::move(grpc);
-    if (opts_.advertise.empty()) opts_.advertise = grpc_->address();
-
     GraphApiOptions go;
     go.base_url = opts.whatsapp_graph_base_url;
     go.api_version = opts.whatsapp_graph_api_version;
@@ -80,9 +72,21 @@ class WorkerServerImpl final : public WorkerServer {
       if (!stt.ok()) return stt.status();
       stt_ = *std::move(stt);
     }
+    // Before the gRPC server: a stream's admission asks it what it holds.
     core_ = std::make_unique<WorkerCore>(SettingsFrom(opts_), graph_.get(), stt_.get(),
                                          ws_pool_.get(), opts.turn_threads,
                                          [this](v1::WorkerMessage m) { link_->Send(std::move(m)); });
+    ConverseSettings converse;
+    converse.turn = SettingsFrom(opts_);
+    converse.start_timeout = opts.converse_start_timeout;
+    converse_ = std::make_unique<ConverseService>(converse, ws_pool_.get());
+    converse_->SetCapacity(opts.capacity, opts.max_streams,
+                           [this] { return core_->Load().active_sessions(); });
+    auto grpc = GrpcServer::Start(opts.listen, {{converse_.get(), "bridge.v1.Media"}});
+    if (!grpc.ok()) return grpc.status();
+    grpc_ = *std::move(grpc);
+    if (opts_.advertise.empty()) opts_.advertise = grpc_->address();
+
     ControllerLink::Options lo;
     lo.controller = opts.controller;
     lo.hello.set_worker_id(opts_.worker_id);
@@ -96,9 +100,10 @@ class WorkerServerImpl final : public WorkerServer {
         converse_->EndSession(ended, m.end_session().reason());  // a Media.Converse stream
         return;
       }
+      if (m.has_drain()) converse_->Drain();
       core_->OnMessage(m);
     };
-    cb.held_sessions = [this] { return core_->HeldSessions(); };
+    cb.fill_hello = [this](v1::WorkerHello* hello) { core_->FillHello(hello); };
     cb.load = [this] { return core_->Load(); };
     cb.on_connection = [this](bool up) {
       if (up) converse_->Reannounce();  // reports made while the link was down are lost
@@ -120,10 +125,13 @@ class WorkerServerImpl final : public WorkerServer {
     return {{"grpc", grpc_address()}, {"metrics", metrics_address()}};
   }
 
-  // Leave the controller first (it re-runs anything unfinished elsewhere),
-  // then stop the turns and sockets.
+  // Hand the running turns back and leave the controller first (it re-runs
+  // them elsewhere at once), then stop the streams and sockets.
   void Shutdown() override {
-    if (link_) link_->Stop();
+    if (converse_) converse_->Drain();  // no new streams while the turns are handed back
+    if (link_) link_->AnnounceLeaving("shutting down");  // first: nothing new comes here
+    if (core_) core_->HandBack(absl::Seconds(5));
+    if (link_) link_->Leave(absl::Seconds(2));  // once the handed-back results are written
     if (converse_) converse_->Shutdown();  // streams end UNAVAILABLE, agent sockets close
     if (grpc_) grpc_->Shutdown(absl::Seconds(1));
     if (converse_) converse_->WaitForStreams();

@@ -88,7 +88,7 @@ std::string PcmBytes(const std::vector<int16_t>& pcm) {
 class Cluster {
  public:
   // `reply_pace`: the simulated agent's speed (0 unpaced, 1 real time).
-  explicit Cluster(double reply_pace) {
+  explicit Cluster(double reply_pace, std::vector<std::string> worker_args = {}) {
     static std::atomic<int> clusters{0};
     db_ = absl::StrCat(::testing::TempDir(), "/converse-", getpid(), "-", clusters++, ".db");
     sim_ = std::make_unique<ChildProcess>(
@@ -104,13 +104,14 @@ class Cluster {
                                  "--metrics_listen=127.0.0.1:0",
                                  absl::StrCat("--store=sqlite:", db_)});
     controller_ = Ready(*controller_proc_, "grpc");
+    std::vector<std::string> args = {"--env_file=/nonexistent", "--listen=127.0.0.1:0",
+                                     "--metrics_listen=127.0.0.1:0", "--worker_id=cw0",
+                                     // Converse streams audio; no speech-to-text, no API key.
+                                     "--voice_input=stream",
+                                     absl::StrCat("--controller=", controller_)};
+    args.insert(args.end(), worker_args.begin(), worker_args.end());
     worker_ = std::make_unique<ChildProcess>(
-        BRIDGE_WORKER_BIN,
-        std::vector<std::string>{"--env_file=/nonexistent", "--listen=127.0.0.1:0",
-                                 "--metrics_listen=127.0.0.1:0", "--worker_id=cw0",
-                                 // Converse streams audio; no speech-to-text, no API key.
-                                 "--voice_input=stream",
-                                 absl::StrCat("--controller=", controller_)},
+        BRIDGE_WORKER_BIN, args,
         std::map<std::string, std::string>{
             {"ELEVENLABS_BASE_URL", absl::StrCat("http://", sim_http_)},
             {"ELEVENLABS_AGENT_ID", "e2e-agent"},
@@ -262,6 +263,11 @@ class Call {
     mu_.AwaitWithTimeout(absl::Condition(this, &Call::Ready), kHangGuard);
     return pred_(responses_);
   }
+  // Waits until the server ended the call; false at the hang guard.
+  bool AwaitEnd() {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(&ended_), kHangGuard);
+  }
   grpc::Status Finish() {
     stream_->WritesDone();
     reader_.join();
@@ -315,6 +321,34 @@ std::string Transcripts(const Responses& rs) {
 }
 
 // ---- the tests ----
+
+// Streams hold capacity: past --max_streams they are refused at once (the
+// rest of the capacity stays for WhatsApp users), and one that never sends
+// start gives its slot back after --converse_start_timeout.
+TEST(ConverseTest, StreamsAreBoundedAndOneWithoutStartTimesOut) {
+  Cluster c(/*reply_pace=*/0, {"--capacity=4", "--max_streams=2", "--converse_start_timeout=1s"});
+  c.AwaitAttached();
+  auto stub = c.Media();
+  Call a(stub.get()), b(stub.get());
+  ASSERT_TRUE(a.Start(v1::AUDIO_FORMAT_PCM_16000, v1::AUDIO_FORMAT_PCM_16000));
+  ASSERT_TRUE(b.Start(v1::AUDIO_FORMAT_PCM_16000, v1::AUDIO_FORMAT_PCM_16000));
+  ASSERT_TRUE(a.Await([](const Responses& rs) { return !rs.empty(); }));
+  ASSERT_TRUE(b.Await([](const Responses& rs) { return !rs.empty(); }));
+  Call full(stub.get());
+  (void)full.Start(v1::AUDIO_FORMAT_PCM_16000, v1::AUDIO_FORMAT_PCM_16000);
+  grpc::Status refused = full.Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
+  EXPECT_THAT(refused.error_message(), HasSubstr("at most 2 streams"));
+  EXPECT_TRUE(c.AwaitMetric("bridge_converse_streams_total{outcome=\"refused_full\"} 1"));
+  a.Cancel();
+  ASSERT_TRUE(c.AwaitMetric("bridge_converse_streams 1"));
+  Call silent(stub.get());  // connects and never says start
+  ASSERT_TRUE(silent.AwaitEnd());
+  grpc::Status timed_out = silent.Finish();
+  EXPECT_EQ(timed_out.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << timed_out.error_message();
+  EXPECT_TRUE(c.AwaitMetric("bridge_converse_streams 1"));
+}
 
 TEST(ConverseTest, OpusPacketsAreHeardAndTheReplyComesAsPcm24k) {
   Cluster c(/*reply_pace=*/0);

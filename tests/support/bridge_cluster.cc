@@ -1,5 +1,11 @@
 #include "bridge_cluster.h"
 
+#include <iostream>
+
+#include "absl/strings/match.h"
+
+#include "absl/strings/str_split.h"
+
 #include <unistd.h>
 
 #include <atomic>
@@ -88,9 +94,11 @@ BridgeCluster::BridgeCluster(ClusterOptions options) : options_(std::move(option
 BridgeCluster::~BridgeCluster() = default;
 
 void BridgeCluster::StartController(const std::string& listen) {
-  controller_ = Spawn(BRIDGE_CONTROLLER_BIN,
-                      {absl::StrCat("--listen=", listen), "--metrics_listen=127.0.0.1:0",
-                       absl::StrCat("--store=sqlite:", db_), "--heartbeat_timeout=5s"});
+  std::vector<std::string> args = {absl::StrCat("--listen=", listen),
+                                   "--metrics_listen=127.0.0.1:0",
+                                   absl::StrCat("--store=sqlite:", db_), "--heartbeat_timeout=5s"};
+  args.insert(args.end(), options_.controller_args.begin(), options_.controller_args.end());
+  controller_ = Spawn(BRIDGE_CONTROLLER_BIN, args);
   auto ready = Ready(*controller_, "grpc");
   controller_grpc_ = ready["grpc"];
   controller_metrics_ = ready["metrics"];
@@ -173,14 +181,22 @@ v1::Session BridgeCluster::AwaitSession(const std::function<bool(const v1::Sessi
 
 bool BridgeCluster::AwaitMetric(const std::vector<std::string>& addresses, const std::string& line) {
   const absl::Time deadline = absl::Now() + kAwait;
+  std::string seen;  // the same metric's lines, for the failure message
+  const std::string name = line.substr(0, line.find_first_of("{ "));
   while (absl::Now() < deadline) {
+    seen.clear();
     for (const std::string& address : addresses) {
       httplib::Client cli(absl::StrCat("http://", address));
       auto r = cli.Get("/metrics");
       if (r && r->body.find(line) != std::string::npos) return true;
+      if (!r) continue;
+      for (absl::string_view l : absl::StrSplit(r->body, '\n')) {
+        if (absl::StartsWith(l, name)) absl::StrAppend(&seen, l, "\n");
+      }
     }
     absl::SleepFor(absl::Milliseconds(20));
   }
+  std::cerr << "metric line never seen: " << line << "\nlast seen:\n" << seen;
   return false;
 }
 

@@ -22,6 +22,7 @@ struct ClusterOptions {
   int workers = 2;
   std::vector<std::string> sim_args;     // extra elevenlabs-sim flags
   std::vector<std::string> worker_args;  // extra bridge-worker flags
+  std::vector<std::string> controller_args;  // extra bridge-controller flags
 };
 
 class BridgeCluster {

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -139,6 +140,36 @@ class CoordinatorTest : public ::testing::Test {
     hello.set_capacity(capacity);
     ASSERT_TRUE(coordinator_->Attach(ch, hello).ok());
   }
+  // A hello as a worker that re-attaches says it: `running` turns still
+  // running there, `finished` results the controller never acknowledged.
+  void Reattach(RecordingChannel* ch, const std::string& id, std::vector<v1::Turn> running,
+                std::vector<v1::TurnResult> finished = {}) {
+    v1::WorkerHello hello;
+    hello.set_worker_id(id);
+    hello.set_capacity(10);
+    for (const auto& t : running) {
+      hello.add_held_session_ids(t.session_id());
+      v1::TurnRef* ref = hello.add_running_turns();
+      ref->set_session_id(t.session_id());
+      ref->set_turn_id(t.turn_id());
+    }
+    for (auto& r : finished) {
+      hello.add_held_session_ids(r.session_id());
+      *hello.add_finished_turns() = std::move(r);
+    }
+    ASSERT_TRUE(coordinator_->Attach(ch, hello).ok());
+  }
+  // Waits for the commits a change queued outside an ingest batch (results,
+  // edits, revokes, session changes): one more commit lands after them.
+  void Flush() { ASSERT_TRUE(store_->Commit(Txn().Put("x/flush", "")).ok()); }
+  static v1::TurnResult Result(const v1::Turn& t, std::vector<v1::SentMessage> sent = {}) {
+    v1::TurnResult r;
+    r.set_session_id(t.session_id());
+    r.set_turn_id(t.turn_id());
+    r.set_outcome(v1::TURN_OUTCOME_DONE);
+    for (auto& m : sent) *r.add_sent() = std::move(m);
+    return r;
+  }
   void Done(RecordingChannel* ch, const v1::Turn& t, v1::TurnOutcome o = v1::TURN_OUTCOME_DONE,
             std::vector<v1::SentMessage> sent = {}, std::vector<std::string> transcript = {}) {
     v1::TurnResult r;
@@ -149,6 +180,7 @@ class CoordinatorTest : public ::testing::Test {
     for (auto& line : transcript) r.add_transcript(std::move(line));
     r.set_conversation_id("conv_1");
     coordinator_->OnTurnResult(ch, r);
+    Flush();  // its acknowledgement is sent before `ch` goes out of scope
   }
 
   v1::Session Only() {
@@ -158,9 +190,6 @@ class CoordinatorTest : public ::testing::Test {
     EXPECT_EQ(s.size(), 1u);
     return s.empty() ? v1::Session() : s[0];
   }
-  // Waits for the commits a change queued outside an ingest batch (edits,
-  // revokes, session changes): one more commit lands after them, in order.
-  void Flush() { ASSERT_TRUE(store_->Commit(Txn().Put("x/flush", "")).ok()); }
 
   std::string spec_;
   std::unique_ptr<SessionStore> store_;
@@ -202,6 +231,10 @@ TEST_F(CoordinatorTest, DeadWorkersTurnRunsAgainOnAnother) {
   ASSERT_EQ(w1.Turns().size(), 1u);
   AttachWorker(&w2, "w2");
   coordinator_->Detach(&w1, "test kill");
+  // It may be alive: its turn waits out the grace, then moves.
+  EXPECT_TRUE(w2.Turns().empty());
+  coordinator_->Heartbeat(&w2, {});
+  coordinator_->Tick(absl::Now() + CoordinatorOptions().reattach_grace + absl::Seconds(1));
   auto turns = w2.Turns();
   ASSERT_EQ(turns.size(), 1u);
   EXPECT_EQ(turns[0].attempt(), 2);
@@ -226,6 +259,8 @@ TEST_F(CoordinatorTest, TheRecentExchangeFollowsTheSessionToAnotherWorker) {
        {"user: my name is Ana", "agent: Nice to meet you, Ana"});
   AttachWorker(&w2, "w2");
   coordinator_->Detach(&w1, "test kill");
+  coordinator_->Heartbeat(&w2, {});
+  coordinator_->Tick(absl::Now() + CoordinatorOptions().reattach_grace + absl::Seconds(1));
   Deliver({Text("wamid.h2", "111111111", "what is my name?")});
   ASSERT_EQ(w2.Turns().size(), 1u);
   ASSERT_EQ(w2.Count(v1::ControllerMessage::kAssign), 1);
@@ -425,7 +460,7 @@ TEST_F(CoordinatorTest, AnEditOfAWaitingMessageReplacesItsTextDurably) {
   Open();  // the edit survives a restart, and its own turn is gone
   EXPECT_EQ(Only().turns_pending(), 2);
   RecordingChannel w2;
-  AttachWorker(&w2, "w2");
+  AttachWorker(&w2, "w1");  // its worker, back after the restart
   Done(&w2, w2.Turns()[0]);
   ASSERT_EQ(w2.Turns().size(), 2u);
   EXPECT_EQ(w2.Turns()[1].message().text(), "typo");
@@ -457,7 +492,7 @@ TEST_F(CoordinatorTest, ARevokeDropsAWaitingTurnAndOtherwiseTellsTheAgent) {
   Open();  // and gone from the store
   EXPECT_EQ(Only().turns_pending(), 1);
   RecordingChannel w2;
-  AttachWorker(&w2, "w2");
+  AttachWorker(&w2, "w1");  // its worker, back after the restart
   ASSERT_EQ(w2.Turns().size(), 1u);
   EXPECT_EQ(w2.Turns()[0].message().text(), "one");
   Done(&w2, w2.Turns()[0]);
@@ -501,7 +536,7 @@ TEST_F(CoordinatorTest, AFailedVoiceNoteIsFollowedOnceByItsTextEvenAfterARestart
        {Sent("wamid.voice", v1::SENT_KIND_VOICE, "Hello there")});
   Open();  // what was sent is found again after a restart
   RecordingChannel w2;
-  AttachWorker(&w2, "w2");
+  AttachWorker(&w2, "w1");  // its worker, back on a new stream
   auto r = Deliver({Failed("wamid.voice", 131053, "Media upload error")});
   EXPECT_EQ(r.statuses(), 1);
   ASSERT_EQ(w2.Turns().size(), 1u);
@@ -551,6 +586,179 @@ TEST_F(CoordinatorTest, AClosedWindowStopsSendingUntilTheUserWritesAgain) {
   ASSERT_EQ(w.Turns().size(), 3u);
   EXPECT_EQ(w.Turns()[2].message().text(), "three");
   EXPECT_FALSE(Only().window_closed());
+}
+
+// A link blip: the worker comes back within the grace with its turn still
+// running. Nothing runs twice, and its result counts once.
+TEST_F(CoordinatorTest, AWorkerBackWithinTheGraceKeepsItsRunningTurn) {
+  RecordingChannel w1, w2, w1b;
+  AttachWorker(&w1, "w1");
+  Deliver({Text("wamid.g", "111111111", "hello")});
+  ASSERT_EQ(w1.Turns().size(), 1u);
+  const v1::Turn t = w1.Turns()[0];
+  AttachWorker(&w2, "w2");
+  coordinator_->Detach(&w1, "stream broke");
+  EXPECT_EQ(coordinator_->ListWorkers(true)[0].state(), v1::WORKER_STATE_LOST);
+  Reattach(&w1b, "w1", {t});
+  coordinator_->Heartbeat(&w1b, {});
+  coordinator_->Heartbeat(&w2, {});
+  coordinator_->Tick(absl::Now() + CoordinatorOptions().reattach_grace + absl::Seconds(1));
+  EXPECT_TRUE(w2.Turns().empty());
+  EXPECT_TRUE(w1b.Turns().empty());  // not sent again: it is running there
+  Done(&w1b, t);
+  Flush();
+  EXPECT_EQ(Only().turns_done(), 1);
+  EXPECT_EQ(w1b.Count(v1::ControllerMessage::kResultAck), 1);
+}
+
+// kill -9 of the controller mid-turn: after the restart, the worker that ran
+// the turn says so (its result was lost with the old stream). The other
+// worker, attaching first, must not run it again; the answer counts once.
+TEST_F(CoordinatorTest, AfterARestartFinishedAndRunningTurnsAreNotRunAgain) {
+  RecordingChannel w1, w2;
+  AttachWorker(&w1, "w1");
+  AttachWorker(&w2, "w2");
+  Deliver({Text("wamid.k1", "111111111", "one"), Text("wamid.k2", "222222222", "two"),
+           Text("wamid.k3", "111111111", "three")});
+  std::vector<v1::Turn> all = w1.Turns();
+  for (const auto& t : w2.Turns()) all.push_back(t);
+  ASSERT_EQ(all.size(), 2u);
+  Flush();
+  Open();  // the controller restarts; its streams are gone
+  RecordingChannel n1, n2;
+  AttachWorker(&n2, "fresh");  // a worker that held nothing attaches first
+  EXPECT_TRUE(n2.Turns().empty()) << "turns of workers that may come back were re-run";
+  // Each old worker comes back: one finished its turn, one still runs it.
+  const std::string w1_turn_session = w1.Turns()[0].session_id();
+  Reattach(&n1, "w1", {}, {Result(w1.Turns()[0], {Sent("wamid.out1", v1::SENT_KIND_TEXT, "hi")})});
+  RecordingChannel n3;
+  Reattach(&n3, "w2", {w2.Turns()[0]});
+  Flush();
+  EXPECT_EQ(n1.Count(v1::ControllerMessage::kResultAck), 1);  // once durable
+  // The finished session's next message goes on; the running one waits.
+  ASSERT_EQ(n1.Turns().size(), 1u);
+  EXPECT_EQ(n1.Turns()[0].message().text(), "three");
+  EXPECT_TRUE(n3.Turns().empty());
+  EXPECT_TRUE(n2.Turns().empty());
+  Done(&n3, w2.Turns()[0]);
+  v1::ListSessionsRequest all_req;
+  for (const auto& s : coordinator_->ListSessions(all_req)) {
+    EXPECT_EQ(s.turns_done(), 1) << s.session_id();
+  }
+}
+
+TEST_F(CoordinatorTest, SessionsOfAWorkerThatNeverComesBackMoveAfterTheGrace) {
+  RecordingChannel w1;
+  AttachWorker(&w1, "w1");
+  Deliver({Text("wamid.n1", "111111111", "one")});
+  Flush();
+  Open();
+  RecordingChannel w2;
+  AttachWorker(&w2, "w2");
+  EXPECT_TRUE(w2.Turns().empty());
+  coordinator_->Heartbeat(&w2, {});
+  coordinator_->Tick(absl::Now() + CoordinatorOptions().reattach_grace + absl::Seconds(1));
+  ASSERT_EQ(w2.Turns().size(), 1u);
+  EXPECT_EQ(w2.Turns()[0].message().text(), "one");
+}
+
+// A turn that keeps losing its worker becomes the short apology; an apology
+// that keeps failing is recorded as unanswered. Never silent, never a loop.
+TEST_F(CoordinatorTest, ATurnOutOfAttemptsBecomesOneApology) {
+  Deliver({Text("wamid.p", "111111111", "poison")});
+  std::vector<v1::TurnAction> actions;
+  for (int i = 0; i < 2 * CoordinatorOptions().max_turn_attempts + 2; ++i) {
+    RecordingChannel w;
+    AttachWorker(&w, absl::StrCat("w", i));
+    for (const auto& t : w.Turns()) actions.push_back(t.action());
+    v1::WorkerMessage bye;
+    coordinator_->OnLeaving(&w, v1::WorkerLeaving());
+    coordinator_->Detach(&w, "crashed");
+  }
+  const int max = CoordinatorOptions().max_turn_attempts;
+  ASSERT_EQ(actions.size(), static_cast<size_t>(2 * max));
+  for (int i = 0; i < max; ++i) EXPECT_EQ(actions[i], v1::TURN_ACTION_REPLY);
+  for (int i = max; i < 2 * max; ++i) EXPECT_EQ(actions[i], v1::TURN_ACTION_APOLOGIZE);
+  v1::Session s = Only();
+  EXPECT_EQ(s.turns_pending(), 0);
+  EXPECT_EQ(s.turns_failed(), 1);
+  EXPECT_THAT(s.last_error(), ::testing::HasSubstr("the user was not told"));
+}
+
+TEST_F(CoordinatorTest, AWorkerLeavingHandsItsTurnBackAtOnce) {
+  RecordingChannel w1, w2;
+  AttachWorker(&w1, "w1");
+  AttachWorker(&w2, "w2");
+  Deliver({Text("wamid.l", "111111111", "hi")});
+  RecordingChannel* first = w1.Turns().empty() ? &w2 : &w1;
+  RecordingChannel* other = first == &w1 ? &w2 : &w1;
+  ASSERT_EQ(first->Turns().size(), 1u);
+  coordinator_->OnLeaving(first, v1::WorkerLeaving());
+  Done(first, first->Turns()[0], v1::TURN_OUTCOME_HANDED_BACK);
+  ASSERT_EQ(other->Turns().size(), 1u);  // no heartbeat timeout, no grace
+  EXPECT_EQ(other->Turns()[0].message().text(), "hi");
+}
+
+TEST_F(CoordinatorTest, OverTheBoundDeliveriesAreRefusedAndNothingIsRecorded) {
+  CoordinatorOptions o;
+  o.max_pending_turns = 2;
+  coordinator_ = std::make_unique<Coordinator>(store_.get(), o);
+  ASSERT_TRUE(coordinator_->Load().ok());
+  Deliver({Text("wamid.b1", "111111111", "one"), Text("wamid.b2", "222222222", "two")});
+  v1::DeliverRequest req;
+  *req.add_events() = Text("wamid.b3", "333333333", "three");
+  absl::Notification done;
+  absl::Status status;
+  coordinator_->Ingest(req, [&](absl::StatusOr<v1::DeliverResponse> r) {
+    status = r.status();
+    done.Notify();
+  });
+  done.WaitForNotification();
+  EXPECT_TRUE(absl::IsResourceExhausted(status)) << status;
+  EXPECT_EQ(coordinator_->ListSessions({}).size(), 2u);
+  // Once a worker catches up, the same delivery is accepted.
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  for (const auto& t : w.Turns()) Done(&w, t);
+  EXPECT_EQ(Deliver({Text("wamid.b3", "333333333", "three")}).accepted(), 1);
+}
+
+TEST_F(CoordinatorTest, EndedSessionsLeaveMemoryAfterTheRetention) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  for (int i = 0; i < 50; ++i) {
+    Deliver({Text(absl::StrCat("wamid.e", i), absl::StrCat("1000000", i), "hi")});
+  }
+  for (const auto& t : w.Turns()) Done(&w, t);
+  for (const auto& s : coordinator_->ListSessions({})) {
+    ASSERT_TRUE(coordinator_->EndSession(s.session_id(), "test").ok());
+  }
+  v1::ListSessionsRequest all;
+  all.set_include_ended(true);
+  EXPECT_EQ(coordinator_->ListSessions(all).size(), 50u);
+  coordinator_->Heartbeat(&w, {});
+  coordinator_->Tick(absl::Now() + CoordinatorOptions().ended_retention + absl::Seconds(1));
+  EXPECT_TRUE(coordinator_->ListSessions(all).empty());
+  // A retried delivery of an evicted session's message is still a duplicate.
+  EXPECT_EQ(Deliver({Text("wamid.e7", "10000007", "hi")}).duplicates(), 1);
+}
+
+// Watchers hear events outside the coordinator's lock: one that calls back
+// in (as a slow or naive client would) neither deadlocks nor misses events.
+TEST_F(CoordinatorTest, WatchersMayCallBackIn) {
+  std::vector<v1::SessionEventType> seen;
+  int id = coordinator_->Watch([&](const v1::SessionEvent& ev) {
+    seen.push_back(ev.type());
+    (void)coordinator_->ListSessions({});
+  }, false);
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.w", "111111111", "hi")});
+  ASSERT_EQ(w.Turns().size(), 1u);
+  ASSERT_TRUE(coordinator_->EndSession(w.Turns()[0].session_id(), "test").ok());
+  coordinator_->Unwatch(id);
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back(), v1::SESSION_EVENT_TYPE_ENDED);
 }
 
 TEST(ResendPolicy, OnlyFailuresThatATextWouldSurviveAreResent) {

@@ -21,6 +21,10 @@ struct ControllerOptions {
   absl::Duration heartbeat_timeout = absl::Seconds(15);
   // WhatsApp's 24-hour customer-service window (see CoordinatorOptions).
   absl::Duration max_message_age = absl::Hours(24);
+  // See CoordinatorOptions for each one's reason.
+  absl::Duration reattach_grace = absl::Seconds(5);
+  int64_t max_pending_turns = 10000;
+  absl::Duration ended_retention = absl::Minutes(10);
 };
 
 // Endpoints: grpc=, metrics=.

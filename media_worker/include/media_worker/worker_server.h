@@ -19,6 +19,10 @@ struct WorkerOptions {
   std::string advertise;  // defaults to the bound gRPC address
   std::string worker_id;  // defaults to hostname-pid
   int capacity = 100;
+  // Media.Converse streams it takes at most (0: half the capacity): the rest
+  // of the capacity stays for WhatsApp users.
+  int max_streams = 0;
+  absl::Duration converse_start_timeout = absl::Seconds(10);
   std::string elevenlabs_api_key;
   std::string elevenlabs_agent_id;
   std::string elevenlabs_base_url = "https://api.elevenlabs.io";
