@@ -227,7 +227,7 @@ absl::Status SessionRunner::ConnectOnce() {
   }
   // A greeting comes right after the metadata: listen before connecting.
   BeginReply();
-  auto agent = AgentSession::Start(opts, Events(), services_.pool);
+  auto agent = services_.start_agent(opts, Events());
   if (!agent.ok()) return agent.status();
   {
     absl::MutexLock lock(&agent_mu_);

@@ -68,7 +68,7 @@ struct TurnSettings {
 struct TurnServices {
   GraphApi* graph = nullptr;
   SpeechToText* stt = nullptr;  // null unless voice_input is transcribe
-  ws::ClientPool* pool = nullptr;
+  AgentStarter start_agent;
   WorkerMetrics* metrics = nullptr;
 };
 

@@ -120,9 +120,13 @@ void WorkerCore::RunTurn(const v1::Turn& turn) {
         assignment.set_user_id(turn.message().from().user_id());
         assignment.set_profile_name(turn.message().from().profile_name());
       }
+      auto start_agent = [pool = pool_](const AgentOptions& o, AgentEvents ev) {
+        return AgentSession::Start(o, std::move(ev), pool);
+      };
       it = sessions_.emplace(turn.session_id(), std::make_shared<SessionRunner>(
                                                     assignment, settings_,
-                                                    TurnServices{graph_, stt_, pool_, &metrics_}))
+                                                    TurnServices{graph_, stt_, start_agent,
+                                                                 &metrics_}))
                .first;
     }
     runner = it->second;

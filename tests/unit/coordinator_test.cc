@@ -324,6 +324,8 @@ TEST_F(CoordinatorTest, DrainMovesSessionsAndIdsAreMasked) {
   AttachWorker(&w2, "w2");
   ASSERT_TRUE(coordinator_->DrainWorker("w1").ok());
   EXPECT_EQ(w1.Count(v1::ControllerMessage::kDrain), 1);
+  // The moved session's agent socket closes on the drained worker.
+  EXPECT_EQ(w1.Count(v1::ControllerMessage::kEndSession), 1);
   Deliver({Text("wamid.d2", "16505551234", "again")});
   ASSERT_EQ(w2.Turns().size(), 1u);
   auto s = coordinator_->ListSessions({});
@@ -726,7 +728,8 @@ TEST_F(CoordinatorTest, OverTheBoundDeliveriesAreRefusedAndNothingIsRecorded) {
 TEST_F(CoordinatorTest, EndedSessionsLeaveMemoryAfterTheRetention) {
   RecordingChannel w;
   AttachWorker(&w, "w1");
-  for (int i = 0; i < 50; ++i) {
+  constexpr int kSessions = 1000;
+  for (int i = 0; i < kSessions; ++i) {
     Deliver({Text(absl::StrCat("wamid.e", i), absl::StrCat("1000000", i), "hi")});
   }
   for (const auto& t : w.Turns()) Done(&w, t);
@@ -735,7 +738,7 @@ TEST_F(CoordinatorTest, EndedSessionsLeaveMemoryAfterTheRetention) {
   }
   v1::ListSessionsRequest all;
   all.set_include_ended(true);
-  EXPECT_EQ(coordinator_->ListSessions(all).size(), 50u);
+  EXPECT_EQ(coordinator_->ListSessions(all).size(), static_cast<size_t>(kSessions));
   coordinator_->Heartbeat(&w, {});
   coordinator_->Tick(absl::Now() + CoordinatorOptions().ended_retention + absl::Seconds(1));
   EXPECT_TRUE(coordinator_->ListSessions(all).empty());

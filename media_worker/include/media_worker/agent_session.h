@@ -132,4 +132,10 @@ class AgentSession {
   virtual int output_rate() const = 0;
 };
 
+// How the turn pipeline opens conversations: AgentSession::Start on the
+// worker's socket pool in production, a scripted fake in tests
+// (tests/fakes/fake_agent_session.h).
+using AgentStarter = std::function<absl::StatusOr<std::unique_ptr<AgentSession>>(
+    const AgentOptions& options, AgentEvents events)>;
+
 }  // namespace bridge::media_worker

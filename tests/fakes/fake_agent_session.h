@@ -1,0 +1,161 @@
+// A scripted ElevenLabs agent behind the AgentSession interface, for unit
+// tests of the turn pipeline: events come on the fake's own thread, one at a
+// time, as the real session's io thread delivers them, and never after
+// Close() returned. What the agent does with each user text is the script.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "media_worker/agent_session.h"
+
+namespace bridge::media_worker::testing {
+
+struct FakeAgentScript {
+  int connect_failures = 0;    // Start() answers Unavailable this many times first
+  bool refuse = false;         // Start() answers FailedPrecondition (bad key, unknown agent)
+  int close_before_reply = 0;  // a close code (1011, 1006, 1008) instead of any answer
+  bool close_mid_reply = false;  // half the reply, then 1006
+  bool with_audio = true;      // the reply is spoken (100 ms of PCM) as well as written
+  std::string reply_prefix = "You said: ";
+};
+
+// The agent "service": counts conversations and what it heard.
+class FakeAgent {
+ public:
+  explicit FakeAgent(FakeAgentScript script) : script_(std::move(script)) {}
+
+  AgentStarter Starter();
+
+  int starts() {
+    absl::MutexLock l(&mu_);
+    return starts_;
+  }
+  std::vector<std::string> heard() {
+    absl::MutexLock l(&mu_);
+    return heard_;
+  }
+  void Heard(const std::string& text) {
+    absl::MutexLock l(&mu_);
+    heard_.push_back(text);
+  }
+  const FakeAgentScript& script() const { return script_; }
+
+ private:
+  const FakeAgentScript script_;
+  absl::Mutex mu_;
+  int starts_ ABSL_GUARDED_BY(mu_) = 0;
+  int failures_left_ ABSL_GUARDED_BY(mu_) = -1;
+  std::vector<std::string> heard_ ABSL_GUARDED_BY(mu_);
+};
+
+class FakeAgentSession final : public AgentSession {
+ public:
+  FakeAgentSession(FakeAgent* agent, AgentEvents events, int n)
+      : agent_(agent), events_(std::move(events)), id_(absl::StrCat("conv_fake_", n)) {
+    thread_ = std::thread([this] { Loop(); });
+    Post([this] { events_.on_started(id_, 16000, 16000); });
+  }
+  ~FakeAgentSession() override { Close(); }
+
+  void SendAudio(absl::Span<const int16_t>) override {}
+  void SendText(const std::string& text) override {
+    agent_->Heard(text);
+    const FakeAgentScript& s = agent_->script();
+    const std::string reply = s.reply_prefix + text;
+    if (s.close_before_reply != 0) {
+      Post([this, code = s.close_before_reply] { events_.on_closed(code, "scripted", code != 1008); });
+      return;
+    }
+    if (s.close_mid_reply) {
+      Post([this, half = reply.substr(0, reply.size() / 2)] {
+        events_.on_audio(std::vector<int16_t>(1600, 1000), 1);
+        events_.on_agent_response(half);
+        events_.on_closed(1006, "scripted", true);
+      });
+      return;
+    }
+    Post([this, reply, audio = s.with_audio] {
+      if (audio) events_.on_audio(std::vector<int16_t>(1600, 1000), 1);
+      events_.on_agent_response(reply);
+      events_.on_reply_end(ReplyEnd::kAligned);
+    });
+  }
+  void SendContextualUpdate(const std::string& text) override {}
+  void SendUserActivity() override {}
+  void BeginTurn() override {}
+  void CloseWhenIdle(absl::Duration) override {}
+  void Close() override {
+    {
+      absl::MutexLock l(&mu_);
+      if (closed_) return;
+      closed_ = true;
+    }
+    if (std::this_thread::get_id() == thread_.get_id()) {
+      thread_.detach();  // from a callback: the loop sees closed_ and ends
+    } else if (thread_.joinable()) {
+      thread_.join();
+    }
+  }
+  std::string conversation_id() const override { return id_; }
+  int input_rate() const override { return 16000; }
+  int output_rate() const override { return 16000; }
+
+ private:
+  void Post(std::function<void()> fn) {
+    absl::MutexLock l(&mu_);
+    if (!closed_) queue_.push_back(std::move(fn));
+  }
+  void Loop() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        absl::MutexLock l(&mu_);
+        mu_.Await(absl::Condition(
+            +[](FakeAgentSession* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
+              return s->closed_ || !s->queue_.empty();
+            },
+            this));
+        if (closed_) return;
+        fn = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      fn();  // one at a time, like the io thread
+    }
+  }
+
+  FakeAgent* agent_;
+  AgentEvents events_;
+  const std::string id_;
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+inline AgentStarter FakeAgent::Starter() {
+  return [this](const AgentOptions&, AgentEvents events)
+             -> absl::StatusOr<std::unique_ptr<AgentSession>> {
+    int n;
+    {
+      absl::MutexLock l(&mu_);
+      if (failures_left_ < 0) failures_left_ = script_.connect_failures;
+      n = ++starts_;
+      if (script_.refuse) return absl::FailedPreconditionError("agent refused: 404 unknown agent");
+      if (failures_left_ > 0) {
+        --failures_left_;
+        return absl::UnavailableError("signed URL: 503");
+      }
+    }
+    return std::make_unique<FakeAgentSession>(this, std::move(events), n);
+  };
+}
+
+}  // namespace bridge::media_worker::testing
