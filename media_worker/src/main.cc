@@ -52,6 +52,9 @@ ABSL_FLAG(absl::Duration, reply_settle, absl::Seconds(1),
           "Once the audio's alignment covers the reply text, this long without more ends it");
 ABSL_FLAG(absl::Duration, agent_linger, absl::Seconds(5),
           "Keep the agent conversation open this long after a reply (0: close at once)");
+ABSL_FLAG(absl::Duration, delivery_budget, absl::Minutes(2),
+          "A reply the Graph API keeps refusing with a transient error is sent again until "
+          "this long after the first try (a late reply is still in the 24-hour window)");
 ABSL_FLAG(bool, read_receipts, true, "Mark messages read and show the typing indicator");
 ABSL_FLAG(int, turn_threads, 16, "Threads running turns (downloads, codec, uploads)");
 ABSL_FLAG(std::string, agent_greeting, "skip",
@@ -106,6 +109,7 @@ int main(int argc, char** argv) {
   opts.reply_quiet_gap = absl::GetFlag(FLAGS_reply_quiet_gap);
   opts.reply_settle = absl::GetFlag(FLAGS_reply_settle);
   opts.agent_linger = absl::GetFlag(FLAGS_agent_linger);
+  opts.delivery_budget = absl::GetFlag(FLAGS_delivery_budget);
   if (opts.reply_quiet_gap <= absl::ZeroDuration() || opts.reply_settle <= absl::ZeroDuration()) {
     bridge::LogError("--reply_quiet_gap and --reply_settle must be positive");
     return 2;

@@ -528,7 +528,9 @@ absl::StatusOr<std::string> SessionRunner::DownloadNote(const v1::InboundMessage
 absl::Status SessionRunner::DeliverText(TurnCtx* t, const std::string& text) {
   const absl::Time t0 = absl::Now();
   for (const std::string& part : SplitForWhatsApp(text)) {
-    auto id = services_.graph->SendText(t->m->phone_number_id(), t->to, part, t->m->message_id());
+    auto id = WithinBudget([&] {
+      return services_.graph->SendText(t->m->phone_number_id(), t->to, part, t->m->message_id());
+    });
     if (!id.ok()) return id.status();
     v1::SentMessage* sent = &t->sent.emplace_back();
     sent->set_message_id(*id);
@@ -537,6 +539,30 @@ absl::Status SessionRunner::DeliverText(TurnCtx* t, const std::string& text) {
   }
   services_.metrics->Stage("send").Observe(Since(t0));
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> SessionRunner::WithinBudget(
+    const std::function<absl::StatusOr<std::string>()>& send) {
+  const absl::Time deadline = absl::Now() + settings_.delivery_budget;
+  absl::Duration backoff = absl::Seconds(1);
+  for (;;) {
+    absl::StatusOr<std::string> id = send();
+    const bool transient = absl::IsUnavailable(id.status()) ||
+                           absl::IsResourceExhausted(id.status());
+    if (id.ok() || !transient || MaybeSent(id.status()) || absl::Now() + backoff > deadline) {
+      return id;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (ended_) return id;
+    }
+    LogWarn("send failed; trying again within the delivery budget",
+            {{"session_id", session_id()}, {"error", id.status()},
+             {"wait_ms", absl::ToInt64Milliseconds(backoff)}});
+    services_.metrics->Error("send_retried").Increment();
+    absl::SleepFor(backoff);  // a turn thread: nothing else waits on it
+    backoff = std::min(backoff * 2, absl::Seconds(30));
+  }
 }
 
 // A voice note when there is audio, else (or when the voice note cannot be
@@ -555,7 +581,10 @@ absl::Status SessionRunner::DeliverReply(TurnCtx* t, const Collected& reply, boo
   absl::StatusOr<std::string> id = absl::UnknownError("not sent");
   if (media.ok()) {
     const absl::Time t1 = absl::Now();
-    id = services_.graph->SendVoiceNote(t->m->phone_number_id(), t->to, *media, t->m->message_id());
+    id = WithinBudget([&] {
+      return services_.graph->SendVoiceNote(t->m->phone_number_id(), t->to, *media,
+                                            t->m->message_id());
+    });
     services_.metrics->Stage("send").Observe(Since(t1));
   } else {
     id = media.status();

@@ -60,6 +60,11 @@ struct TurnSettings {
   // Shorter than the agent's default turn timeout (7 s), so an idle agent is
   // closed before it re-engages (and bills for speech nobody hears).
   absl::Duration agent_linger = absl::Seconds(5);
+  // A send the Graph API keeps refusing with a transient error (5xx, 429,
+  // connection failures: each call already retried ~7.5 s) is tried again
+  // until this much time has passed since the first try: a late reply is
+  // still in the 24-hour window, and the user sees nothing while we retry.
+  absl::Duration delivery_budget = absl::Minutes(2);
   std::string user_id_salt;           // SESSION_SECRET: user ids are derived, not copied
   int reply_bitrate_bps = 24000;
 };
@@ -121,6 +126,9 @@ class SessionRunner {
   absl::Status StreamSilenceUntilAnswered(int rate);
   absl::Status SendPcm(const std::vector<int16_t>& pcm);
   absl::Status DeliverText(TurnCtx* t, const std::string& text);
+  // `send` again while it fails transiently, within delivery_budget.
+  absl::StatusOr<std::string> WithinBudget(
+      const std::function<absl::StatusOr<std::string>()>& send);
   absl::Status DeliverReply(TurnCtx* t, const Collected& reply, bool voice);
   absl::Status RunVoice(TurnCtx* t);
   absl::Status RunTranscribed(TurnCtx* t);

@@ -37,6 +37,7 @@ TurnSettings SettingsFrom(const WorkerOptions& o) {
   t.silence_tail_max = o.silence_tail_max;
   t.reply_timeout = o.reply_timeout;
   t.agent_linger = o.agent_linger;
+  t.delivery_budget = o.delivery_budget;
   t.read_receipts = o.read_receipts;
   t.user_id_salt = o.session_secret;
   t.deliver_greeting = o.deliver_greeting;

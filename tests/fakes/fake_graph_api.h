@@ -33,6 +33,11 @@ class FakeGraphApi final : public GraphApi {
     absl::MutexLock l(&mu_);
     upload_failures_ = n;
   }
+  // The next `n` text sends fail transiently (5xx after the client's own retries).
+  void FailTexts(int n) {
+    absl::MutexLock l(&mu_);
+    text_failures_ = n;
+  }
   // The next text send times out after it went out: it may have been sent.
   void TimeOutNextText() {
     absl::MutexLock l(&mu_);
@@ -72,6 +77,10 @@ class FakeGraphApi final : public GraphApi {
   absl::StatusOr<std::string> SendText(const std::string&, const Recipient&,
                                        const std::string& text, const std::string&) override {
     absl::MutexLock l(&mu_);
+    if (text_failures_ > 0) {
+      --text_failures_;
+      return absl::UnavailableError("graph: 503 Service temporarily unavailable");
+    }
     if (text_timeouts_ > 0) {
       --text_timeouts_;
       return MaybeSent();
@@ -104,6 +113,7 @@ class FakeGraphApi final : public GraphApi {
   std::string media_ ABSL_GUARDED_BY(mu_);
   int upload_failures_ ABSL_GUARDED_BY(mu_) = 0;
   int text_timeouts_ ABSL_GUARDED_BY(mu_) = 0;
+  int text_failures_ ABSL_GUARDED_BY(mu_) = 0;
   int uploads_tried_ ABSL_GUARDED_BY(mu_) = 0;
   int seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<Sent> sent_ ABSL_GUARDED_BY(mu_);

@@ -171,6 +171,15 @@ TEST_F(TurnPipelineTest, ARefusingAgentIsNotRetriedAndTheUserIsTold) {
   EXPECT_THAT(r.reason(), HasSubstr("refused"));
 }
 
+// The Graph API is down for longer than one call's retries: the reply is
+// sent again within the delivery budget, once.
+TEST_F(TurnPipelineTest, ASendFailingTransientlyIsTriedAgainWithinTheBudget) {
+  graph_.FailTexts(1);
+  v1::TurnResult r = Run({}, Text("hello"));
+  EXPECT_EQ(r.outcome(), v1::TURN_OUTCOME_DONE) << r.reason();
+  EXPECT_THAT(Texts(), ::testing::ElementsAre("You said: hello"));
+}
+
 // A send that may have gone out is neither repeated nor apologised for.
 TEST_F(TurnPipelineTest, ASendWithAnUnknownOutcomeIsNotFollowedByAnything) {
   graph_.TimeOutNextText();

@@ -40,6 +40,7 @@ struct WorkerOptions {
   absl::Duration reply_quiet_gap = absl::Seconds(3);
   absl::Duration reply_settle = absl::Seconds(1);
   absl::Duration agent_linger = absl::Seconds(5);
+  absl::Duration delivery_budget = absl::Minutes(2);
   bool read_receipts = true;
   int turn_threads = 16;
   bool deliver_greeting = false;  // --agent_greeting=deliver
