@@ -7,7 +7,9 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "bridge/v1/media.grpc.pb.h"
 #include "bridge_cluster.h"
+#include "grpcpp/grpcpp.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -80,6 +82,63 @@ TEST(ExactlyOnceTest, AWorkerStoppedMidTurnHandsItBackAndTheOtherAnswers) {
   EXPECT_EQ(sessions[0].worker_id(), victim == 0 ? "w1" : "w0");
   EXPECT_EQ(sessions[0].turns_done(), 1);
   EXPECT_EQ(c.Outbox(user, 1).size(), 1u);
+}
+
+// A Media.Converse stream that started and then sits idle, as a forgotten
+// client's would.
+class IdleStream {
+ public:
+  explicit IdleStream(v1::Media::Stub* stub) {
+    stream_ = stub->Converse(&ctx_);
+    v1::ConverseRequest start;
+    start.mutable_start()->set_input_format(v1::AUDIO_FORMAT_PCM_16000);
+    start.mutable_start()->set_output_format(v1::AUDIO_FORMAT_PCM_16000);
+    stream_->Write(start);
+    v1::ConverseResponse first;
+    started_ = stream_->Read(&first) && first.has_started();
+    if (!started_) status_ = stream_->Finish();
+  }
+  ~IdleStream() { ctx_.TryCancel(); }
+  bool started() const { return started_; }
+  const grpc::Status& status() const { return status_; }
+
+ private:
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ConverseRequest, v1::ConverseResponse>> stream_;
+  bool started_ = false;
+  grpc::Status status_;
+};
+
+// More idle Converse streams than the workers' capacity: the ones past
+// --max_streams are refused, and a WhatsApp user is still answered (the
+// rest of the capacity is theirs). The start timeout is an hour here: only
+// the cap can explain the answer.
+TEST(ExactlyOnceTest, IdleConverseStreamsDoNotStarveWhatsAppUsers) {
+  BridgeCluster c({.worker_args = {"--capacity=6", "--max_streams=3",
+                                   "--converse_start_timeout=1h"}});
+  std::vector<std::unique_ptr<IdleStream>> streams;
+  int started = 0, refused = 0;
+  for (int w = 0; w < 2; ++w) {
+    auto stub = v1::Media::NewStub(
+        grpc::CreateChannel(c.worker_grpc(w), grpc::InsecureChannelCredentials()));
+    for (int i = 0; i < 5; ++i) {
+      streams.push_back(std::make_unique<IdleStream>(stub.get()));
+      if (streams.back()->started()) {
+        ++started;
+      } else {
+        EXPECT_EQ(streams.back()->status().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+            << streams.back()->status().error_message();
+        ++refused;
+      }
+    }
+  }
+  EXPECT_EQ(started, 6);
+  EXPECT_EQ(refused, 4);
+  const std::string user = User(7);
+  c.UserSays(user, "text", "anyone there?");
+  json out = c.Outbox(user, 1);
+  ASSERT_EQ(out.size(), 1u) << out.dump() << c.Logs();
+  EXPECT_EQ(out[0]["text"], "You said: anyone there?");
 }
 
 }  // namespace

@@ -88,6 +88,7 @@ BridgeCluster::BridgeCluster(ClusterOptions options) : options_(std::move(option
   wa_http_ = Ready(*wa_, "http")["http"];
   workers_.resize(options_.workers);
   worker_metrics_.resize(options_.workers);
+  worker_grpc_.resize(options_.workers);
   for (int i = 0; i < options_.workers; ++i) StartWorker(i);
 }
 
@@ -115,7 +116,9 @@ void BridgeCluster::StartWorker(int i) {
                        {"ELEVENLABS_BASE_URL", absl::StrCat("http://", el_http_)},
                        {"ELEVENLABS_AGENT_ID", "e2e-agent"},
                        {"ELEVENLABS_API_KEY", kElevenLabsKey}});
-  worker_metrics_[i] = Ready(*workers_[i], "metrics")["metrics"];
+  auto ready = Ready(*workers_[i], "metrics");
+  worker_metrics_[i] = ready["metrics"];
+  worker_grpc_[i] = Dialable(ready["grpc"]);
 }
 
 std::string BridgeCluster::UserSays(const std::string& user, const std::string& kind,

@@ -60,6 +60,7 @@ class BridgeCluster {
   void StartController(const std::string& listen);
   ChildProcess& controller() { return *controller_; }
   ChildProcess& worker(int i) { return *workers_[i]; }
+  const std::string& worker_grpc(int i) const { return worker_grpc_[i]; }  // Media.Converse
   const std::string& controller_address() const { return controller_grpc_; }
   // Everything the processes printed, for failure messages.
   std::string Logs() const;
@@ -70,7 +71,7 @@ class BridgeCluster {
 
   const ClusterOptions options_;
   std::string db_, el_http_, controller_grpc_, controller_metrics_, gateway_http_, wa_http_;
-  std::vector<std::string> worker_metrics_;
+  std::vector<std::string> worker_metrics_, worker_grpc_;
   std::unique_ptr<ChildProcess> el_, controller_, gateway_, wa_;
   std::vector<std::unique_ptr<ChildProcess>> workers_;
 };
