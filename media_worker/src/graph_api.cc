@@ -280,7 +280,10 @@ Reply GraphApiImpl::Once(const Request& req, const UrlParts& url) {
     reply.transport_retryable = false;
     return reply;
   }
-  const httplib::Headers headers = {{"Authorization", "Bearer " + o_.access_token}};
+  httplib::Headers headers;
+  if (graph_internal::TokenMayGoTo(req.url, o_.base_url, o_.media_hosts)) {
+    headers.emplace("Authorization", "Bearer " + o_.access_token);
+  }
   const std::string& path = url.path_and_query;
   httplib::Result res =
       req.stream ? StreamGet(*c, path, headers, req.stream, &reply)
@@ -385,6 +388,11 @@ absl::Status GraphApiImpl::DownloadMedia(
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sha(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
   std::string expected = sha256_b64;
   std::string current = url;  // the webhook's URL saves a round trip while it lives
+  if (!current.empty() && !graph_internal::TokenMayGoTo(current, o_.base_url, o_.media_hosts)) {
+    LogWarn("a webhook media URL names a host the token may not go to; resolving the id instead",
+            {{"media_id", media_id}, {"host", HostOf(current)}});
+    current.clear();
+  }
   for (int resolves = 0;;) {
     if (current.empty()) {
       if (resolves == kMaxResolves) {
@@ -395,6 +403,11 @@ absl::Status GraphApiImpl::DownloadMedia(
       if (!info.ok()) return info.status();
       ++resolves;
       current = info->url;
+      if (!graph_internal::TokenMayGoTo(current, o_.base_url, o_.media_hosts)) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "media ", media_id, ": the Graph API's download URL names ", HostOf(current),
+            ", which is not a Meta media host (--media_hosts): not fetched with the token"));
+      }
       if (expected.empty()) expected = info->sha256_b64;
     }
     EVP_DigestInit_ex(sha.get(), EVP_sha256(), nullptr);

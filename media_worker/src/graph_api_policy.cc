@@ -228,6 +228,33 @@ absl::Status MaybeSentStatus(const absl::Status& failure, const Reply& reply) {
   return status;
 }
 
+// "host[:port]" -> "host", lower case; IPv6 literals keep their brackets.
+std::string HostName(absl::string_view host_port) {
+  const size_t colon = host_port.rfind(':');
+  if (colon != absl::string_view::npos && host_port.back() != ']') {
+    host_port = host_port.substr(0, colon);
+  }
+  return absl::AsciiStrToLower(host_port);
+}
+
+bool TokenMayGoTo(absl::string_view url, absl::string_view graph_base_url,
+                  const std::vector<std::string>& media_hosts) {
+  const std::string target = HostOf(url);
+  if (target.empty()) return false;
+  if (target == HostOf(graph_base_url)) return true;
+  if (!absl::StartsWith(url, "https://")) return false;  // media hosts only over TLS
+  const std::string host = HostName(target);
+  for (const std::string& pattern : media_hosts) {
+    const std::string p = absl::AsciiStrToLower(pattern);
+    if (absl::StartsWith(p, "*.")) {
+      if (absl::EndsWith(host, p.substr(1)) && host.size() > p.size() - 1) return true;
+    } else if (host == p) {
+      return true;
+    }
+  }
+  return false;
+}
+
 bool IsSafeId(absl::string_view id) {
   if (id.empty() || id.size() > 256) return false;
   return std::all_of(id.begin(), id.end(), [](char c) {

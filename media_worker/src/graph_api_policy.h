@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -71,6 +72,14 @@ void AttachGraphError(const GraphError& error, absl::Status* status);
 // The status of a request that must not be repeated (POST /messages) after it
 // may have been carried out: says so, and sets GraphError::maybe_sent.
 absl::Status MaybeSentStatus(const absl::Status& failure, const Reply& reply);
+
+// Whether the bearer token may go to `url`: the Graph API's own host (the
+// base URL's host and port), or a host matching one of `media_hosts`
+// ("lookaside.fbsbx.com", or "*.fbsbx.com" for any subdomain). A webhook
+// names media URLs, and anyone who can sign or forge one could otherwise
+// name their own host and collect the token.
+bool TokenMayGoTo(absl::string_view url, absl::string_view graph_base_url,
+                  const std::vector<std::string>& media_hosts);
 
 // URL handling lives in common/url.h (download URLs carry signatures).
 using ::bridge::SplitUrl;

@@ -1,5 +1,7 @@
 // bridge-worker: the media plane (see media_worker/worker_server.h).
 #include <algorithm>
+#include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/time/time.h"
@@ -34,6 +36,10 @@ ABSL_FLAG(std::string, whatsapp_graph_base_url, "https://graph.facebook.com",
 ABSL_FLAG(std::string, whatsapp_graph_api_version, "v23.0",
           "Graph API version (env WHATSAPP_GRAPH_API_VERSION)");
 
+ABSL_FLAG(std::vector<std::string>, media_hosts,
+          std::vector<std::string>({"*.fbsbx.com", "*.fbcdn.net", "*.whatsapp.net"}),
+          "Hosts (besides the Graph API's) media may be downloaded from with the access token, "
+          "over HTTPS; a webhook media URL elsewhere is ignored and the media resolved by id");
 ABSL_FLAG(std::string, session_secret, "", "Salt for agent user ids derived from WhatsApp ids (env SESSION_SECRET)");
 ABSL_FLAG(std::string, ca_file, "", "PEM CA bundle for outbound TLS (default: the system store)");
 ABSL_FLAG(std::string, voice_input, "transcribe",
@@ -89,6 +95,7 @@ int main(int argc, char** argv) {
   opts.whatsapp_graph_base_url = absl::GetFlag(FLAGS_whatsapp_graph_base_url);
   opts.whatsapp_graph_api_version = absl::GetFlag(FLAGS_whatsapp_graph_api_version);
   opts.session_secret = absl::GetFlag(FLAGS_session_secret);
+  opts.media_hosts = absl::GetFlag(FLAGS_media_hosts);
   opts.ca_file = absl::GetFlag(FLAGS_ca_file);
   const std::string voice_input = absl::GetFlag(FLAGS_voice_input);
   if (voice_input != "transcribe" && voice_input != "stream") {

@@ -61,6 +61,7 @@ class WorkerServerImpl final : public WorkerServer {
     go.base_url = opts.whatsapp_graph_base_url;
     go.api_version = opts.whatsapp_graph_api_version;
     go.access_token = opts.whatsapp_access_token;
+    go.media_hosts = opts.media_hosts;
     go.ca_file = opts.ca_file;
     graph_ = NewGraphApi(go);
     if (opts.transcribe_voice) {

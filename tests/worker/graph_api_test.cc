@@ -203,6 +203,57 @@ TEST_F(GraphApiTest, DownloadUsesTheWebhookUrlWithoutResolving) {
   EXPECT_EQ(got.bytes, note);
 }
 
+// A webhook naming another host (signed by anyone who holds the app secret,
+// or forged where the webhook is not checked) must not collect the token:
+// the URL is ignored and the media resolved by its id.
+TEST_F(GraphApiTest, AForeignMediaUrlNeverSeesTheToken) {
+  httplib::Server foreign;
+  absl::Mutex mu;
+  std::vector<std::string> authorizations;
+  int requests = 0;
+  foreign.Get(".*", [&](const httplib::Request& req, httplib::Response& res) {
+    absl::MutexLock l(&mu);
+    ++requests;
+    authorizations.push_back(req.get_header_value("Authorization"));
+    res.set_content("not audio", "audio/ogg");
+  });
+  const int port = foreign.bind_to_any_port("127.0.0.1");
+  std::thread serving([&] { foreign.listen_after_bind(); });
+  while (!foreign.is_running()) std::this_thread::yield();  // accepting: stop() ends it
+  auto api = NewGraphApi(Options());
+  const std::string note = VoiceNote();
+  const std::string id = RegisterMedia("730111222333445", note);
+  Collector got;
+  absl::Status s = api->DownloadMedia(
+      id, absl::StrCat("http://127.0.0.1:", port, "/v1/media?token=x"), Sha256B64(note),
+      got.Sink());
+  foreign.stop();
+  serving.join();
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(got.bytes, note);  // resolved by its id instead
+  absl::MutexLock l(&mu);
+  EXPECT_EQ(requests, 0);
+  for (const auto& a : authorizations) EXPECT_THAT(a, Not(HasSubstr(kToken)));
+}
+
+TEST(TokenScopeTest, OnlyTheGraphHostAndMetaMediaHostsOverTls) {
+  using graph_internal::TokenMayGoTo;
+  const std::vector<std::string> meta = GraphApiOptions().media_hosts;
+  const std::string graph = "https://graph.facebook.com";
+  EXPECT_TRUE(TokenMayGoTo("https://graph.facebook.com/v23.0/123", graph, meta));
+  EXPECT_TRUE(TokenMayGoTo("https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid=1",
+                           graph, meta));
+  EXPECT_TRUE(TokenMayGoTo("https://MMG.WhatsApp.NET/v/t62", graph, meta));
+  EXPECT_FALSE(TokenMayGoTo("http://lookaside.fbsbx.com/x", graph, meta));  // no TLS
+  EXPECT_FALSE(TokenMayGoTo("https://fbsbx.com.evil.example/x", graph, meta));
+  EXPECT_FALSE(TokenMayGoTo("https://evilfbsbx.com/x", graph, meta));
+  EXPECT_FALSE(TokenMayGoTo("https://graph.facebook.com.evil.example/x", graph, meta));
+  EXPECT_FALSE(TokenMayGoTo("https://user@evil.example/x", graph, meta));
+  EXPECT_FALSE(TokenMayGoTo("", graph, meta));
+  EXPECT_TRUE(TokenMayGoTo("http://127.0.0.1:8080/v23.0/1", "http://127.0.0.1:8080", meta));
+  EXPECT_FALSE(TokenMayGoTo("http://127.0.0.1:8081/v23.0/1", "http://127.0.0.1:8080", meta));
+}
+
 TEST_F(GraphApiTest, ExpiredUrlIsResolvedAgainTransparently) {
   auto api = NewGraphApi(Options());
   const std::string note = VoiceNote();

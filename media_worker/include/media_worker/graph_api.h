@@ -43,6 +43,10 @@ struct GraphApiOptions {
   absl::Duration initial_backoff = absl::Milliseconds(500);
   absl::Duration max_backoff = absl::Seconds(30);
   int64_t max_media_bytes = 16 << 20;           // WhatsApp's audio limit
+  // Hosts media downloads may be fetched from with the token, besides the
+  // Graph API's own: Meta's CDNs. A webhook's media URL elsewhere is ignored
+  // and the media resolved by its id.
+  std::vector<std::string> media_hosts = {"*.fbsbx.com", "*.fbcdn.net", "*.whatsapp.net"};
   // Called on the calling thread before each backoff wait, with the failure
   // (code 0 when there was no Graph error body), the attempt that failed
   // (1-based) and the wait: for retry metrics, and for tests.

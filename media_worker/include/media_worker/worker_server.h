@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -30,6 +31,8 @@ struct WorkerOptions {
   std::string whatsapp_phone_number_id;
   std::string whatsapp_graph_base_url = "https://graph.facebook.com";
   std::string whatsapp_graph_api_version = "v23.0";
+  // Hosts besides the Graph API's that media is fetched from with the token.
+  std::vector<std::string> media_hosts = {"*.fbsbx.com", "*.fbcdn.net", "*.whatsapp.net"};
   std::string session_secret;  // SESSION_SECRET: salts derived agent user ids
   std::string ca_file;         // PEM bundle for outbound TLS; empty: system store
   bool transcribe_voice = true;  // --voice_input=transcribe (else stream)
