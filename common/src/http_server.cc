@@ -2,11 +2,16 @@
 // client): the rest of the code sees http.h's plain structs.
 #include "common/http_server.h"
 
+#include <sys/socket.h>
+
+#include <algorithm>
 #include <atomic>
+#include <deque>
 #include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/grpc_server.h"
 #include "httplib.h"
 
@@ -39,6 +44,101 @@ HttpRequest Convert(const httplib::Request& in) {
   return out;
 }
 
+// httplib serves each connection on one thread for the connection's whole
+// life, so a slow or idle client holds a thread (slowloris). Its own pool has
+// a fixed size: 64 such clients stop the server. Here threads are made on
+// demand up to `max` and leave after a while idle, so that a real request
+// finds a thread while fewer than `max` connections are open, and idle
+// attackers cost a parked thread each (httplib's read and keep-alive
+// timeouts close them). A proxy that buffers requests (nginx, see
+// docs/security.md) is the stronger front.
+class ElasticPool final : public httplib::TaskQueue {
+ public:
+  explicit ElasticPool(int max) : max_(std::max(1, max)) {}
+  ~ElasticPool() override { shutdown(); }
+
+  void enqueue(std::function<void()> fn) override {
+    absl::MutexLock lock(&mu_);
+    queue_.push_back(std::move(fn));
+    if (idle_ == 0 && threads_ < max_) {
+      ++threads_;
+      std::thread([this] { Loop(); }).detach();
+    }
+  }
+
+  // Runs what is queued, then waits for every thread to leave.
+  void shutdown() override {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    mu_.Await(absl::Condition(
+        +[](int* threads) { return *threads == 0; }, &threads_));
+  }
+
+ private:
+  void Loop() {
+    absl::MutexLock lock(&mu_);
+    for (;;) {
+      ++idle_;
+      mu_.AwaitWithTimeout(absl::Condition(this, &ElasticPool::HasWork), kIdleExit);
+      --idle_;
+      if (queue_.empty()) {  // stopping, or idle too long
+        --threads_;
+        return;
+      }
+      std::function<void()> fn = std::move(queue_.front());
+      queue_.pop_front();
+      mu_.Unlock();
+      fn();
+      mu_.Lock();
+    }
+  }
+  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); }
+
+  static constexpr absl::Duration kIdleExit = absl::Seconds(30);
+  const int max_;
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  int threads_ ABSL_GUARDED_BY(mu_) = 0;
+  int idle_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+enum class BodyRead { kOk, kTooLarge, kBroken };
+
+// Reads a body as it arrives and stops at `max` bytes, chunked or not:
+// httplib's own limit covers Content-Length only (and refuses that before
+// calling the receiver at all).
+BodyRead ReadLimited(const httplib::Request& req, const httplib::ContentReader& reader,
+                     size_t max, HttpRequest* out) {
+  bool too_large = false;
+  auto append = [&](std::string* to) {
+    return [&, to](const char* data, size_t len) {
+      if (out->body.size() + len > max || to->size() + len > max) {
+        too_large = true;
+        return false;  // httplib stops reading and closes the connection
+      }
+      to->append(data, len);
+      return true;
+    };
+  };
+  bool read;
+  if (req.is_multipart_form_data()) {
+    std::string name;
+    read = reader(
+        [&](const httplib::MultipartFormData& part) {
+          name = part.name;
+          out->parts[name] = FormPart{part.filename, part.content_type, ""};
+          return true;
+        },
+        [&](const char* data, size_t len) { return append(&out->parts[name].content)(data, len); });
+  } else {
+    read = reader(append(&out->body));
+  }
+  if (read) return BodyRead::kOk;
+  const bool over = too_large || req.get_header_value<uint64_t>("Content-Length") > max;
+  return over ? BodyRead::kTooLarge : BodyRead::kBroken;
+}
+
 class HttpServerImpl final : public HttpServer {
  public:
   ~HttpServerImpl() override { Stop(); }
@@ -60,12 +160,25 @@ class HttpServerImpl final : public HttpServer {
     }
     if (opts.max_body_bytes > 0) server_->set_payload_max_length(opts.max_body_bytes);
     const int threads = opts.threads;
-    server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    server_->new_task_queue = [threads] { return new ElasticPool(threads); };
+    // A client gets this long per read, and an idle keep-alive connection
+    // this long before it is closed: what a stalled or idle peer costs.
+    server_->set_read_timeout(5, 0);
+    server_->set_write_timeout(5, 0);
+    server_->set_keep_alive_timeout(5);
     // httplib's defaults cost ~40 ms a request (headers and body are two
     // writes: Nagle meets the client's delayed ACK) and close keep-alive
     // connections after 5 requests.
     server_->set_tcp_nodelay(true);
     server_->set_keep_alive_max_count(100000);
+    // httplib listens with a backlog of 5: under a flood of connections a
+    // real client's SYN is dropped and retried after 1, 3, 7 s. The socket
+    // is remembered here and listens again with the system's maximum once
+    // bound (listen() on a listening socket only changes its backlog).
+    server_->set_socket_options([this](socket_t sock) {
+      httplib::default_socket_options(sock);
+      listen_fd_ = sock;
+    });
     if (opts.on_error) {
       server_->set_error_handler([cb = opts.on_error](const httplib::Request&, httplib::Response& res) {
         HttpResponse out;
@@ -80,13 +193,42 @@ class HttpServerImpl final : public HttpServer {
 
   void Route(absl::string_view method, const std::string& pattern,
              HttpHandler handler) override {
-    auto wrapped = [h = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
-      HttpResponse out;
-      h(Convert(req), out);
+    auto respond = [](const HttpResponse& out, httplib::Response& res) {
       res.status = out.status;
       for (const auto& [k, v] : out.headers) res.set_header(k, v);
+      // No answer of ours is to be sniffed into HTML (the verification echo
+      // repeats what the caller sent).
+      res.set_header("X-Content-Type-Options", "nosniff");
       res.set_content(out.body, out.content_type);
     };
+    auto wrapped = [h = handler, respond](const httplib::Request& req, httplib::Response& res) {
+      HttpResponse out;
+      h(Convert(req), out);
+      respond(out, res);
+    };
+    if (method == "POST" && opts_.max_body_bytes > 0) {
+      server_->Post(pattern, [this, h = std::move(handler), respond](
+                                 const httplib::Request& req, httplib::Response& res,
+                                 const httplib::ContentReader& reader) {
+        HttpRequest in = Convert(req);
+        switch (ReadLimited(req, reader, opts_.max_body_bytes, &in)) {
+          case BodyRead::kOk: {
+            HttpResponse out;
+            h(in, out);
+            return respond(out, res);
+          }
+          case BodyRead::kTooLarge:  // answered by the error handler (on_error)
+            res.status = 413;
+            break;
+          case BodyRead::kBroken:
+            res.status = 400;
+            break;
+        }
+        res.set_header("Connection", "close");
+        res.set_header("X-Content-Type-Options", "nosniff");
+      });
+      return;
+    }
     if (method == "GET") server_->Get(pattern, wrapped);
     else if (method == "POST") server_->Post(pattern, wrapped);
     else if (method == "DELETE") server_->Delete(pattern, wrapped);
@@ -101,6 +243,7 @@ class HttpServerImpl final : public HttpServer {
     if (port <= 0) {
       return absl::UnavailableError(absl::StrCat("http: cannot listen on ", opts_.listen));
     }
+    if (listen_fd_ >= 0) ::listen(listen_fd_, SOMAXCONN);
     address_ = absl::StrCat(hp->first.find(':') != std::string::npos
                                 ? absl::StrCat("[", hp->first, "]") : hp->first,
                             ":", port);
@@ -137,6 +280,7 @@ class HttpServerImpl final : public HttpServer {
   std::string address_;
   std::thread thread_;
   std::atomic<bool> listen_returned_{false};
+  int listen_fd_ = -1;  // httplib's listening socket (it owns it)
 };
 
 

@@ -19,7 +19,6 @@ namespace {
 constexpr char kWebhookPath[] = "/webhook/whatsapp";
 // Each thread serves one connection at a time and blocks while the controller
 // makes a batch durable: enough for Meta's concurrency and a load balancer.
-constexpr int kHttpThreads = 64;
 
 void Answer(HttpResponse& res, int status, absl::string_view text) {
   res.status = status;
@@ -42,7 +41,7 @@ class GatewayServerImpl final : public GatewayServer {
     ho.tls_cert = opts.tls_cert_path;
     ho.tls_key = opts.tls_key_path;
     ho.max_body_bytes = static_cast<size_t>(opts.max_body_bytes);
-    ho.threads = kHttpThreads;
+    ho.threads = opts.max_connections;
     ho.on_error = [this](HttpResponse& res) {
       if (res.status != 413) return;
       metrics_.too_large->Increment();

@@ -15,7 +15,11 @@ ABSL_FLAG(std::string, app_secret, "",
           "Meta app secret for X-Hub-Signature-256 (env WEBHOOK_SIGNATURE_SECRET)");
 ABSL_FLAG(std::string, tls_cert, "", "TLS certificate chain, PEM (env SSL_CERT_PATH)");
 ABSL_FLAG(std::string, tls_key, "", "TLS private key, PEM (env SSL_KEY_PATH)");
-ABSL_FLAG(int64_t, max_body_bytes, 1 << 20, "Largest webhook body accepted (413 above)");
+ABSL_FLAG(int64_t, max_body_bytes, 1 << 20,
+          "Largest webhook body accepted (413 above, enforced while reading, chunked or not)");
+ABSL_FLAG(int, max_connections, 2048,
+          "Connections served at once; each holds a thread while open (slow and idle clients "
+          "are closed after 5 s without a byte)");
 ABSL_FLAG(absl::Duration, ingest_deadline, absl::Seconds(5),
           "How long to wait for the controller's durable ack before answering 503");
 
@@ -36,6 +40,11 @@ int main(int argc, char** argv) {
   opts.tls_key_path = absl::GetFlag(FLAGS_tls_key);
   opts.max_body_bytes = absl::GetFlag(FLAGS_max_body_bytes);
   opts.ingest_deadline = absl::GetFlag(FLAGS_ingest_deadline);
+  opts.max_connections = absl::GetFlag(FLAGS_max_connections);
+  if (opts.max_connections < 1) {
+    bridge::LogError("--max_connections must be at least 1");
+    return 2;
+  }
   if (opts.max_body_bytes < 1024) {
     bridge::LogError("--max_body_bytes must be at least 1024");
     return 2;

@@ -344,9 +344,24 @@ absl::Status Entry(const json& entry, const std::string& path, const Batch& batc
 
 }  // namespace
 
+constexpr int kMaxDepth = 64;
+
 absl::StatusOr<v1::DeliverRequest> ParseWebhook(absl::string_view body,
                                                 std::vector<std::string>* problems) {
-  json doc = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  // nlohmann's parser is iterative, but dump() and copies recurse: a body
+  // nested 100,000 deep would overflow the stack later. Meta's webhooks nest
+  // about ten deep; deeper is refused here, before any value is kept.
+  bool too_deep = false;
+  json::parser_callback_t depth_limit = [&too_deep](int depth, json::parse_event_t event,
+                                                    json&) {
+    if (depth > kMaxDepth) {
+      too_deep = true;
+      return false;  // discarded: nothing that deep is built
+    }
+    return true;
+  };
+  json doc = json::parse(body.begin(), body.end(), depth_limit, /*allow_exceptions=*/false);
+  if (too_deep) return Bad("body", absl::StrCat("nested deeper than ", kMaxDepth, " levels"));
   if (doc.is_discarded()) return Bad("body", "not valid JSON");
   if (!doc.is_object()) return Bad("body", "expected a JSON object");
   if (Str(doc, "object") != "whatsapp_business_account") {

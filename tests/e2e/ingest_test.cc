@@ -18,7 +18,12 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "common/hub_signature.h"
 #include "httplib.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 namespace bridge::testing {
 namespace {
@@ -53,7 +58,7 @@ class IngestTest : public ::testing::Test {
         BRIDGE_GATEWAY_BIN,
         std::vector<std::string>{"--env_file=/nonexistent", "--listen=127.0.0.1:0",
                                  absl::StrCat("--controller=", controller_addr_),
-                                 "--max_body_bytes=65536", "--ingest_deadline=60s"},
+                                 "--max_body_bytes=262144", "--ingest_deadline=60s"},
         std::map<std::string, std::string>{{"WEBHOOK_SIGNATURE_SECRET", kSecret}});
     auto ready = gateway_->WaitReady();
     ASSERT_TRUE(ready.count("http")) << gateway_->Output();
@@ -160,7 +165,7 @@ TEST_F(IngestTest, BadInputIsRefusedClearlyAndChangesNothing) {
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 200) << name;
   }
-  r = Post(std::string(70000, ' '), "sha256=00");
+  r = Post(std::string(300000, ' '), "sha256=00");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 413);
   EXPECT_TRUE(Sessions().empty());
@@ -186,6 +191,125 @@ TEST_F(IngestTest, ControllerOutageIsA503SoWhatsAppRetries) {
   StartController(controller_addr_);
   EXPECT_EQ(PostFixture("text.json"), 200);
   EXPECT_EQ(Sessions().size(), 1u);
+}
+
+// A raw TCP connection to the gateway: what attackers and broken clients do
+// that an HTTP client library will not.
+class RawConnection {
+ public:
+  explicit RawConnection(const std::string& host_port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(std::stoi(host_port.substr(host_port.rfind(':') + 1))));
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  }
+  ~RawConnection() { close(fd_); }
+  bool connected() const { return connected_; }
+  bool Send(absl::string_view bytes) {
+    while (!bytes.empty()) {
+      ssize_t n = send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      bytes.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+  // What the server answered before it closed (may be empty after a reset).
+  std::string ReadAll() {
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = recv(fd_, buf, sizeof(buf), 0)) > 0) out.append(buf, static_cast<size_t>(n));
+    return out;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+};
+
+// Slow and idle clients (slowloris: headers that never end; connections
+// that never say anything) do not keep a signed webhook from its answer:
+// it is served while they are all open. The client gives up after 3 s, well
+// inside the 5 s the gateway grants each stalled peer.
+TEST_F(IngestTest, SlowAndIdleClientsDoNotHoldUpAWebhook) {
+  std::vector<std::unique_ptr<RawConnection>> attackers;
+  for (int i = 0; i < 200; ++i) {
+    attackers.push_back(std::make_unique<RawConnection>(http_));
+    ASSERT_TRUE(attackers.back()->connected());
+    ASSERT_TRUE(attackers.back()->Send("POST /webhook/whatsapp HTTP/1.1\r\nHost: x\r\nX-A: "));
+  }
+  for (int i = 0; i < 1000; ++i) {
+    attackers.push_back(std::make_unique<RawConnection>(http_));
+    ASSERT_TRUE(attackers.back()->connected());
+  }
+  httplib::Client cli(absl::StrCat("http://", http_));
+  cli.set_read_timeout(3);
+  cli.set_connection_timeout(3);
+  httplib::Headers h = {{"X-Hub-Signature-256", SignatureOf("text.json")}};
+  auto r = cli.Post("/webhook/whatsapp", h, Fixture("text.json"), "application/json");
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, 200);
+  auto health = cli.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+}
+
+// The body limit holds while reading, chunked or not: nothing past it is
+// buffered, and a huge chunked body costs the gateway no memory.
+TEST_F(IngestTest, ChunkedBodiesOverTheLimitAreRefusedWhileReading) {
+  auto rss = [this] {
+    for (absl::string_view line : absl::StrSplit(Metrics(), '\n')) {
+      if (absl::StartsWith(line, "process_resident_memory_bytes ")) {
+        return std::stod(std::string(line.substr(line.find(' ') + 1)));
+      }
+    }
+    return -1.0;
+  };
+  const double before = rss();
+  ASSERT_GT(before, 0);
+  for (size_t total : {size_t{3} << 20, size_t{300} << 20}) {
+    RawConnection c(http_);
+    ASSERT_TRUE(c.connected());
+    std::string body(total, ' ');
+    ASSERT_TRUE(c.Send(absl::StrCat("POST /webhook/whatsapp HTTP/1.1\r\nHost: x\r\n",
+                                    "X-Hub-Signature-256: ", SignBody(kSecret, body), "\r\n",
+                                    "Content-Type: application/json\r\n",
+                                    "Transfer-Encoding: chunked\r\n\r\n")));
+    const std::string chunk = absl::StrCat(absl::Hex(1 << 16), "\r\n", std::string(1 << 16, ' '),
+                                           "\r\n");
+    // The gateway may read the rest to discard it or close at once: either
+    // way nothing past the limit is kept (the memory check below).
+    size_t sent = 0;
+    while (sent < total && c.Send(chunk)) sent += 1 << 16;
+    if (sent >= total) c.Send("0\r\n\r\n");
+    EXPECT_THAT(c.ReadAll(), HasSubstr(" 413 "));
+  }
+  EXPECT_THAT(Metrics(), HasSubstr("bridge_gateway_webhooks_total{outcome=\"too_large\"} 2"));
+  EXPECT_LT(rss() - before, 64 << 20) << "bytes past the limit were buffered";
+  EXPECT_TRUE(Sessions().empty());
+}
+
+// A signed body nested 100,000 deep is a clear 400 and the gateway lives on
+// (Meta would retry a crash-causing body for days).
+TEST_F(IngestTest, ABodyNestedTooDeepIs400AndTheGatewayLives) {
+  const std::string deep = absl::StrCat(
+      R"({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"x","value":{"a":)",
+      std::string(100000, '['), std::string(100000, ']'), "}}]}]}");
+  auto r = Post(deep, SignBody(kSecret, deep));
+  ASSERT_TRUE(r) << "the gateway died";
+  EXPECT_EQ(r->status, 400);
+  EXPECT_THAT(r->body, HasSubstr("nested deeper"));
+  EXPECT_EQ(PostFixture("text.json"), 200);
+}
+
+// The verification echo repeats what the caller sent: never sniffed as HTML.
+TEST_F(IngestTest, AnswersAreNotSniffed) {
+  httplib::Client cli(absl::StrCat("http://", http_));
+  auto r = cli.Get("/healthz");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->get_header_value("X-Content-Type-Options"), "nosniff");
 }
 
 }  // namespace

@@ -60,7 +60,9 @@ struct HttpServerOptions {
   std::string tls_cert;
   std::string tls_key;
   size_t max_body_bytes = 0;  // 0: httplib's default; larger bodies get 413
-  int threads = 32;  // each thread serves one connection at a time
+  // Connections served at once: each holds a thread (made on demand) for
+  // its life; more wait for one.
+  int threads = 32;
   // Sees every error answer httplib makes itself (413, 400 on a bad request
   // line, 404): counts it and may replace the body.
   std::function<void(HttpResponse&)> on_error;

@@ -22,6 +22,9 @@ struct GatewayOptions {
   std::string tls_cert_path;  // SSL_CERT_PATH: HTTPS when set with the key
   std::string tls_key_path;   // SSL_KEY_PATH
   int64_t max_body_bytes = 1 << 20;
+  // Connections served at once (each holds a thread while open): slow and
+  // idle clients cannot take them all below this many.
+  int max_connections = 2048;
   absl::Duration ingest_deadline = absl::Seconds(5);  // then 503: WhatsApp retries
 };
 
