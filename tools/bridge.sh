@@ -180,7 +180,16 @@ cmd_up() {
   local sims=0
   have_real_accounts || sims=1
 
-  start controller "$bin/controller/bridge-controller" \
+  # Internal APIs need credentials (docs/security.md): made per run unless
+  # given. Workers and the gateway get the cluster token only; the operator
+  # token goes to the controller and to credentials.env for bridgectl.
+  export BRIDGE_CLUSTER_TOKEN="${BRIDGE_CLUSTER_TOKEN:-cluster-$(random_hex)}"
+  local admin_token="${BRIDGE_ADMIN_TOKEN:-admin-$(random_hex)}"
+  unset BRIDGE_ADMIN_TOKEN
+  (umask 077 && printf 'export BRIDGE_CLUSTER_TOKEN=%s\nexport BRIDGE_ADMIN_TOKEN=%s\n' \
+    "$BRIDGE_CLUSTER_TOKEN" "$admin_token" >"$RUN_DIR/credentials.env")
+
+  start controller env BRIDGE_ADMIN_TOKEN="$admin_token" "$bin/controller/bridge-controller" \
     --listen="$host:${CONTROLLER_PORT:-7000}" --metrics_listen="$host:${CONTROLLER_METRICS_PORT:-9100}" \
     --store="sqlite:$data/controller.db"
   local c cgrpc
@@ -235,10 +244,13 @@ cmd_up() {
     echo "  worker-2     grpc $(field "$w2" grpc)   metrics http://$(field "$w2" metrics)/metrics"
     echo "  logs         $RUN_DIR/*.log"
     echo
+    echo "  credentials  $RUN_DIR/credentials.env (made for this run; the APIs refuse calls without them)"
+    echo
     echo "  try (grpcurl, or ../shared/tools/grpc-cli/grpc.js with the same arguments):"
     echo "    grpcurl -plaintext $cgrpc list"
     echo "    grpcurl -plaintext $cgrpc grpc.health.v1.Health/Check"
-    echo "    grpcurl -plaintext $cgrpc bridge.v1.Sessions/ListSessions"
+    echo "    source $RUN_DIR/credentials.env"
+    echo "    grpcurl -plaintext -H \"authorization: Bearer \$BRIDGE_ADMIN_TOKEN\" $cgrpc bridge.v1.Sessions/ListSessions"
     echo "    $bin/tools/bridgectl --controller=$cgrpc workers"
     echo "    $bin/tools/bridgectl audio info ../shared/fixtures/audio/voice_note_hello.ogg"
     if ((sims)); then

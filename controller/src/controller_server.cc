@@ -32,9 +32,21 @@ class ControllerServerImpl final : public ControllerServer {
     co.ended_retention = opts.ended_retention;
     coordinator_ = std::make_unique<Coordinator>(store_.get(), co);
     if (auto s = coordinator_->Load(); !s.ok()) return s;
-    ingest_ = NewIngestService(coordinator_.get());
-    worker_link_ = NewWorkerLinkService(coordinator_.get());
-    sessions_ = NewSessionsService(coordinator_.get());
+    if (auto s = RequireTokenOffLoopback(
+            opts.listen, !opts.cluster_token.empty() && !opts.admin_token.empty(),
+            "BRIDGE_CLUSTER_TOKEN (--cluster_token) and BRIDGE_ADMIN_TOKEN (--admin_token)");
+        !s.ok()) {
+      return s;
+    }
+    if (!opts.cluster_token.empty() && opts.cluster_token == opts.admin_token) {
+      return absl::InvalidArgumentError(
+          "BRIDGE_ADMIN_TOKEN must differ from BRIDGE_CLUSTER_TOKEN: every gateway and worker "
+          "holds the cluster token");
+    }
+    ingest_ = NewIngestService(coordinator_.get(), CallAuth(opts.cluster_token, "ingest"));
+    worker_link_ =
+        NewWorkerLinkService(coordinator_.get(), CallAuth(opts.cluster_token, "worker_link"));
+    sessions_ = NewSessionsService(coordinator_.get(), CallAuth(opts.admin_token, "sessions"));
 
     auto metrics = MetricsServer::Start(opts.metrics_listen);
     if (!metrics.ok()) return metrics.status();

@@ -5,7 +5,7 @@ namespace {
 
 class IngestService final : public v1::Ingest::CallbackService {
  public:
-  explicit IngestService(Coordinator* c) : coordinator_(c) {}
+  IngestService(Coordinator* c, CallAuth auth) : coordinator_(c), auth_(std::move(auth)) {}
 
   // Answers only once every message of the batch is durable (or a known
   // duplicate): the gateway acks WhatsApp on this answer.
@@ -13,9 +13,15 @@ class IngestService final : public v1::Ingest::CallbackService {
                                     const v1::DeliverRequest* request,
                                     v1::DeliverResponse* response) override {
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) {
+      reactor->Finish(refused);
+      return reactor;
+    }
     coordinator_->Ingest(*request, [reactor, response](absl::StatusOr<v1::DeliverResponse> r) {
       if (!r.ok()) {
-        reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+        reactor->Finish(grpc::Status(absl::IsResourceExhausted(r.status())
+                                         ? grpc::StatusCode::RESOURCE_EXHAUSTED
+                                         : grpc::StatusCode::UNAVAILABLE,
                                      std::string(r.status().message())));
         return;
       }
@@ -27,12 +33,14 @@ class IngestService final : public v1::Ingest::CallbackService {
 
  private:
   Coordinator* coordinator_;
+  const CallAuth auth_;
 };
 
 }  // namespace
 
-std::unique_ptr<v1::Ingest::CallbackService> NewIngestService(Coordinator* coordinator) {
-  return std::make_unique<IngestService>(coordinator);
+std::unique_ptr<v1::Ingest::CallbackService> NewIngestService(Coordinator* coordinator,
+                                                              CallAuth auth) {
+  return std::make_unique<IngestService>(coordinator, std::move(auth));
 }
 
 }  // namespace bridge::controller

@@ -9,7 +9,12 @@
 #include "common/service.h"
 #include "controller/controller_server.h"
 
-ABSL_FLAG(std::string, listen, "0.0.0.0:7000", "gRPC listen address (port 0 picks one)");
+ABSL_FLAG(std::string, listen, "127.0.0.1:7000",
+          "gRPC listen address (port 0 picks one); off loopback it needs both tokens");
+ABSL_FLAG(std::string, cluster_token, "",
+          "Token gateways and workers present (env BRIDGE_CLUSTER_TOKEN)");
+ABSL_FLAG(std::string, admin_token, "",
+          "Token operators present to the Sessions API (env BRIDGE_ADMIN_TOKEN)");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9100", "Prometheus /metrics listen address");
 ABSL_FLAG(std::string, store, "sqlite:./data/controller.db",
           "Session store: sqlite:PATH or etcd:HOST:PORT[,HOST:PORT]");
@@ -33,9 +38,13 @@ ABSL_FLAG(absl::Duration, ended_retention, absl::Minutes(10),
 
 int main(int argc, char** argv) {
   bridge::BlockShutdownSignals();
-  bridge::LoadConfig(argc, argv, "bridge-controller", {});
+  bridge::LoadConfig(argc, argv, "bridge-controller",
+                     {{"BRIDGE_CLUSTER_TOKEN", "cluster_token", true},
+                      {"BRIDGE_ADMIN_TOKEN", "admin_token", true}});
   bridge::controller::ControllerOptions opts;
   opts.listen = absl::GetFlag(FLAGS_listen);
+  opts.cluster_token = absl::GetFlag(FLAGS_cluster_token);
+  opts.admin_token = absl::GetFlag(FLAGS_admin_token);
   opts.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   opts.store = absl::GetFlag(FLAGS_store);
   opts.session_idle_timeout = absl::GetFlag(FLAGS_session_idle_timeout);

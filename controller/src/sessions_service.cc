@@ -81,17 +81,19 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::SessionEvent> {
 
 class SessionsService final : public v1::Sessions::CallbackService {
  public:
-  explicit SessionsService(Coordinator* c) : c_(c) {}
+  SessionsService(Coordinator* c, CallAuth auth) : c_(c), auth_(std::move(auth)) {}
 
   grpc::ServerUnaryReactor* ListSessions(grpc::CallbackServerContext* ctx,
                                          const v1::ListSessionsRequest* req,
                                          v1::ListSessionsResponse* resp) override {
+    if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) return Refused(ctx, refused);
     for (auto& s : c_->ListSessions(*req)) *resp->add_sessions() = std::move(s);
     return Done(ctx, absl::OkStatus());
   }
   grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* ctx,
                                        const v1::GetSessionRequest* req,
                                        v1::GetSessionResponse* resp) override {
+    if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) return Refused(ctx, refused);
     auto s = c_->GetSession(req->session_id(), req->reveal_ids());
     if (s.ok()) *resp->mutable_session() = *std::move(s);
     return Done(ctx, s.status());
@@ -99,6 +101,7 @@ class SessionsService final : public v1::Sessions::CallbackService {
   grpc::ServerUnaryReactor* EndSession(grpc::CallbackServerContext* ctx,
                                        const v1::EndSessionRequest* req,
                                        v1::EndSessionResponse* resp) override {
+    if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) return Refused(ctx, refused);
     auto s = c_->EndSession(req->session_id(), req->reason());
     if (s.ok()) *resp->mutable_session() = *std::move(s);
     return Done(ctx, s.status());
@@ -106,34 +109,47 @@ class SessionsService final : public v1::Sessions::CallbackService {
   grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx,
                                         const v1::ListWorkersRequest* req,
                                         v1::ListWorkersResponse* resp) override {
+    if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) return Refused(ctx, refused);
     for (auto& w : c_->ListWorkers(req->include_dead())) *resp->add_workers() = std::move(w);
     return Done(ctx, absl::OkStatus());
   }
   grpc::ServerUnaryReactor* DrainWorker(grpc::CallbackServerContext* ctx,
                                         const v1::DrainWorkerRequest* req,
                                         v1::DrainWorkerResponse* resp) override {
+    if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) return Refused(ctx, refused);
     auto w = c_->DrainWorker(req->worker_id());
     if (w.ok()) *resp->mutable_worker() = *std::move(w);
     return Done(ctx, w.status());
   }
   grpc::ServerWriteReactor<v1::SessionEvent>* WatchSessions(
-      grpc::CallbackServerContext*, const v1::WatchSessionsRequest* req) override {
+      grpc::CallbackServerContext* ctx, const v1::WatchSessionsRequest* req) override {
+    if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) {
+      return new RefusedReactor<grpc::ServerWriteReactor<v1::SessionEvent>>(refused);
+    }
     return new WatchReactor(c_, *req);
   }
 
  private:
+  static grpc::ServerUnaryReactor* Refused(grpc::CallbackServerContext* ctx,
+                                           const grpc::Status& s) {
+    auto* r = ctx->DefaultReactor();
+    r->Finish(s);
+    return r;
+  }
   static grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& s) {
     auto* r = ctx->DefaultReactor();
     r->Finish(ToGrpc(s));
     return r;
   }
   Coordinator* c_;
+  const CallAuth auth_;
 };
 
 }  // namespace
 
-std::unique_ptr<v1::Sessions::CallbackService> NewSessionsService(Coordinator* coordinator) {
-  return std::make_unique<SessionsService>(coordinator);
+std::unique_ptr<v1::Sessions::CallbackService> NewSessionsService(Coordinator* coordinator,
+                                                                  CallAuth auth) {
+  return std::make_unique<SessionsService>(coordinator, std::move(auth));
 }
 
 }  // namespace bridge::controller

@@ -91,20 +91,26 @@ class AttachReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1
 
 class WorkerLinkService final : public v1::WorkerLink::CallbackService {
  public:
-  explicit WorkerLinkService(Coordinator* c) : coordinator_(c) {}
+  WorkerLinkService(Coordinator* c, CallAuth auth) : coordinator_(c), auth_(std::move(auth)) {}
   grpc::ServerBidiReactor<v1::WorkerMessage, v1::ControllerMessage>* Attach(
-      grpc::CallbackServerContext*) override {
+      grpc::CallbackServerContext* ctx) override {
+    if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) {
+      return new RefusedReactor<grpc::ServerBidiReactor<v1::WorkerMessage, v1::ControllerMessage>>(
+          refused);
+    }
     return new AttachReactor(coordinator_);
   }
 
  private:
   Coordinator* coordinator_;
+  const CallAuth auth_;
 };
 
 }  // namespace
 
-std::unique_ptr<v1::WorkerLink::CallbackService> NewWorkerLinkService(Coordinator* coordinator) {
-  return std::make_unique<WorkerLinkService>(coordinator);
+std::unique_ptr<v1::WorkerLink::CallbackService> NewWorkerLinkService(Coordinator* coordinator,
+                                                                      CallAuth auth) {
+  return std::make_unique<WorkerLinkService>(coordinator, std::move(auth));
 }
 
 }  // namespace bridge::controller

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "bridge/v1/ingest.grpc.pb.h"
+#include "common/call_auth.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 
@@ -12,9 +13,12 @@ struct ControllerClient::Impl {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<bridge::v1::Ingest::Stub> ingest;
   std::unique_ptr<grpc::health::v1::Health::Stub> health;
+  std::string token;
 };
 
-ControllerClient::ControllerClient(const std::string& target) : impl_(new Impl) {
+ControllerClient::ControllerClient(const std::string& target, std::string cluster_token)
+    : impl_(new Impl) {
+  impl_->token = std::move(cluster_token);
   // Reconnect quickly after a controller restart: the webhook waits for it.
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
@@ -49,6 +53,7 @@ absl::StatusOr<bridge::v1::DeliverResponse> ControllerClient::Deliver(
   ctx.set_wait_for_ready(true);
   ctx.set_deadline(absl::ToChronoTime(
       absl::Now() + (connected ? deadline : std::min(deadline, kNotConnectedDeadline))));
+  AttachToken(&ctx, impl_->token);
   bridge::v1::DeliverResponse response;
   grpc::Status s = impl_->ingest->Deliver(&ctx, request, &response);
   if (!s.ok()) {

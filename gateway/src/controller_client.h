@@ -14,7 +14,8 @@ namespace bridge::gateway {
 
 class ControllerClient {
  public:
-  explicit ControllerClient(const std::string& target);
+  // `cluster_token` goes with every Deliver (common/call_auth.h).
+  ControllerClient(const std::string& target, std::string cluster_token);
   ~ControllerClient();
 
   // OK only once the controller has made the batch durable.

@@ -17,6 +17,8 @@ ABSL_FLAG(std::string, tls_cert, "", "TLS certificate chain, PEM (env SSL_CERT_P
 ABSL_FLAG(std::string, tls_key, "", "TLS private key, PEM (env SSL_KEY_PATH)");
 ABSL_FLAG(int64_t, max_body_bytes, 1 << 20,
           "Largest webhook body accepted (413 above, enforced while reading, chunked or not)");
+ABSL_FLAG(std::string, cluster_token, "",
+          "Token presented to the controller's Ingest API (env BRIDGE_CLUSTER_TOKEN)");
 ABSL_FLAG(int, max_connections, 2048,
           "Connections served at once; each holds a thread while open (slow and idle clients "
           "are closed after 5 s without a byte)");
@@ -30,7 +32,8 @@ int main(int argc, char** argv) {
                       {"WHATSAPP_WEBHOOK_VERIFY_TOKEN", "verify_token", true},
                       {"WEBHOOK_SIGNATURE_SECRET", "app_secret", true},
                       {"SSL_CERT_PATH", "tls_cert"},
-                      {"SSL_KEY_PATH", "tls_key"}});
+                      {"SSL_KEY_PATH", "tls_key"},
+                      {"BRIDGE_CLUSTER_TOKEN", "cluster_token", true}});
   bridge::gateway::GatewayOptions opts;
   opts.listen = absl::GetFlag(FLAGS_listen);
   opts.controller = absl::GetFlag(FLAGS_controller);
@@ -41,6 +44,7 @@ int main(int argc, char** argv) {
   opts.max_body_bytes = absl::GetFlag(FLAGS_max_body_bytes);
   opts.ingest_deadline = absl::GetFlag(FLAGS_ingest_deadline);
   opts.max_connections = absl::GetFlag(FLAGS_max_connections);
+  opts.cluster_token = absl::GetFlag(FLAGS_cluster_token);
   if (opts.max_connections < 1) {
     bridge::LogError("--max_connections must be at least 1");
     return 2;

@@ -5,6 +5,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "bridge/v1/worker_link.grpc.pb.h"
+#include "common/call_auth.h"
 #include "common/log.h"
 #include "grpcpp/grpcpp.h"
 
@@ -15,7 +16,8 @@ class ControllerLink::Stream : public grpc::ClientBidiReactor<v1::WorkerMessage,
  public:
   explicit Stream(const Callbacks& cb) : cb_(cb) {}
 
-  void Begin(v1::WorkerLink::Stub* stub) {
+  void Begin(v1::WorkerLink::Stub* stub, const std::string& token) {
+    AttachToken(&ctx_, token);
     stub->async()->Attach(&ctx_, this);
     StartRead(&in_);
     AddHold();  // keeps OnDone away until we stop writing
@@ -143,7 +145,7 @@ void ControllerLink::Run() {
   absl::Duration backoff = absl::Milliseconds(200);
   while (!stop_.HasBeenNotified()) {
     auto stream = std::make_shared<Stream>(callbacks_);
-    stream->Begin(stub.get());
+    stream->Begin(stub.get(), options_.cluster_token);
     {
       // The hello is the stream's first message, and what it says (results,
       // running turns) and what Send() writes after it must not miss each

@@ -23,6 +23,7 @@ class ControllerLink {
  public:
   struct Options {
     std::string controller;  // gRPC target
+    std::string cluster_token;  // presented on every Attach
     v1::WorkerHello hello;   // held_session_ids is filled per connection
     absl::Duration heartbeat_interval = absl::Seconds(3);
     // Below the controller's --reattach_grace (5 s), so that a live worker

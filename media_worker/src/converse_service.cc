@@ -31,18 +31,13 @@ int CodecThreads() {
   return std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
 }
 
-// Answers a stream the worker does not take.
-class RefusedReactor final
-    : public grpc::ServerBidiReactor<v1::ConverseRequest, v1::ConverseResponse> {
- public:
-  explicit RefusedReactor(grpc::Status why) { Finish(std::move(why)); }
-  void OnDone() override { delete this; }
-};
+using Refused = RefusedReactor<grpc::ServerBidiReactor<v1::ConverseRequest, v1::ConverseResponse>>;
 
 }  // namespace
 
-ConverseService::ConverseService(ConverseSettings settings, ws::ClientPool* ws_pool)
-    : codec_(CodecThreads()), blocking_(kBlockingThreads) {
+ConverseService::ConverseService(ConverseSettings settings, ws::ClientPool* ws_pool,
+                                 CallAuth auth)
+    : auth_(std::move(auth)), codec_(CodecThreads()), blocking_(kBlockingThreads) {
   env_.settings = std::move(settings);
   env_.ws_pool = ws_pool;
   env_.metrics = &metrics_;
@@ -73,13 +68,14 @@ void ConverseService::SendReport(v1::WorkerMessage m) {
 
 grpc::ServerBidiReactor<v1::ConverseRequest, v1::ConverseResponse>* ConverseService::Converse(
     grpc::CallbackServerContext* ctx) {
+  if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) return new Refused(refused);
   absl::MutexLock lock(&mu_);
   if (grpc::Status refused = Admit(); !refused.ok()) {
     metrics_.Ended(refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED
                        ? "refused_full"
                        : "refused_unavailable")
         .Increment();
-    return new RefusedReactor(std::move(refused));
+    return new Refused(std::move(refused));
   }
   const std::string id = NewSessionId();
   std::shared_ptr<ConverseReactor> stream = ConverseReactor::Open(&env_, ctx, id);

@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "bridge/v1/media.grpc.pb.h"
 #include "bridge/v1/worker_link.pb.h"
+#include "common/call_auth.h"
 #include "common/thread_pool.h"
 #include "converse_metrics.h"
 #include "converse_reactor.h"
@@ -23,7 +24,8 @@ class ConverseService final : public v1::Media::CallbackService {
  public:
   using Report = std::function<void(v1::WorkerMessage)>;
 
-  ConverseService(ConverseSettings settings, ws::ClientPool* ws_pool);
+  // `auth` checks each Converse caller (the cluster token, common/call_auth.h).
+  ConverseService(ConverseSettings settings, ws::ClientPool* ws_pool, CallAuth auth);
   ~ConverseService() override;  // Shutdown(), then waits for every stream
 
   // Where session reports go (the controller link); dropped until set.
@@ -57,6 +59,7 @@ class ConverseService final : public v1::Media::CallbackService {
   std::vector<std::shared_ptr<ConverseReactor>> Open();  // the streams still open
   void Done(const std::string& session_id);
 
+  const CallAuth auth_;
   ConverseMetrics metrics_;
   ConverseEnv env_;
   absl::Mutex mu_;

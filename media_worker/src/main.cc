@@ -11,7 +11,11 @@
 #include "common/service.h"
 #include "media_worker/worker_server.h"
 
-ABSL_FLAG(std::string, listen, "0.0.0.0:7100", "gRPC listen address (port 0 picks one)");
+ABSL_FLAG(std::string, listen, "127.0.0.1:7100",
+          "gRPC listen address (port 0 picks one); off loopback it needs the cluster token");
+ABSL_FLAG(std::string, cluster_token, "",
+          "Token for the controller link and for Media.Converse callers (env "
+          "BRIDGE_CLUSTER_TOKEN)");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9101", "Prometheus /metrics listen address");
 ABSL_FLAG(std::string, controller, "127.0.0.1:7000", "Controller gRPC target(s)");
 ABSL_FLAG(std::string, advertise, "", "Address others use to reach this worker's gRPC");
@@ -79,9 +83,11 @@ int main(int argc, char** argv) {
                       {"WHATSAPP_PHONE_NUMBER_ID", "whatsapp_phone_number_id"},
                       {"WHATSAPP_GRAPH_BASE_URL", "whatsapp_graph_base_url"},
                       {"WHATSAPP_GRAPH_API_VERSION", "whatsapp_graph_api_version"},
-                      {"SESSION_SECRET", "session_secret", true}});
+                      {"SESSION_SECRET", "session_secret", true},
+                      {"BRIDGE_CLUSTER_TOKEN", "cluster_token", true}});
   bridge::media_worker::WorkerOptions opts;
   opts.listen = absl::GetFlag(FLAGS_listen);
+  opts.cluster_token = absl::GetFlag(FLAGS_cluster_token);
   opts.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   opts.controller = absl::GetFlag(FLAGS_controller);
   opts.advertise = absl::GetFlag(FLAGS_advertise);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "bridge/v1/media.grpc.pb.h"
+#include "common/call_auth.h"
 #include "common/grpc_server.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -81,7 +82,13 @@ class WorkerServerImpl final : public WorkerServer {
     ConverseSettings converse;
     converse.turn = SettingsFrom(opts_);
     converse.start_timeout = opts.converse_start_timeout;
-    converse_ = std::make_unique<ConverseService>(converse, ws_pool_.get());
+    if (auto s = RequireTokenOffLoopback(opts.listen, !opts.cluster_token.empty(),
+                                         "BRIDGE_CLUSTER_TOKEN (--cluster_token)");
+        !s.ok()) {
+      return s;
+    }
+    converse_ = std::make_unique<ConverseService>(converse, ws_pool_.get(),
+                                                  CallAuth(opts.cluster_token, "media"));
     converse_->SetCapacity(opts.capacity, opts.max_streams,
                            [this] { return core_->Load().active_sessions(); });
     auto grpc = GrpcServer::Start(opts.listen, {{converse_.get(), "bridge.v1.Media"}});
@@ -91,6 +98,7 @@ class WorkerServerImpl final : public WorkerServer {
 
     ControllerLink::Options lo;
     lo.controller = opts.controller;
+    lo.cluster_token = opts.cluster_token;
     lo.hello.set_worker_id(opts_.worker_id);
     lo.hello.set_advertise_address(opts_.advertise);
     lo.hello.set_capacity(opts.capacity);

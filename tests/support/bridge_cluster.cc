@@ -67,6 +67,10 @@ std::string AudioFixture(const std::string& name) {
 
 BridgeCluster::BridgeCluster(ClusterOptions options) : options_(std::move(options)) {
   static std::atomic<int> clusters{0};
+  if (options_.credentials) {
+    cluster_token_ = absl::StrCat("e2e-cluster-", getpid(), "-", clusters.load());
+    admin_token_ = absl::StrCat("e2e-admin-", getpid(), "-", clusters.load());
+  }
   db_ = absl::StrCat(::testing::TempDir(), "/e2e-", getpid(), "-", clusters++, ".db");
   std::vector<std::string> sim = {"--listen=127.0.0.1:0", "--agent_id=e2e-agent",
                                   absl::StrCat("--reply_pace=", options_.reply_pace),
@@ -78,7 +82,8 @@ BridgeCluster::BridgeCluster(ClusterOptions options) : options_(std::move(option
   StartController("127.0.0.1:0");
   gateway_ = Spawn(BRIDGE_GATEWAY_BIN,
                    {"--listen=127.0.0.1:0", absl::StrCat("--controller=", controller_grpc_)},
-                   {{"WEBHOOK_SIGNATURE_SECRET", kAppSecret}});
+                   {{"WEBHOOK_SIGNATURE_SECRET", kAppSecret},
+                    {"BRIDGE_CLUSTER_TOKEN", cluster_token_}});
   gateway_http_ = Ready(*gateway_, "http")["http"];
   wa_ = Spawn(BRIDGE_WHATSAPP_SIM_BIN,
               {"--listen=127.0.0.1:0",
@@ -99,7 +104,8 @@ void BridgeCluster::StartController(const std::string& listen) {
                                    "--metrics_listen=127.0.0.1:0",
                                    absl::StrCat("--store=sqlite:", db_), "--heartbeat_timeout=5s"};
   args.insert(args.end(), options_.controller_args.begin(), options_.controller_args.end());
-  controller_ = Spawn(BRIDGE_CONTROLLER_BIN, args);
+  controller_ = Spawn(BRIDGE_CONTROLLER_BIN, args,
+                      {{"BRIDGE_CLUSTER_TOKEN", cluster_token_}, {"BRIDGE_ADMIN_TOKEN", admin_token_}});
   auto ready = Ready(*controller_, "grpc");
   controller_grpc_ = ready["grpc"];
   controller_metrics_ = ready["metrics"];
@@ -115,7 +121,8 @@ void BridgeCluster::StartWorker(int i) {
                        {"WHATSAPP_GRAPH_BASE_URL", absl::StrCat("http://", wa_http_)},
                        {"ELEVENLABS_BASE_URL", absl::StrCat("http://", el_http_)},
                        {"ELEVENLABS_AGENT_ID", "e2e-agent"},
-                       {"ELEVENLABS_API_KEY", kElevenLabsKey}});
+                       {"ELEVENLABS_API_KEY", kElevenLabsKey},
+                       {"BRIDGE_CLUSTER_TOKEN", cluster_token_}});
   auto ready = Ready(*workers_[i], "metrics");
   worker_metrics_[i] = ready["metrics"];
   worker_grpc_[i] = Dialable(ready["grpc"]);
@@ -154,7 +161,7 @@ json BridgeCluster::Conversations(int min_count, bool ended_only) {
 json BridgeCluster::Transcriptions() { return Get(el_http_, "/sim/transcriptions"); }
 
 std::vector<v1::Session> BridgeCluster::Sessions() {
-  auto sessions = ListSessions(controller_grpc_);
+  auto sessions = ListSessions(controller_grpc_, /*reveal_ids=*/false, admin_token_);
   EXPECT_TRUE(sessions.ok()) << sessions.status();
   return sessions.ok() ? *sessions : std::vector<v1::Session>();
 }

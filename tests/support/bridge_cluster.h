@@ -23,6 +23,9 @@ struct ClusterOptions {
   std::vector<std::string> sim_args;     // extra elevenlabs-sim flags
   std::vector<std::string> worker_args;  // extra bridge-worker flags
   std::vector<std::string> controller_args;  // extra bridge-controller flags
+  // Run with a cluster token and an operator token (docs/security.md), as a
+  // production cluster off loopback must.
+  bool credentials = false;
 };
 
 class BridgeCluster {
@@ -58,6 +61,9 @@ class BridgeCluster {
   bool AwaitGatewayMetric(const std::string& line);
 
   void StartController(const std::string& listen);
+  const std::string& cluster_token() const { return cluster_token_; }
+  const std::string& admin_token() const { return admin_token_; }
+  const std::string& gateway_http() const { return gateway_http_; }
   ChildProcess& controller() { return *controller_; }
   ChildProcess& worker(int i) { return *workers_[i]; }
   const std::string& worker_grpc(int i) const { return worker_grpc_[i]; }  // Media.Converse
@@ -72,6 +78,7 @@ class BridgeCluster {
   const ClusterOptions options_;
   std::string db_, el_http_, controller_grpc_, controller_metrics_, gateway_http_, wa_http_;
   std::vector<std::string> worker_metrics_, worker_grpc_;
+  std::string cluster_token_, admin_token_;  // empty without `credentials`
   std::unique_ptr<ChildProcess> el_, controller_, gateway_, wa_;
   std::vector<std::unique_ptr<ChildProcess>> workers_;
 };

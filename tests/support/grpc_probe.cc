@@ -1,3 +1,4 @@
+#include "common/call_auth.h"
 #include "grpc_probe.h"
 
 #include "absl/strings/str_cat.h"
@@ -54,29 +55,33 @@ absl::StatusOr<std::vector<std::string>> ReflectedServices(const std::string& ta
 }
 
 absl::StatusOr<std::vector<bridge::v1::Session>> ListSessions(const std::string& target,
-                                                              bool reveal_ids) {
+                                                              bool reveal_ids,
+                                                              const std::string& token) {
   auto stub = bridge::v1::Sessions::NewStub(Channel(target));
   grpc::ClientContext ctx;
   SetDeadline(&ctx);
   ctx.set_wait_for_ready(true);
+  AttachToken(&ctx, token);
   bridge::v1::ListSessionsRequest req;
   req.set_reveal_ids(reveal_ids);
   bridge::v1::ListSessionsResponse resp;
   grpc::Status s = stub->ListSessions(&ctx, req, &resp);
-  if (!s.ok()) return absl::UnavailableError(s.error_message());
+  if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
   return std::vector<bridge::v1::Session>(resp.sessions().begin(), resp.sessions().end());
 }
 
-absl::Status EndSession(const std::string& target, const std::string& session_id) {
+absl::Status EndSession(const std::string& target, const std::string& session_id,
+                        const std::string& token) {
   auto stub = bridge::v1::Sessions::NewStub(Channel(target));
   grpc::ClientContext ctx;
   SetDeadline(&ctx);
+  AttachToken(&ctx, token);
   bridge::v1::EndSessionRequest req;
   req.set_session_id(session_id);
   req.set_reason("operator");
   bridge::v1::EndSessionResponse resp;
   grpc::Status s = stub->EndSession(&ctx, req, &resp);
-  return s.ok() ? absl::OkStatus() : absl::UnavailableError(s.error_message());
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }
 
 std::pair<int, std::string> CallEmpty(const std::string& target, const std::string& method) {

@@ -17,13 +17,16 @@ absl::StatusOr<std::string> HealthStatus(const std::string& target, const std::s
 absl::StatusOr<std::vector<std::string>> ReflectedServices(const std::string& target);
 
 // bridge.v1.Sessions/ListSessions, waiting for the controller to be reachable.
+// `token`: the operator token, when the controller has one.
 absl::StatusOr<std::vector<bridge::v1::Session>> ListSessions(const std::string& target,
-                                                              bool reveal_ids = false);
+                                                              bool reveal_ids = false,
+                                                              const std::string& token = "");
 
 // Calls a unary RPC with an empty request through a generic stub and returns
 // the gRPC status code and message (for UNIMPLEMENTED checks).
 // Sessions.EndSession, as an operator (bridgectl end) calls it.
-absl::Status EndSession(const std::string& target, const std::string& session_id);
+absl::Status EndSession(const std::string& target, const std::string& session_id,
+                        const std::string& token = "");
 
 std::pair<int, std::string> CallEmpty(const std::string& target, const std::string& method);
 

@@ -7,6 +7,7 @@
 #include "absl/time/time.h"
 #include "bridge/v1/sessions.grpc.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "common/call_auth.h"
 #include "grpcpp/grpcpp.h"
 
 namespace bridge::bridgectl {
@@ -54,6 +55,7 @@ int RunSessionsCommand(const std::vector<std::string>& args, const SessionsComma
       grpc::CreateChannel(opts.controller, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  AttachToken(&ctx, EnvOr("BRIDGE_ADMIN_TOKEN"));  // the operator token (docs/security.md)
   grpc::Status status;
   if (cmd == "sessions") {
     v1::ListSessionsRequest req;

@@ -12,6 +12,7 @@
 #include "audio/ogg_opus_decoder.h"
 #include "bridge/v1/media.grpc.pb.h"
 #include "bridge/v1/sessions.grpc.pb.h"
+#include "common/call_auth.h"
 #include "grpcpp/grpcpp.h"
 
 namespace bridge::bridgectl {
@@ -53,6 +54,7 @@ absl::StatusOr<std::string> PickWorker(const std::string& controller) {
       grpc::CreateChannel(controller, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  AttachToken(&ctx, EnvOr("BRIDGE_ADMIN_TOKEN"));  // Sessions: the operator token
   v1::ListWorkersResponse resp;
   grpc::Status s = stub->ListWorkers(&ctx, v1::ListWorkersRequest(), &resp);
   if (!s.ok()) {
@@ -165,6 +167,7 @@ int RunTalkCommand(const TalkOptions& opts, std::ostream& out, std::ostream& err
 
   auto stub = v1::Media::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
+  AttachToken(&ctx, EnvOr("BRIDGE_CLUSTER_TOKEN"));  // Media: the cluster token
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + after->back() + opts.reply_timeout));
   auto stream = stub->Converse(&ctx);
   Replies replies(&reply, &out);

@@ -13,7 +13,10 @@
 namespace bridge::controller {
 
 struct ControllerOptions {
-  std::string listen = "0.0.0.0:7000";
+  std::string listen = "127.0.0.1:7000";
+  // Credentials (docs/security.md). Without them only loopback is served.
+  std::string cluster_token;  // Ingest, WorkerLink
+  std::string admin_token;    // Sessions
   std::string metrics_listen = "0.0.0.0:9100";
   std::string store = "sqlite:./data/controller.db";
   absl::Duration session_idle_timeout = absl::Minutes(30);

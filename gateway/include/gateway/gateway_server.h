@@ -25,6 +25,7 @@ struct GatewayOptions {
   // Connections served at once (each holds a thread while open): slow and
   // idle clients cannot take them all below this many.
   int max_connections = 2048;
+  std::string cluster_token;  // presented to the controller (BRIDGE_CLUSTER_TOKEN)
   absl::Duration ingest_deadline = absl::Seconds(5);  // then 503: WhatsApp retries
 };
 

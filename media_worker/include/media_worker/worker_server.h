@@ -14,7 +14,8 @@
 namespace bridge::media_worker {
 
 struct WorkerOptions {
-  std::string listen = "0.0.0.0:7100";
+  std::string listen = "127.0.0.1:7100";
+  std::string cluster_token;  // BRIDGE_CLUSTER_TOKEN: the controller link and Media callers
   std::string metrics_listen = "0.0.0.0:9101";
   std::string controller = "127.0.0.1:7000";
   std::string advertise;  // defaults to the bound gRPC address
