@@ -271,7 +271,7 @@ TEST(ConversationTest, EndingASessionMidTurnLeavesTheWorkerServing) {
       << c.Logs();
   auto sessions = c.Sessions();
   ASSERT_EQ(sessions.size(), 1u);
-  ASSERT_TRUE(EndSession(c.controller_address(), sessions[0].session_id()).ok());
+  ASSERT_TRUE(EndSession(c.controller_address(), sessions[0].session_id(), c.admin_token()).ok());
   // The turn ends now, not after the reply timeout, and the worker closed the
   // agent conversation itself.
   EXPECT_TRUE(c.AwaitWorkerMetric("bridge_worker_turns_total{outcome=\"failed\",type=\"voice\"} 1"))

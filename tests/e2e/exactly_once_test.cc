@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "bridge/v1/media.grpc.pb.h"
 #include "bridge_cluster.h"
+#include "common/call_auth.h"
 #include "grpcpp/grpcpp.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -88,7 +89,8 @@ TEST(ExactlyOnceTest, AWorkerStoppedMidTurnHandsItBackAndTheOtherAnswers) {
 // client's would.
 class IdleStream {
  public:
-  explicit IdleStream(v1::Media::Stub* stub) {
+  IdleStream(v1::Media::Stub* stub, const std::string& token) {
+    AttachToken(&ctx_, token);
     stream_ = stub->Converse(&ctx_);
     v1::ConverseRequest start;
     start.mutable_start()->set_input_format(v1::AUDIO_FORMAT_PCM_16000);
@@ -122,7 +124,7 @@ TEST(ExactlyOnceTest, IdleConverseStreamsDoNotStarveWhatsAppUsers) {
     auto stub = v1::Media::NewStub(
         grpc::CreateChannel(c.worker_grpc(w), grpc::InsecureChannelCredentials()));
     for (int i = 0; i < 5; ++i) {
-      streams.push_back(std::make_unique<IdleStream>(stub.get()));
+      streams.push_back(std::make_unique<IdleStream>(stub.get(), c.cluster_token()));
       if (streams.back()->started()) {
         ++started;
       } else {

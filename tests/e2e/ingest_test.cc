@@ -78,6 +78,19 @@ class IngestTest : public ::testing::Test {
     controller_addr_ = ready["grpc"];
   }
 
+  // The gateway has reconnected to the controller (its /readyz says so): a
+  // webhook now waits for the durable ack instead of a fast 503.
+  void AwaitGatewayReady() {
+    httplib::Client cli(absl::StrCat("http://", http_));
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);  // a hang guard
+    while (absl::Now() < deadline) {
+      auto r = cli.Get("/readyz");
+      if (r && r->status == 200) return;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    ADD_FAILURE() << "the gateway never became ready";
+  }
+
   void StopController() {
     controller_->Signal(SIGTERM);
     ASSERT_EQ(controller_->Wait().value_or(-1), 0);
@@ -123,6 +136,7 @@ TEST_F(IngestTest, SignedWebhookBecomesOneDurableDeduplicatedTurn) {
 
   StopController();  // a restart keeps what was acknowledged
   StartController(controller_addr_);
+  AwaitGatewayReady();
   sessions = Sessions();
   ASSERT_EQ(sessions.size(), 1u);
   EXPECT_EQ(sessions[0].turns_pending(), 1);
@@ -189,6 +203,7 @@ TEST_F(IngestTest, ControllerOutageIsA503SoWhatsAppRetries) {
   EXPECT_EQ(r->status, 503);
   EXPECT_FALSE(r->get_header_value("Retry-After").empty());
   StartController(controller_addr_);
+  AwaitGatewayReady();
   EXPECT_EQ(PostFixture("text.json"), 200);
   EXPECT_EQ(Sessions().size(), 1u);
 }

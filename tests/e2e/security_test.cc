@@ -56,7 +56,7 @@ grpc::Status Converse(const std::string& target, const std::string& token) {
 }
 
 TEST(SecurityTest, WithCredentialsUsersAreAnsweredAndStrangersRefused) {
-  BridgeCluster c({.credentials = true});
+  BridgeCluster c;  // with credentials, as every e2e cluster
   const std::string user = "15551230042";
   c.UserSays(user, "text", "hello with tokens");
   json out = c.Outbox(user, 1);

@@ -24,8 +24,8 @@ struct ClusterOptions {
   std::vector<std::string> worker_args;  // extra bridge-worker flags
   std::vector<std::string> controller_args;  // extra bridge-controller flags
   // Run with a cluster token and an operator token (docs/security.md), as a
-  // production cluster off loopback must.
-  bool credentials = false;
+  // production cluster off loopback must; every e2e test runs so.
+  bool credentials = true;
 };
 
 class BridgeCluster {
