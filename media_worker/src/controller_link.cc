@@ -1,7 +1,6 @@
 #include "controller_link.h"
 
 #include <deque>
-#include <mutex>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -94,7 +93,7 @@ void ControllerLink::Stop() {
   if (!thread_.joinable()) return;
   stop_.Notify();
   {
-    std::lock_guard<std::mutex> lock(stream_mu_);
+    absl::MutexLock lock(&stream_mu_);
     if (stream_) stream_->Cancel();
   }
   thread_.join();
@@ -103,7 +102,7 @@ void ControllerLink::Stop() {
 void ControllerLink::Send(v1::WorkerMessage message) {
   std::shared_ptr<Stream> s;
   {
-    std::lock_guard<std::mutex> lock(stream_mu_);
+    absl::MutexLock lock(&stream_mu_);
     s = stream_;
   }
   if (s) s->Write(std::move(message));
@@ -120,7 +119,7 @@ void ControllerLink::Run() {
   while (!stop_.HasBeenNotified()) {
     auto stream = std::make_shared<Stream>(callbacks_);
     {
-      std::lock_guard<std::mutex> lock(stream_mu_);
+      absl::MutexLock lock(&stream_mu_);
       stream_ = stream;
     }
     stream->Begin(stub.get());
@@ -142,7 +141,7 @@ void ControllerLink::Run() {
       if (stop_.HasBeenNotified()) stream->Cancel();
     }
     {
-      std::lock_guard<std::mutex> lock(stream_mu_);
+      absl::MutexLock lock(&stream_mu_);
       stream_.reset();
     }
     if (announced) callbacks_.on_connection(false);

@@ -10,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "bridge/v1/worker_link.pb.h"
@@ -54,8 +56,8 @@ class ControllerLink {
   const Callbacks callbacks_;
   absl::Notification stop_;
   std::thread thread_;
-  std::shared_ptr<Stream> stream_;  // guarded by stream_mu_
-  std::mutex stream_mu_;
+  absl::Mutex stream_mu_;
+  std::shared_ptr<Stream> stream_ ABSL_GUARDED_BY(stream_mu_);
 };
 
 }  // namespace bridge::media_worker
