@@ -5,7 +5,7 @@
 #   tools/bridge.sh test    install what is missing, build, run every test (ctest)
 #   tools/bridge.sh test --sanitize=address   the same with clang ASan+UBSan (+ fuzzers'
 #                                             seeds, thread-safety analysis), in ./build-asan
-#   tools/bridge.sh test --sanitize=thread    clang TSan, concurrency suites, in ./build-tsan
+#   tools/bridge.sh test --sanitize=thread    clang TSan, concurrency unit suites, in ./build-tsan
 #   tools/bridge.sh check-threads   clang -Werror=thread-safety build of the tree, in ./build-clang
 #   tools/bridge.sh fuzz [--seconds N] [--runs N] [TARGET...]   libFuzzer targets, N s each
 #                                             (default 10), built in ./build-asan
@@ -95,13 +95,13 @@ clang_build() {
 ASAN_CMAKE_ARGS=(-DBRIDGE_SANITIZE=address -DBRIDGE_FUZZ=ON -DBRIDGE_THREAD_SAFETY=ON)
 
 # The suites TSan runs: the threaded code's unit tests (coordinator, worker,
-# Converse reactor and outbox, agent session, WebSocket layer) and the e2e
-# suites, which drive all of it across the real binaries.
+# Converse outbox and transcoders, agent session, WebSocket layer). Not the
+# e2e suites: gRPC is not built with TSan, so every hand-off through it (a
+# message buffer gRPC frees on its thread) is reported as a race in each
+# binary; they would need a TSan build of gRPC (CTEST_ARGS="-R ..." runs them).
 TSAN_TESTS='^(CoordinatorTest|ResendPolicy|DeriveUserIdTest|DescribeForAgentTest|SplitForWhatsAppTest'
 TSAN_TESTS+='|ConverseFormatTest|InputBudgetTest|InputTranscoderTest|OutboxTest|OutputTranscoderTest'
-TSAN_TESTS+='|AgentSessionTest|WebSocketTest|WebSocketServerTest|WebSocketClientTest'
-TSAN_TESTS+='|ServicesTest|IngestTest|ConversationTest|VoiceInputTest|ConverseTest|BridgectlTalkTest'
-TSAN_TESTS+='|WhatsAppEdgeTest)\.'
+TSAN_TESTS+='|AgentSessionTest|WebSocketTest|WebSocketServerTest|WebSocketClientTest)\.'
 
 # The runtime options of the sanitizers, for the tests and every process they
 # start (the e2e tests spawn the real binaries and inherit the environment).
