@@ -3,6 +3,12 @@
 #
 #   tools/bridge.sh up      install what is missing, build, run the cluster in the foreground
 #   tools/bridge.sh test    install what is missing, build, run every test (ctest)
+#   tools/bridge.sh test --sanitize=address   the same with clang ASan+UBSan (+ fuzzers'
+#                                             seeds, thread-safety analysis), in ./build-asan
+#   tools/bridge.sh test --sanitize=thread    clang TSan, concurrency unit suites, in ./build-tsan
+#   tools/bridge.sh check-threads   clang -Werror=thread-safety build of the tree, in ./build-clang
+#   tools/bridge.sh fuzz [--seconds N] [--runs N] [TARGET...]   libFuzzer targets, N s each
+#                                             (default 10), built in ./build-asan
 #   tools/bridge.sh bench   install what is missing, build, run bench/, rewrite docs/benchmarks.md
 #   tools/bridge.sh build   install and build only
 #
@@ -23,6 +29,9 @@ BUILD_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 TEST_PACKAGES=(opus-tools curl procps)
+# Sanitizers, the thread-safety analysis and libFuzzer: clang and its runtimes
+# (libclang-rt-dev has the ASan/TSan/UBSan/libFuzzer libraries, llvm the symbolizer).
+CLANG_PACKAGES=(clang libclang-rt-dev llvm)
 BENCH_PACKAGES=(opus-tools ffmpeg python3 wrk nodejs); command -v npm >/dev/null || BENCH_PACKAGES+=(npm) # NodeSource's nodejs bundles npm and Conflicts: npm
 
 say() { printf 'bridge.sh: %s\n' "$*" >&2; }
@@ -63,13 +72,163 @@ build() {
   cmake --build "$BUILD_DIR" -j "$JOBS" >&2 || die "build failed (see the errors above)"
 }
 
+# clang_build DIR [TARGET...] -- CMAKE_ARG...: a clang build in its own directory
+# (never ./build: its flags differ). Configured every time, so a changed option
+# takes effect; cmake only regenerates what changed. No TARGET: everything.
+clang_build() {
+  local dir=$1 targets=() target_args=()
+  shift
+  while (($#)) && [[ $1 != -- ]]; do targets+=("$1"); shift; done
+  shift
+  say "configuring $dir (clang: $*)"
+  cmake -S "$ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ "$@" >/dev/null ||
+    die "cmake could not configure $dir"
+  local t
+  for t in "${targets[@]}"; do target_args+=(--target "$t"); done
+  say "building $dir ($JOBS jobs)"
+  cmake --build "$dir" -j "$JOBS" "${target_args[@]}" >&2 || die "build failed (see the errors above)"
+}
+
+# build-asan serves the ASan suite, the fuzzers and the thread-safety analysis:
+# one clang compile of the tree for all three (what CI can afford on 2 cores).
+ASAN_CMAKE_ARGS=(-DBRIDGE_SANITIZE=address -DBRIDGE_FUZZ=ON -DBRIDGE_THREAD_SAFETY=ON)
+
+# The suites TSan runs: the threaded code's unit tests (coordinator, worker,
+# Converse outbox and transcoders, agent session, WebSocket layer). Not the
+# e2e suites: gRPC is not built with TSan, so every hand-off through it (a
+# message buffer gRPC frees on its thread) is reported as a race in each
+# binary; they would need a TSan build of gRPC (CTEST_ARGS="-R ..." runs them).
+TSAN_TESTS='^(CoordinatorTest|ResendPolicy|DeriveUserIdTest|DescribeForAgentTest|SplitForWhatsAppTest'
+TSAN_TESTS+='|ConverseFormatTest|InputBudgetTest|InputTranscoderTest|OutboxTest|OutputTranscoderTest'
+TSAN_TESTS+='|AgentSessionTest|WebSocketTest|WebSocketServerTest|WebSocketClientTest)\.'
+
+# The runtime options of the sanitizers, for the tests and every process they
+# start (the e2e tests spawn the real binaries and inherit the environment).
+# Reports go to files in $1 (pid-suffixed), so one from a child process that a
+# test shrugs off still fails the run: sanitizer_reports checks them.
+sanitizer_env() {
+  local logs=$1 supp="$ROOT/tools/sanitizers"
+  rm -rf "$logs"
+  mkdir -p "$logs"
+  export ASAN_OPTIONS="halt_on_error=1:abort_on_error=0:detect_leaks=1:log_path=$logs/asan"
+  export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
+  export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$logs/ubsan"
+  export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/tsan.supp:log_path=$logs/tsan"
+  export ASAN_SYMBOLIZER_PATH TSAN_SYMBOLIZER_PATH
+  ASAN_SYMBOLIZER_PATH=$(command -v llvm-symbolizer || true)
+  TSAN_SYMBOLIZER_PATH=$ASAN_SYMBOLIZER_PATH
+}
+
+# sanitizer_reports DIR: prints every report and fails if there is one.
+sanitizer_reports() {
+  local logs=$1 f n=0
+  for f in "$logs"/*; do
+    [[ -s $f ]] || continue
+    n=$((n + 1))
+    say "sanitizer report $f:"
+    cat "$f" >&2
+  done
+  ((n == 0)) || die "$n sanitizer report(s) (above; the files are in $logs)"
+  say "no sanitizer reports"
+}
+
 cmd_test() {
-  ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
-  build
-  say "running tests"
-  # ctest prints its own summary line ("100% tests passed, 0 tests failed out of N").
+  local sanitize=""
+  while (($#)); do
+    case $1 in
+      --sanitize=address | --sanitize=thread) sanitize=${1#--sanitize=} ;;
+      *) die "test: unknown option $1 (--sanitize=address or --sanitize=thread)" ;;
+    esac
+    shift
+  done
+  if [[ -z $sanitize ]]; then
+    ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+    build
+    say "running tests"
+    # ctest prints its own summary line ("100% tests passed, 0 tests failed out of N").
+    # shellcheck disable=SC2086
+    ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" --timeout 600 ${CTEST_ARGS:-}
+    return
+  fi
+  ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}" "${CLANG_PACKAGES[@]}"
+  local dir filter=()
+  if [[ $sanitize == address ]]; then
+    dir=$ROOT/build-asan
+    clang_build "$dir" -- "${ASAN_CMAKE_ARGS[@]}"
+  else
+    dir=$ROOT/build-tsan
+    clang_build "$dir" -- -DBRIDGE_SANITIZE=thread
+    [[ -n ${CTEST_ARGS:-} ]] || filter=(-R "$TSAN_TESTS")
+  fi
+  sanitizer_env "$dir/sanitizer-logs"
+  say "running tests under the $sanitize sanitizer"
+  local rc=0
   # shellcheck disable=SC2086
-  ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" --timeout 600 ${CTEST_ARGS:-}
+  ctest --test-dir "$dir" --output-on-failure -j "$JOBS" --timeout 900 "${filter[@]}" ${CTEST_ARGS:-} || rc=$?
+  sanitizer_reports "$dir/sanitizer-logs"
+  return $rc
+}
+
+# ---- fuzz: the libFuzzer targets of tests/fuzz ------------------------------
+
+FUZZ_TARGETS=(fuzz_webhook fuzz_ogg_decoder fuzz_agent_messages fuzz_graph_response fuzz_dotenv)
+
+# Each target runs for --seconds (default 10, so about a minute for all five)
+# or --runs executions, whichever comes first, from its seed corpus
+# (tests/fuzz/corpus/NAME) plus what earlier runs found (build-asan/fuzz/corpus/
+# NAME), with its dictionary. Prints one line per target; exits 1 if any
+# crashed. The crashing input is in build-asan/fuzz/artifacts, libFuzzer's log
+# in build-asan/fuzz/logs. Built in build-asan (see ASAN_CMAKE_ARGS).
+cmd_fuzz() {
+  local seconds=10 runs=-1 targets=()
+  while (($#)); do
+    case $1 in
+      --seconds) seconds=${2:?--seconds needs a number}; shift ;;
+      --seconds=*) seconds=${1#--seconds=} ;;
+      --runs) runs=${2:?--runs needs a number}; shift ;;
+      --runs=*) runs=${1#--runs=} ;;
+      fuzz_*) targets+=("$1") ;;
+      *) die "fuzz: unknown option $1 (--seconds N, --runs N, target names)" ;;
+    esac
+    shift
+  done
+  [[ $seconds =~ ^[0-9]+$ && $runs =~ ^-?[0-9]+$ ]] || die "fuzz: --seconds and --runs take numbers"
+  ((${#targets[@]})) || targets=("${FUZZ_TARGETS[@]}")
+  ensure_packages "${BUILD_PACKAGES[@]}" "${CLANG_PACKAGES[@]}"
+  local dir=$ROOT/build-asan
+  clang_build "$dir" "${targets[@]}" -- "${ASAN_CMAKE_ARGS[@]}"
+  dir=$ROOT/build-asan/fuzz
+  mkdir -p "$dir/corpus" "$dir/artifacts" "$dir/logs"
+  export LSAN_OPTIONS="suppressions=$ROOT/tools/sanitizers/lsan.supp:print_suppressions=0"
+  export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+  local t failed=0
+  for t in "${targets[@]}"; do
+    local corpus=$dir/corpus/$t log=$dir/logs/$t.log rc=0
+    mkdir -p "$corpus"
+    rm -f "$dir/artifacts/$t-"*
+    "$ROOT/build-asan/tests/fuzz/$t" -max_total_time="$seconds" -runs="$runs" -timeout=25 \
+      -dict="$ROOT/tests/fuzz/$t.dict" -artifact_prefix="$dir/artifacts/$t-" \
+      -print_final_stats=1 "$corpus" "$ROOT/tests/fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
+    local execs crashes
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    crashes=$(find "$dir/artifacts" -name "$t-*" | wc -l)
+    # A crash before the final stats (or a failure to start) still counts.
+    ((rc == 0 || crashes > 0)) || crashes=1
+    echo "fuzz $t: ${execs:-0} execs, $crashes crashes"
+    if ((crashes)); then
+      failed=1
+      say "$t failed (exit $rc); its input: $(find "$dir/artifacts" -name "$t-*" | head -1); log: $log"
+      grep -m1 -A12 -E '^==[0-9]+==ERROR|runtime error|^==[0-9]+== ERROR' "$log" >&2 || tail -20 "$log" >&2
+    fi
+  done
+  return $failed
+}
+
+cmd_check_threads() {
+  ensure_packages "${BUILD_PACKAGES[@]}" "${CLANG_PACKAGES[@]}"
+  clang_build "$ROOT/build-clang" -- -DBRIDGE_THREAD_SAFETY=ON
+  say "thread-safety analysis: no findings"
 }
 
 cmd_bench() {
@@ -277,11 +436,13 @@ cmd_up() {
 
 case "${1:-}" in
   up) shift; cmd_up "$@" ;;
-  test) cmd_test ;;
+  test) shift; cmd_test "$@" ;;
+  check-threads) cmd_check_threads ;;
+  fuzz) shift; cmd_fuzz "$@" ;;
   bench) cmd_bench ;;
   build) ensure_packages "${BUILD_PACKAGES[@]}"; build ;;
   *)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -120,6 +120,9 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseDotEnv(
       return absl::InvalidArgumentError(absl::StrCat("line ", n, ": expected KEY=VALUE"));
     }
     std::string key(absl::StripAsciiWhitespace(l.substr(0, eq)));
+    if (key.empty()) {  // "export  =x": only blanks before the '='
+      return absl::InvalidArgumentError(absl::StrCat("line ", n, ": expected KEY=VALUE"));
+    }
     out.emplace_back(std::move(key), Unquote(l.substr(eq + 1)));
   }
   return out;

@@ -156,7 +156,10 @@ class Coordinator {
   // What a committed ingest transaction turned out to be (DeliverResponse).
   enum class Outcome { kAccepted, kDuplicate, kTooOld, kApplied, kStatus, kIgnored };
   // A store transaction and what to do in memory once it committed. `apply`
-  // runs under mu_; `on_conflict` is the outcome when a compare failed.
+  // runs under mu_ (each lambda says ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_), so
+  // its body is checked; the analysis cannot follow the std::function, so the
+  // callers that run it lock mu_ by hand); `on_conflict` is the outcome when a
+  // compare failed.
   struct Planned {
     Txn txn;
     std::function<Outcome()> apply;

@@ -70,7 +70,8 @@ Coordinator::Planned Coordinator::PlanFailure(const SentRecord& rec, const v1::S
   }
   const std::string session_id = rec.session_id;
   const std::string wamid = st.message_id();
-  Planned p{std::move(txn), [this, session_id, wamid, code, error, resend] {
+  Planned p{std::move(txn), [this, session_id, wamid, code, error, resend]()
+                                    ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     metrics_.delivery_failures->Add({{"code", absl::StrCat(code)}}).Increment();
     LogWarn("a sent message failed", {{"session_id", session_id}, {"message_id", wamid},
                                       {"error", error}, {"resend_as_text", resend.has_value()}});

@@ -51,7 +51,7 @@ Coordinator::SessionEntry* Coordinator::Find(const std::string& session_id) {
 
 Coordinator::SessionEntry* Coordinator::FindSession(const v1::UserRef& from,
                                                     const std::string& phone_number_id) {
-  auto lookup = [&](const std::string& key) -> SessionEntry* {
+  auto lookup = [&](const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> SessionEntry* {
     auto it = by_key_.find(key);
     return it == by_key_.end() ? nullptr : Find(it->second);
   };

@@ -168,7 +168,9 @@ std::optional<Coordinator::Planned> Coordinator::PlanMessage(const v1::InboundMe
   }
   v1::Turn turn = NewTurn(*s, m, action);
   txn.Put(TurnKey(turn.session_id(), turn.turn_id()), turn.SerializeAsString());
-  return Planned{std::move(txn), [this, turn, outcome] { return ApplyTurn(turn, outcome); }};
+  return Planned{std::move(txn), [this, turn, outcome]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                   return ApplyTurn(turn, outcome);
+                 }};
 }
 
 Coordinator::Planned Coordinator::PlanTooOld(SessionEntry* s, const v1::InboundMessage& m,
@@ -176,7 +178,8 @@ Coordinator::Planned Coordinator::PlanTooOld(SessionEntry* s, const v1::InboundM
   const std::string session_id = s->session.session_id();
   const std::string message_id = m.message_id();
   const int64_t age_s = absl::ToInt64Seconds(absl::Now() - absl::FromUnixSeconds(m.timestamp()));
-  return Planned{std::move(txn), [this, session_id, message_id, age_s] {
+  return Planned{std::move(txn), [this, session_id, message_id,
+                                  age_s]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LogInfo("message older than --max_message_age: recorded, not answered",
             {{"session_id", session_id}, {"message_id", message_id}, {"age_s", age_s}});
     if (SessionEntry* e = Find(session_id)) {
@@ -205,7 +208,8 @@ std::optional<Coordinator::Planned> Coordinator::PlanSystem(const v1::InboundMes
   }
   const std::string session_id = s->session.session_id();
   const std::string new_wa_id = m.new_wa_id();
-  return Planned{std::move(txn), [this, session_id, new_wa_id] {
+  return Planned{std::move(txn), [this, session_id,
+                                  new_wa_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     SessionEntry* e = Find(session_id);
     if (e != nullptr && e->session.state() != v1::SESSION_STATE_ENDED) Rekey(e, new_wa_id);
     return Outcome::kApplied;

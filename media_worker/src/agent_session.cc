@@ -83,9 +83,17 @@ std::optional<std::string> AlignedChars(const json& audio_event) {
   return out;
 }
 
+// A float id is taken when it fits int64; converting one that does not
+// (1e300, from a hostile or broken server) would be undefined behaviour.
 std::optional<int64_t> IdField(const json& obj) {
   auto it = obj.find("event_id");
   if (it == obj.end() || !it->is_number()) return std::nullopt;
+  if (it->is_number_float()) {
+    const double d = it->get<double>();
+    constexpr double kLimit = 9223372036854775808.0;  // 2^63
+    if (!(d >= -kLimit && d < kLimit)) return std::nullopt;
+    return static_cast<int64_t>(d);
+  }
   return it->get<int64_t>();
 }
 

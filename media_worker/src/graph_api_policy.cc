@@ -1,6 +1,7 @@
 #include "graph_api_policy.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 
 #include "absl/strings/ascii.h"
@@ -29,15 +30,28 @@ std::string StrMember(const json& obj, const char* key) {
   return it != obj.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
-// Meta sends codes as numbers; be liberal and take numeric strings too.
+// Meta sends codes as numbers; be liberal and take numeric strings too. A
+// float outside int64's range (1e49, NaN) is no number we can use: converting
+// it would be undefined behaviour, so it counts as absent (0).
 int64_t IntMember(const json& obj, const char* key) {
   auto it = obj.find(key);
   if (it == obj.end()) return 0;
   if (it->is_number_integer()) return it->get<int64_t>();
-  if (it->is_number_float()) return static_cast<int64_t>(it->get<double>());
+  if (it->is_number_float()) {
+    const double d = it->get<double>();
+    constexpr double kLimit = 9223372036854775808.0;  // 2^63
+    return d >= -kLimit && d < kLimit ? static_cast<int64_t>(d) : 0;
+  }
   int64_t v = 0;
   if (it->is_string() && absl::SimpleAtoi(it->get<std::string>(), &v)) return v;
   return 0;
+}
+
+// A Graph code or status: one that does not fit an int is none (0), rather
+// than wrapping around to some real code (2^32 + 190 is not 190).
+int IntCode(const json& obj, const char* key) {
+  const int64_t v = IntMember(obj, key);
+  return v >= INT_MIN && v <= INT_MAX ? static_cast<int>(v) : 0;
 }
 
 // "(#131047) Re-engagement message" -> "Re-engagement message": the code is
@@ -117,9 +131,9 @@ std::optional<GraphError> GraphErrorOf(const absl::Status& status) {
   json j = Parse(std::string(*payload));
   if (!j.is_object()) return std::nullopt;
   GraphError e;
-  e.http_status = static_cast<int>(IntMember(j, "http_status"));
-  e.code = static_cast<int>(IntMember(j, "code"));
-  e.subcode = static_cast<int>(IntMember(j, "subcode"));
+  e.http_status = IntCode(j, "http_status");
+  e.code = IntCode(j, "code");
+  e.subcode = IntCode(j, "subcode");
   e.message = StrMember(j, "message");
   e.retryable = j.contains("retryable") && j["retryable"] == true;
   e.maybe_sent = j.contains("maybe_sent") && j["maybe_sent"] == true;
@@ -161,8 +175,8 @@ std::optional<DecodedError> DecodeGraphError(int http_status, absl::string_view 
   const json& e = j["error"];
   DecodedError d;
   d.error.http_status = http_status;
-  d.error.code = static_cast<int>(IntMember(e, "code"));
-  d.error.subcode = static_cast<int>(IntMember(e, "error_subcode"));
+  d.error.code = IntCode(e, "code");
+  d.error.subcode = IntCode(e, "error_subcode");
   d.error.message = Redact(StripCodePrefix(StrMember(e, "message")));
   if (e.contains("error_data") && e["error_data"].is_object()) {
     d.details = Redact(StrMember(e["error_data"], "details"));

@@ -34,6 +34,15 @@ TEST(DotEnvTest, RejectsLinesWithoutEquals) {
   EXPECT_THAT(kv.status().message(), HasSubstr("line 2"));
 }
 
+// Found by tests/fuzz/fuzz_dotenv: a key of blanks only was accepted as "".
+TEST(DotEnvTest, RejectsAnEmptyKey) {
+  for (const char* text : {"A=1\nexport  =x\n", "A=1\nexport \t=x\n"}) {
+    auto kv = ParseDotEnv(text);
+    ASSERT_FALSE(kv.ok()) << text;
+    EXPECT_THAT(kv.status().message(), HasSubstr("line 2"));
+  }
+}
+
 TEST(PortToListenTest, ValidatesPorts) {
   EXPECT_EQ(*PortToListen("3000"), "0.0.0.0:3000");
   EXPECT_EQ(*PortToListen("0"), "0.0.0.0:0");

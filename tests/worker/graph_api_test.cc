@@ -665,6 +665,24 @@ TEST(GraphPolicyTest, DecidesOnTheGraphCodeNotTheHttpStatus) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("fbtrace_id AbC"));
 }
 
+// Found by tests/fuzz/fuzz_graph_response: a float code past int64 was cast
+// (undefined behaviour), and a code past int wrapped around to a real one.
+TEST(GraphPolicyTest, CodesThatFitNoIntAreNoCodes) {
+  using graph_internal::DecodeGraphError;
+  auto code_of = [](const std::string& code) {
+    auto e = DecodeGraphError(400, absl::StrCat(R"({"error":{"message":"m","code":)", code,
+                                                R"(,"error_subcode":)", code, "}}"));
+    EXPECT_TRUE(e.has_value()) << code;
+    return e ? std::make_pair(e->error.code, e->error.subcode) : std::make_pair(-1, -1);
+  };
+  EXPECT_EQ(code_of("190"), std::make_pair(190, 190));
+  EXPECT_EQ(code_of("190.0"), std::make_pair(190, 190));
+  EXPECT_EQ(code_of("1.31e49"), std::make_pair(0, 0));
+  EXPECT_EQ(code_of("-1e300"), std::make_pair(0, 0));
+  EXPECT_EQ(code_of("4294967486"), std::make_pair(0, 0));  // 2^32 + 190
+  EXPECT_EQ(code_of("\"4294967486\""), std::make_pair(0, 0));
+}
+
 TEST(GraphPolicyTest, MediaInfoTakesFileSizeAsNumberOrString) {
   auto a = graph_internal::ParseMediaInfo(R"({"url":"https://x/y?z=1","mime_type":"audio/ogg",)"
                                           R"("sha256":"s","file_size":"1234","id":"9"})");

@@ -45,25 +45,28 @@ void Recorder::OnFail(const std::string& error) {
   ++finish_count_;
 }
 
+// `done` runs under mu_ (absl::Condition evaluates it with the lock held): the
+// lambdas below say so, and the analysis checks their bodies against it.
 bool Recorder::Await(const std::function<bool()>& done) const {
   absl::MutexLock lock(&mu_);
   return mu_.AwaitWithTimeout(absl::Condition(&done), kHangGuard);
 }
 
 bool Recorder::WaitOpen() {
-  return Await([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return opened_; });
+  return Await([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return opened_; });
 }
 bool Recorder::WaitTexts(size_t count) {
-  return Await([this, count]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return texts_.size() >= count; });
+  return Await(
+      [this, count]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return texts_.size() >= count; });
 }
 bool Recorder::WaitClose() {
-  return Await([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return close_.has_value(); });
+  return Await([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return close_.has_value(); });
 }
 bool Recorder::WaitFail() {
-  return Await([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return fail_.has_value(); });
+  return Await([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return fail_.has_value(); });
 }
 bool Recorder::WaitFinished() {
-  return Await([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return finish_count_ > 0; });
+  return Await([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return finish_count_ > 0; });
 }
 
 bool Recorder::opened() const {
@@ -109,7 +112,9 @@ ServerCallbacks EchoService::Callbacks() {
 
 std::shared_ptr<EchoHandler> EchoService::WaitHandler(size_t index) {
   absl::MutexLock lock(&mu_);
-  auto ready = [this, index]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return handlers_.size() > index; };
+  auto ready = [this, index]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return handlers_.size() > index;
+  };
   if (!mu_.AwaitWithTimeout(absl::Condition(&ready), kHangGuard)) return nullptr;
   return handlers_[index];
 }

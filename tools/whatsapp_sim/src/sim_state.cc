@@ -156,7 +156,10 @@ SendVerdict SimState::RecordOutbound(const std::string& wa_id, json entry) {
 
 template <typename Count>
 void SimState::AwaitCount(Count count, size_t min_count, absl::Duration wait) {
-  auto reached = [&]() { return closed_ || count() >= min_count; };
+  // Lambdas read guarded state: absl::Condition evaluates them under mu_.
+  auto reached = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return closed_ || count() >= min_count;
+  };
   if (reached() || wait <= absl::ZeroDuration()) return;
   ++long_polls_;
   mu_.AwaitWithTimeout(absl::Condition(&reached), wait);
@@ -165,7 +168,9 @@ void SimState::AwaitCount(Count count, size_t min_count, absl::Duration wait) {
 
 json SimState::Stats(size_t min_long_polls, absl::Duration wait) {
   absl::MutexLock lock(&mu_);
-  auto reached = [&]() { return closed_ || long_polls_ >= min_long_polls; };
+  auto reached = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return closed_ || long_polls_ >= min_long_polls;
+  };
   mu_.AwaitWithTimeout(absl::Condition(&reached), wait);
   size_t outbox = 0;
   for (const auto& [id, u] : users_) outbox += u.outbox.size();
@@ -176,7 +181,7 @@ json SimState::Stats(size_t min_long_polls, absl::Duration wait) {
 
 json SimState::Outbox(const std::string& wa_id, size_t min_count, absl::Duration wait) {
   absl::MutexLock lock(&mu_);
-  auto count = [&]() {
+  auto count = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = users_.find(KeyLocked(wa_id));
     return it == users_.end() ? size_t{0} : it->second.outbox.size();
   };
@@ -193,7 +198,7 @@ void SimState::RecordRead(json read) {
 
 json SimState::Reads(size_t min_count, absl::Duration wait) {
   absl::MutexLock lock(&mu_);
-  AwaitCount([&]() { return reads_.size(); }, min_count, wait);
+  AwaitCount([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reads_.size(); }, min_count, wait);
   return Slice(reads_);
 }
 
@@ -207,7 +212,7 @@ json SimState::Attempts(const std::string& id, size_t min_count, absl::Duration 
   auto matches = [&id](const json& a) { return id.empty() || a.value("id", "") == id; };
   absl::MutexLock lock(&mu_);
   AwaitCount(
-      [&]() {
+      [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         size_t n = 0;
         for (const json& a : attempts_) n += matches(a) ? 1 : 0;
         return n;
