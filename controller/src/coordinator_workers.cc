@@ -92,7 +92,15 @@ void Coordinator::Reconcile(WorkerEntry* w, const v1::WorkerHello& hello) {
   int count = 0;
   for (auto& [sid, s] : sessions_) {
     if (s->session.worker_id() != id) continue;
-    if (!held.count(sid) && !running.count(sid) && !s->inflight &&
+    if (s->inflight && !running.count(sid)) {
+      // Neither running there nor finished (its hello would have said): a
+      // restarted worker under the same id. The turn runs again.
+      s->pending.push_front(*std::move(s->inflight));
+      s->enqueued_at.push_front(absl::Now());
+      s->inflight.reset();
+      metrics_.turns_retried->Increment();
+    }
+    if (!held.count(sid) && !running.count(sid) &&
         s->session.kind() != v1::SESSION_KIND_CONVERSE) {
       s->session.set_worker_id("");  // it forgot it: the next turn assigns it afresh
       continue;

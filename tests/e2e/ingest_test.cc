@@ -25,6 +25,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+// ASan (g++ says __SANITIZE_ADDRESS__, clang __has_feature).
+#if defined(__SANITIZE_ADDRESS__)
+#define BRIDGE_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BRIDGE_UNDER_ASAN 1
+#endif
+#endif
+
 namespace bridge::testing {
 namespace {
 
@@ -302,7 +311,11 @@ TEST_F(IngestTest, ChunkedBodiesOverTheLimitAreRefusedWhileReading) {
     EXPECT_THAT(c.ReadAll(), HasSubstr(" 413 "));
   }
   EXPECT_THAT(Metrics(), HasSubstr("bridge_gateway_webhooks_total{outcome=\"too_large\"} 2"));
+#ifndef BRIDGE_UNDER_ASAN
+  // (Not under ASan: its quarantine keeps up to 256 MB of freed blocks, so
+  // the read-and-discard of the rest shows up as resident memory there.)
   EXPECT_LT(rss() - before, 64 << 20) << "bytes past the limit were buffered";
+#endif
   EXPECT_TRUE(Sessions().empty());
 }
 

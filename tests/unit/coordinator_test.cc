@@ -613,6 +613,20 @@ TEST_F(CoordinatorTest, AWorkerBackWithinTheGraceKeepsItsRunningTurn) {
   EXPECT_EQ(w1b.Count(v1::ControllerMessage::kResultAck), 1);
 }
 
+// A worker restarted under the same id (systemd, --worker_id) within the
+// grace: it runs nothing and holds nothing, so its turn runs again.
+TEST_F(CoordinatorTest, AWorkerBackUnderTheSameIdButEmptyGetsItsTurnAgain) {
+  RecordingChannel w1, w1b;
+  AttachWorker(&w1, "w1");
+  Deliver({Text("wamid.r", "111111111", "hello")});
+  ASSERT_EQ(w1.Turns().size(), 1u);
+  coordinator_->Detach(&w1, "crashed");
+  Reattach(&w1b, "w1", {});
+  ASSERT_EQ(w1b.Turns().size(), 1u);
+  EXPECT_EQ(w1b.Turns()[0].message().text(), "hello");
+  EXPECT_EQ(w1b.Count(v1::ControllerMessage::kAssign), 1);  // it forgot the session too
+}
+
 // kill -9 of the controller mid-turn: after the restart, the worker that ran
 // the turn says so (its result was lost with the old stream). The other
 // worker, attaching first, must not run it again; the answer counts once.
