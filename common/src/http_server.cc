@@ -60,7 +60,10 @@ class ElasticPool final : public httplib::TaskQueue {
   void enqueue(std::function<void()> fn) override {
     absl::MutexLock lock(&mu_);
     queue_.push_back(std::move(fn));
-    if (idle_ == 0 && threads_ < max_) {
+    // An idle thread takes one queued job: spawn while the jobs outnumber
+    // them (an idle count alone races a burst: every enqueue would see the
+    // same idle thread and none would spawn).
+    if (queue_.size() > static_cast<size_t>(idle_) && threads_ < max_) {
       ++threads_;
       std::thread([this] { Loop(); }).detach();
     }

@@ -45,12 +45,14 @@ constexpr absl::Duration kNotConnectedDeadline = absl::Milliseconds(750);
 absl::StatusOr<bridge::v1::DeliverResponse> ControllerClient::Deliver(
     const bridge::v1::DeliverRequest& request, absl::Duration deadline) {
   grpc::ClientContext ctx;
-  // While connected, a controller restart or leader change inside the
-  // deadline is absorbed here instead of costing WhatsApp a retry. While
-  // not, the webhook is answered 503 at once (Meta retries): waiting the
-  // whole deadline per webhook would only pile up HTTP threads.
+  // A controller that is not there is answered 503 at once (Meta retries):
+  // waiting out the deadline per webhook would only pile up HTTP threads.
+  // So no wait_for_ready: a connection that breaks under the call, or a
+  // controller that just stopped while the channel still says READY, is an
+  // immediate UNAVAILABLE. The full deadline is for a connected controller
+  // that is slow to commit; a connection still being made gets 750 ms.
   const bool connected = impl_->channel->GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_READY;
-  ctx.set_wait_for_ready(true);
+  ctx.set_wait_for_ready(false);
   ctx.set_deadline(absl::ToChronoTime(
       absl::Now() + (connected ? deadline : std::min(deadline, kNotConnectedDeadline))));
   AttachToken(&ctx, impl_->token);

@@ -40,7 +40,9 @@ TEST(ConversationTest, TextGetsTextInReplyToTheMessage) {
   EXPECT_EQ(out[0]["text"], "You said: Hola, ¿qué tal?");
   EXPECT_EQ(out[0]["context_message_id"], wamid);
   auto sessions = c.SessionsAfterTurns(1);
-  ASSERT_EQ(sessions.size(), 1u);
+  std::string listed;
+  for (const auto& s : sessions) listed += s.DebugString() + "\n";
+  ASSERT_EQ(sessions.size(), 1u) << listed << c.Logs();
   EXPECT_FALSE(sessions[0].worker_id().empty());
   EXPECT_FALSE(sessions[0].conversation_id().empty());
   EXPECT_EQ(sessions[0].turns_done(), 1);

@@ -72,6 +72,7 @@ class IngestTest : public ::testing::Test {
     auto ready = gateway_->WaitReady();
     ASSERT_TRUE(ready.count("http")) << gateway_->Output();
     http_ = ready["http"];
+    AwaitGatewayReady();  // connected: the first webhook is not a fast 503
   }
 
   void StartController(const std::string& listen) {
