@@ -295,7 +295,8 @@ TEST(ConversationTest, ControllerRestartKeepsSessions) {
   c.controller().Signal(SIGTERM);
   ASSERT_EQ(c.controller().Wait().value_or(-1), 0);
   c.StartController(c.controller_address());
-  c.UserSays(kUser, "text", "after");
+  // The gateway may still be reconnecting (503, Meta retries for days).
+  c.UserSays(kUser, "text", "after", "?retries=30");
   json out = c.Outbox(kUser, 2);
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(out[1]["text"], "You said: after");

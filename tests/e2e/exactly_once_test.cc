@@ -37,7 +37,11 @@ TEST(ExactlyOnceTest, ControllerKilledUnderAStreamOfMessagesAnswersEachOnce) {
       << c.Logs();
   c.controller().Signal(SIGKILL);
   ASSERT_TRUE(c.controller().Wait().has_value());
-  for (int i = 0; i < kUsers; ++i) c.UserSays(User(i), "text", absl::StrCat("second ", i));
+  // Meta retries a refused webhook for days; the simulator's default of 5
+  // retries (~1.5 s) would give up before the controller is back.
+  for (int i = 0; i < kUsers; ++i) {
+    c.UserSays(User(i), "text", absl::StrCat("second ", i), "?retries=30");
+  }
   c.StartController(c.controller_address());
 
   auto sessions = c.SessionsAfterTurns(2 * kUsers);
