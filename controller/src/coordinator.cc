@@ -56,6 +56,13 @@ absl::Status Coordinator::Load() {
   for (const KeyValue& kv : *sessions) {
     auto e = std::make_unique<SessionEntry>();
     if (!e->session.ParseFromString(kv.value)) continue;
+    // The store keeps ended sessions for dedup_ttl; memory only for the
+    // retention (Evict), so they are not read back in to be evicted.
+    if (e->session.state() == v1::SESSION_STATE_ENDED &&
+        absl::Now() - absl::FromUnixMicros(TimeUtil::TimestampToMicroseconds(
+                          e->session.ended_at())) > options_.ended_retention) {
+      continue;
+    }
     e->durable = true;
     if (e->session.state() != v1::SESSION_STATE_ENDED) {
       Index(*e);  // by BSUID and by phone, whichever it has
@@ -151,6 +158,12 @@ void Coordinator::Unassign(SessionEntry* s) {
   }
   s->session.set_worker_id("");
   if (s->session.state() != v1::SESSION_STATE_ENDED) s->session.set_state(v1::SESSION_STATE_PENDING);
+}
+
+void Coordinator::Requeue(SessionEntry* s, v1::Turn turn) {
+  s->pending.push_front(std::move(turn));
+  s->enqueued_at.push_front(absl::Now());
+  metrics_.turns_retried->Increment();
 }
 
 // A session whose worker's link broke waits for it (see reattach_grace).

@@ -144,12 +144,12 @@ class Coordinator {
     bool leaving = false;  // said WorkerLeaving: no grace when its stream ends
   };
   struct Watcher {
+    int id;
     std::function<void(const v1::SessionEvent&)> fn;
     bool reveal_ids;
-    bool active = true;  // guarded by emit_mu_: false once Unwatch returned
   };
   struct QueuedEvent {
-    std::shared_ptr<Watcher> watcher;
+    std::shared_ptr<const Watcher> watcher;
     v1::SessionEvent event;
   };
 
@@ -228,6 +228,8 @@ class Coordinator {
   WorkerEntry* PickWorker(const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   WorkerEntry* WorkerOf(WorkerChannel* channel) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unassign(SessionEntry* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The turn goes back to the head of its session's queue, to run again.
+  void Requeue(SessionEntry* s, v1::Turn turn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void End(SessionEntry* s, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartConverseSession(WorkerChannel* channel, const v1::SessionReport& r)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -265,7 +267,10 @@ class Coordinator {
   std::deque<std::pair<absl::Time, std::string>> sent_expiry_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, UnmatchedFailure> unmatched_failures_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
-  std::map<int, std::shared_ptr<Watcher>> watchers_ ABSL_GUARDED_BY(mu_);
+  std::map<int, std::shared_ptr<const Watcher>> watchers_ ABSL_GUARDED_BY(mu_);
+  // Watchers Emit may still call: Unwatch removes one under emit_mu_, so
+  // none is called after Unwatch returned.
+  std::set<int> live_watchers_ ABSL_GUARDED_BY(emit_mu_);
   int next_watcher_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t next_turn_seq_ ABSL_GUARDED_BY(mu_) = 1;
 };

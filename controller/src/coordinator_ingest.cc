@@ -112,7 +112,7 @@ void Coordinator::Ingest(const v1::DeliverRequest& request,
   batch->Expect(static_cast<int>(plans.size()));
   for (Planned& p : plans) {
     CommitAsync(std::move(p.txn), [this, batch, apply = std::move(p.apply),
-                                           conflict = p.on_conflict](absl::StatusOr<int64_t> r) {
+                                   conflict = p.on_conflict](absl::StatusOr<int64_t> r) {
       if (r.ok()) {
         Outcome o;
         {

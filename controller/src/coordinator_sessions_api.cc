@@ -81,20 +81,20 @@ absl::StatusOr<v1::Worker> Coordinator::DrainWorker(const std::string& id) {
 }
 
 int Coordinator::Watch(std::function<void(const v1::SessionEvent&)> fn, bool reveal_ids) {
+  absl::MutexLock emitting(&emit_mu_);
   absl::MutexLock lock(&mu_);
   int id = next_watcher_++;
-  watchers_[id] = std::make_shared<Watcher>(Watcher{std::move(fn), reveal_ids});
+  watchers_[id] = std::make_shared<const Watcher>(Watcher{id, std::move(fn), reveal_ids});
+  live_watchers_.insert(id);
   return id;
 }
 
 // After it returns, the watcher's function is never called again.
 void Coordinator::Unwatch(int id) {
   absl::MutexLock emitting(&emit_mu_);
+  live_watchers_.erase(id);
   absl::MutexLock lock(&mu_);
-  auto it = watchers_.find(id);
-  if (it == watchers_.end()) return;
-  it->second->active = false;
-  watchers_.erase(it);
+  watchers_.erase(id);
 }
 
 // Queued under mu_, delivered by Emit once it is released: a watcher may be
@@ -116,7 +116,7 @@ void Coordinator::Emit() {
     batch.swap(events_);
   }
   for (const QueuedEvent& q : batch) {
-    if (q.watcher->active) q.watcher->fn(q.event);
+    if (live_watchers_.count(q.watcher->id)) q.watcher->fn(q.event);
   }
 }
 

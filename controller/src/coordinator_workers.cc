@@ -95,10 +95,8 @@ void Coordinator::Reconcile(WorkerEntry* w, const v1::WorkerHello& hello) {
     if (s->inflight && !running.count(sid)) {
       // Neither running there nor finished (its hello would have said): a
       // restarted worker under the same id. The turn runs again.
-      s->pending.push_front(*std::move(s->inflight));
-      s->enqueued_at.push_front(absl::Now());
+      Requeue(s.get(), *std::move(s->inflight));
       s->inflight.reset();
-      metrics_.turns_retried->Increment();
     }
     if (!held.count(sid) && !running.count(sid) &&
         s->session.kind() != v1::SESSION_KIND_CONVERSE) {
@@ -157,9 +155,7 @@ bool Coordinator::ApplyResult(const v1::TurnResult& r, const std::string& acked_
   Txn txn;
   switch (r.outcome()) {
     case v1::TURN_OUTCOME_HANDED_BACK:
-      s->pending.push_front(std::move(turn));
-      s->enqueued_at.push_front(absl::Now());
-      metrics_.turns_retried->Increment();
+      Requeue(s, std::move(turn));
       Unassign(s);
       break;
     case v1::TURN_OUTCOME_DONE:
@@ -303,10 +299,8 @@ void Coordinator::Abandon(WorkerEntry* w) {
   for (auto& [sid, s] : sessions_) {
     if (s->session.worker_id() != id) continue;
     if (s->inflight) {
-      s->pending.push_front(*std::move(s->inflight));
-      s->enqueued_at.push_front(absl::Now());
+      Requeue(s.get(), *std::move(s->inflight));
       s->inflight.reset();
-      metrics_.turns_retried->Increment();
     }
     Unassign(s.get());
   }

@@ -60,7 +60,7 @@ class FakeAgentSession final : public AgentSession {
  public:
   FakeAgentSession(FakeAgent* agent, AgentEvents events, int n)
       : agent_(agent), events_(std::move(events)), id_(absl::StrCat("conv_fake_", n)) {
-    thread_ = std::thread([this] { Loop(); });
+    thread_ = std::thread([loop = loop_] { Run(*loop); });
     Post([this] { events_.on_started(id_, 16000, 16000); });
   }
   ~FakeAgentSession() override { Close(); }
@@ -94,12 +94,14 @@ class FakeAgentSession final : public AgentSession {
   void CloseWhenIdle(absl::Duration) override {}
   void Close() override {
     {
-      absl::MutexLock l(&mu_);
-      if (closed_) return;
-      closed_ = true;
+      absl::MutexLock l(&loop_->mu);
+      if (loop_->closed) return;
+      loop_->closed = true;
     }
     if (std::this_thread::get_id() == thread_.get_id()) {
-      thread_.detach();  // from a callback: the loop sees closed_ and ends
+      // From a callback, which may go on to destroy this session (as the
+      // real one allows): the loop owns its state and ends on its own.
+      thread_.detach();
     } else if (thread_.joinable()) {
       thread_.join();
     }
@@ -109,23 +111,31 @@ class FakeAgentSession final : public AgentSession {
   int output_rate() const override { return 16000; }
 
  private:
+  // The event thread's state, shared so that it outlives a session
+  // destroyed from one of its own callbacks.
+  struct Loop {
+    absl::Mutex mu;
+    std::deque<std::function<void()>> queue ABSL_GUARDED_BY(mu);
+    bool closed ABSL_GUARDED_BY(mu) = false;
+  };
+
   void Post(std::function<void()> fn) {
-    absl::MutexLock l(&mu_);
-    if (!closed_) queue_.push_back(std::move(fn));
+    absl::MutexLock l(&loop_->mu);
+    if (!loop_->closed) loop_->queue.push_back(std::move(fn));
   }
-  void Loop() {
+  static void Run(Loop& loop) {
     for (;;) {
       std::function<void()> fn;
       {
-        absl::MutexLock l(&mu_);
-        mu_.Await(absl::Condition(
-            +[](FakeAgentSession* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
-              return s->closed_ || !s->queue_.empty();
+        absl::MutexLock l(&loop.mu);
+        loop.mu.Await(absl::Condition(
+            +[](Loop* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) {
+              return s->closed || !s->queue.empty();
             },
-            this));
-        if (closed_) return;
-        fn = std::move(queue_.front());
-        queue_.pop_front();
+            &loop));
+        if (loop.closed) return;
+        fn = std::move(loop.queue.front());
+        loop.queue.pop_front();
       }
       fn();  // one at a time, like the io thread
     }
@@ -134,10 +144,8 @@ class FakeAgentSession final : public AgentSession {
   FakeAgent* agent_;
   AgentEvents events_;
   const std::string id_;
-  absl::Mutex mu_;
-  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  const std::shared_ptr<Loop> loop_ = std::make_shared<Loop>();
+  std::thread thread_;  // after loop_: it starts with it
 };
 
 inline AgentStarter FakeAgent::Starter() {
