@@ -113,29 +113,29 @@ enum class BodyRead { kOk, kTooLarge, kBroken };
 // calling the receiver at all).
 BodyRead ReadLimited(const httplib::Request& req, const httplib::ContentReader& reader,
                      size_t max, HttpRequest* out) {
+  size_t total = 0;  // every part counts against the one limit
   bool too_large = false;
-  auto append = [&](std::string* to) {
-    return [&, to](const char* data, size_t len) {
-      if (out->body.size() + len > max || to->size() + len > max) {
-        too_large = true;
-        return false;  // httplib stops reading and closes the connection
-      }
-      to->append(data, len);
-      return true;
-    };
+  std::string* to = &out->body;  // a multipart body switches it per part
+  auto receive = [&](const char* data, size_t len) {
+    total += len;
+    if (total > max) {
+      too_large = true;
+      return false;  // httplib stops reading and closes the connection
+    }
+    to->append(data, len);
+    return true;
   };
   bool read;
   if (req.is_multipart_form_data()) {
-    std::string name;
     read = reader(
         [&](const httplib::MultipartFormData& part) {
-          name = part.name;
-          out->parts[name] = FormPart{part.filename, part.content_type, ""};
+          FormPart& p = out->parts[part.name] = FormPart{part.filename, part.content_type, ""};
+          to = &p.content;
           return true;
         },
-        [&](const char* data, size_t len) { return append(&out->parts[name].content)(data, len); });
+        receive);
   } else {
-    read = reader(append(&out->body));
+    read = reader(receive);
   }
   if (read) return BodyRead::kOk;
   const bool over = too_large || req.get_header_value<uint64_t>("Content-Length") > max;
