@@ -24,6 +24,7 @@
 #include "bridge/v1/media.grpc.pb.h"
 #include "bridge/v1/sessions.grpc.pb.h"
 #include "child_process.h"
+#include "fresh_dir.h"
 #include "grpc_probe.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -89,8 +90,7 @@ class Cluster {
  public:
   // `reply_pace`: the simulated agent's speed (0 unpaced, 1 real time).
   explicit Cluster(double reply_pace, std::vector<std::string> worker_args = {}) {
-    static std::atomic<int> clusters{0};
-    db_ = absl::StrCat(::testing::TempDir(), "/converse-", getpid(), "-", clusters++, ".db");
+    db_ = absl::StrCat(FreshDir("converse"), "/controller.db");
     sim_ = std::make_unique<ChildProcess>(
         BRIDGE_ELEVENLABS_SIM_BIN,
         std::vector<std::string>{"--env_file=/nonexistent", "--listen=127.0.0.1:0",

@@ -72,7 +72,9 @@ TEST(ExactlyOnceTest, AWorkerStoppedMidTurnHandsItBackAndTheOtherAnswers) {
   c.UserSays(user, "voice", AudioFixture("voice_note_tone_440hz.ogg"));
   ASSERT_GE(c.Conversations(1)["conversations"].size(), 1u) << c.Logs();
   auto sessions = c.Sessions();
-  ASSERT_EQ(sessions.size(), 1u);
+  std::string listed;
+  for (const auto& s : sessions) listed += s.DebugString() + "\n";
+  ASSERT_EQ(sessions.size(), 1u) << listed << c.Logs();
   const int victim = sessions[0].worker_id() == "w0" ? 0 : 1;
   c.worker(victim).Signal(SIGTERM);
   EXPECT_EQ(c.worker(victim).Wait().value_or(-1), 0) << c.Logs();

@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "bridge/v1/sessions.grpc.pb.h"
 #include "child_process.h"
+#include "fresh_dir.h"
 #include "grpc_probe.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -60,8 +61,7 @@ std::string SignatureOf(const std::string& name) {
 class IngestTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    db_ = absl::StrCat(::testing::TempDir(), "/ingest-", getpid(), "-",
-                       ::testing::UnitTest::GetInstance()->current_test_info()->name(), ".db");
+    db_ = absl::StrCat(FreshDir("ingest"), "/controller.db");
     StartController("127.0.0.1:0");
     gateway_ = std::make_unique<ChildProcess>(
         BRIDGE_GATEWAY_BIN,

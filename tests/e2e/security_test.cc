@@ -10,6 +10,7 @@
 #include "bridge_cluster.h"
 #include "common/call_auth.h"
 #include "gmock/gmock.h"
+#include "fresh_dir.h"
 #include "grpc_probe.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -96,8 +97,7 @@ TEST(SecurityTest, ServicesRefuseToListenOffLoopbackWithoutCredentials) {
   ChildProcess controller(BRIDGE_CONTROLLER_BIN,
                           {"--env_file=/nonexistent", "--listen=0.0.0.0:0",
                            "--metrics_listen=127.0.0.1:0",
-                           absl::StrCat("--store=sqlite:", ::testing::TempDir(), "/sec-", getpid(),
-                                        ".db")},
+                           absl::StrCat("--store=sqlite:", FreshDir("security"), "/c.db")},
                           {{"BRIDGE_CLUSTER_TOKEN", ""}, {"BRIDGE_ADMIN_TOKEN", ""}});
   EXPECT_EQ(controller.Wait().value_or(-1), 2);
   EXPECT_THAT(controller.Output(), HasSubstr("BRIDGE_CLUSTER_TOKEN"));

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "child_process.h"
 #include "gmock/gmock.h"
+#include "fresh_dir.h"
 #include "grpc_probe.h"
 #include "grpcpp/support/status.h"
 #include "gtest/gtest.h"
@@ -30,7 +31,7 @@ std::vector<std::string> CommonArgs() {
 std::unique_ptr<ChildProcess> StartController() {
   auto args = CommonArgs();
   args.insert(args.end(), {"--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
-                           absl::StrCat("--store=sqlite:", ::testing::TempDir(), "/c.db")});
+                           absl::StrCat("--store=sqlite:", FreshDir("services"), "/c.db")});
   return std::make_unique<ChildProcess>(BRIDGE_CONTROLLER_BIN, args);
 }
 

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "fresh_dir.h"
 #include "grpc_probe.h"
 #include "httplib.h"
 
@@ -71,7 +72,8 @@ BridgeCluster::BridgeCluster(ClusterOptions options) : options_(std::move(option
     cluster_token_ = absl::StrCat("e2e-cluster-", getpid(), "-", clusters.load());
     admin_token_ = absl::StrCat("e2e-admin-", getpid(), "-", clusters.load());
   }
-  db_ = absl::StrCat(::testing::TempDir(), "/e2e-", getpid(), "-", clusters++, ".db");
+  db_ = absl::StrCat(FreshDir("e2e"), "/controller.db");
+  ++clusters;
   std::vector<std::string> sim = {"--listen=127.0.0.1:0", "--agent_id=e2e-agent",
                                   absl::StrCat("--reply_pace=", options_.reply_pace),
                                   "--ping_interval_ms=500"};

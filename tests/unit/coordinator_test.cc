@@ -2,6 +2,8 @@
 // assignment, failover, restart, idle timeout, drain, masking.
 #include "coordinator.h"
 
+#include "fresh_dir.h"
+
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
@@ -106,8 +108,7 @@ v1::SentMessage Sent(const std::string& wamid, v1::SentKind kind, const std::str
 class CoordinatorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    spec_ = absl::StrCat("sqlite:", ::testing::TempDir(), "/coord-", getpid(), "-",
-                         ::testing::UnitTest::GetInstance()->current_test_info()->name(), "/c.db");
+    spec_ = absl::StrCat("sqlite:", bridge::testing::FreshDir("coord"), "/c.db");
     Open();
   }
   void Open() {
