@@ -22,11 +22,12 @@ JOBS="${BRIDGE_JOBS:-$(nproc)}"
 
 # Build and run-time packages (DESIGN.md §8). opus-tools is the tests' oracle.
 BUILD_PACKAGES=(
-  cmake ninja-build ccache g++ pkg-config git
+  cmake ninja-build ccache g++ pkg-config git curl
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libabsl-dev libre2-dev libcpp-httplib-dev libwebsocketpp-dev libasio-dev libssl-dev
   libopus-dev libogg-dev libspeexdsp-dev libspandsp-dev libmimetic-dev prometheus-cpp-dev nlohmann-json3-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  golang-etcd-server-dev etcd-server
 )
 TEST_PACKAGES=(opus-tools curl procps)
 # Sanitizers, the thread-safety analysis and libFuzzer: clang and its runtimes
@@ -325,13 +326,94 @@ have_real_accounts() {
 
 random_hex() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
+# supervise CMD...: runs CMD again when it exits non-zero. A controller that
+# loses leadership exits 1 by design (its memory belongs to a term that
+# ended) and comes back as a standby, as systemd or Kubernetes would restart it.
+supervise() {
+  local child=0 rc
+  trap 'kill -TERM $child 2>/dev/null; wait $child; exit 0' TERM INT
+  while :; do
+    "$@" &
+    child=$!
+    wait "$child" && exit 0
+    rc=$?
+    echo "bridge.sh: exited with $rc; restarting as a standby in 1 s"
+    sleep 1
+  done
+}
+
+# port_plus BASE N: the Nth port after BASE; 0 stays 0 (the kernel picks).
+port_plus() { if (($1 == 0)); then echo 0; else echo $(($1 + $2)); fi; }
+
+# wait_http NAME URL PATTERN: waits until URL answers with PATTERN (etcd
+# prints no READY line; its /health says when it serves).
+wait_http() {
+  local i
+  for i in $(seq 600); do
+    curl -fsS "$2" 2>/dev/null | grep -q "$3" && return 0
+    sleep 0.1
+  done
+  die "$1 did not answer $2 in 60 s (see $RUN_DIR/$1.log)"
+}
+
+# start_controllers CLUSTER DATA HOST BIN ADMIN_TOKEN: one controller on the
+# embedded store, or etcd and three controllers electing a leader on it.
+# Sets CONTROLLERS (the comma list everyone is given) and CONTROLLER_LINES.
+start_controllers() {
+  local cluster=$1 data=$2 host=$3 bin=$4 admin_token=$5
+  local ctl=("$bin/controller/bridge-controller")
+  CONTROLLER_LINES=()
+  if ((!cluster)); then
+    start controller env BRIDGE_ADMIN_TOKEN="$admin_token" "${ctl[@]}" \
+      --listen="$host:${CONTROLLER_PORT:-7000}" --metrics_listen="$host:${CONTROLLER_METRICS_PORT:-9100}" \
+      --store="sqlite:$data/controller.db"
+    local c
+    c=$(wait_ready controller)
+    CONTROLLERS=$(field "$c" grpc)
+    CONTROLLER_LINES+=("controller   grpc $CONTROLLERS   metrics http://$(field "$c" metrics)/metrics")
+    return
+  fi
+  local etcd_port=${ETCD_PORT:-2379}
+  # Compaction and quota: docs/cluster.md says why these values.
+  start etcd etcd --name bridge-etcd --data-dir "$data/etcd" \
+    --listen-client-urls "http://$host:$etcd_port" --advertise-client-urls "http://$host:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:${ETCD_PEER_PORT:-2380}" \
+    --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER_PORT:-2380}" \
+    --initial-cluster "bridge-etcd=http://127.0.0.1:${ETCD_PEER_PORT:-2380}" \
+    --auto-compaction-mode=periodic --auto-compaction-retention=1h \
+    --quota-backend-bytes=$((2 * 1024 * 1024 * 1024)) --logger=zap --log-outputs=stderr \
+    --log-level=warn
+  wait_http etcd "http://$host:$etcd_port/health" '"health":"true"'
+  CONTROLLER_LINES+=("etcd         http://$host:$etcd_port   data $data/etcd")
+  local i list=()
+  for i in 1 2 3; do
+    start "controller-$i" supervise env BRIDGE_ADMIN_TOKEN="$admin_token" "${ctl[@]}" \
+      --listen="$host:$(port_plus "${CONTROLLER_PORT:-7000}" $((i - 1)))" \
+      --metrics_listen="$host:$(port_plus "${CONTROLLER_METRICS_PORT:-9110}" $((i - 1)))" \
+      --store="etcd:$host:$etcd_port" --leader_lease="${LEADER_LEASE:-5s}"
+  done
+  for i in 1 2 3; do
+    local c
+    c=$(wait_ready "controller-$i")
+    list+=("$(field "$c" grpc)")
+    CONTROLLER_LINES+=("controller-$i grpc $(field "$c" grpc)   metrics http://$(field "$c" metrics)/metrics")
+  done
+  CONTROLLERS=$(IFS=,; echo "${list[*]}")
+}
+
 cmd_up() {
-  [[ ${1:-} == "--cluster" ]] && die "--cluster (etcd, three controllers) is not built yet"
+  local cluster=0
+  case "${1:-}" in
+    --cluster) cluster=1 ;;
+    "") ;;
+    *) die "up: unknown option '$1' (usage: tools/bridge.sh up [--cluster])" ;;
+  esac
   if [[ -z ${BRIDGE_SKIP_BUILD:-} ]]; then
     ensure_packages "${BUILD_PACKAGES[@]}"
     build
   fi
   local data="${BRIDGE_DATA_DIR:-$ROOT/data}"
+  ((cluster)) && data="${BRIDGE_DATA_DIR:-$ROOT/data/cluster}"
   RUN_DIR="${BRIDGE_RUN_DIR:-$data/run}"
   mkdir -p "$RUN_DIR"
   trap stop_all INT TERM EXIT
@@ -348,12 +430,8 @@ cmd_up() {
   (umask 077 && printf 'export BRIDGE_CLUSTER_TOKEN=%s\nexport BRIDGE_ADMIN_TOKEN=%s\n' \
     "$BRIDGE_CLUSTER_TOKEN" "$admin_token" >"$RUN_DIR/credentials.env")
 
-  start controller env BRIDGE_ADMIN_TOKEN="$admin_token" "$bin/controller/bridge-controller" \
-    --listen="$host:${CONTROLLER_PORT:-7000}" --metrics_listen="$host:${CONTROLLER_METRICS_PORT:-9100}" \
-    --store="sqlite:$data/controller.db"
-  local c cgrpc
-  c=$(wait_ready controller)
-  cgrpc=$(field "$c" grpc)
+  start_controllers "$cluster" "$data" "$host" "$bin" "$admin_token"
+  local cgrpc=$CONTROLLERS
 
   # Secrets of the simulated accounts travel in the environment, not in argv.
   local sim_env=() el wa elhttp="" wahttp=""
@@ -371,11 +449,20 @@ cmd_up() {
       WHATSAPP_WEBHOOK_VERIFY_TOKEN="dev-verify-$(random_hex)"
       WEBHOOK_SIGNATURE_SECRET="dev-app-secret-$(random_hex)")
   fi
-  start gateway "${sim_env[@]}" "$bin/gateway/bridge-gateway" --controller="$cgrpc" \
-    --listen="$host:${GATEWAY_PORT:-3000}"
-  local g ghttp
-  g=$(wait_ready gateway)
-  ghttp=$(field "$g" http)
+  # Two gateways in cluster mode, as behind a load balancer; the simulated
+  # Meta sends to the first.
+  local gateways=1 gw ghttp="" gateway_lines=()
+  ((cluster)) && gateways=2
+  for gw in $(seq "$gateways"); do
+    local name=gateway
+    ((cluster)) && name="gateway-$gw"
+    start "$name" "${sim_env[@]}" "$bin/gateway/bridge-gateway" --controller="$cgrpc" \
+      --listen="$host:$(port_plus "${GATEWAY_PORT:-3000}" $((gw - 1)))"
+    local g
+    g=$(wait_ready "$name")
+    [[ -z $ghttp ]] && ghttp=$(field "$g" http)
+    gateway_lines+=("$(printf '%-12s http://%s/webhook/whatsapp   (health: /healthz, /readyz, metrics: /metrics)' "$name" "$(field "$g" http)")")
+  done
   if ((sims)); then
     start whatsapp-sim "${sim_env[@]}" "$bin/tools/whatsapp_sim/whatsapp-sim" \
       --listen="$host:${WHATSAPP_SIM_PORT:-0}" --webhook_url="http://$ghttp/webhook/whatsapp"
@@ -395,10 +482,10 @@ cmd_up() {
 
   {
     echo
-    echo "  whatsapp-elevenlabs-bridge is up (Ctrl-C stops everything)"
+    echo "  whatsapp-elevenlabs-bridge is up$( ((cluster)) && echo " in cluster mode") (Ctrl-C stops everything)"
     echo
-    echo "  webhook      http://$ghttp/webhook/whatsapp   (health: /healthz, /readyz, metrics: /metrics)"
-    echo "  controller   grpc $cgrpc   metrics http://$(field "$c" metrics)/metrics"
+    local line
+    for line in "${gateway_lines[@]}" "${CONTROLLER_LINES[@]}"; do echo "  $line"; done
     echo "  worker-1     grpc $(field "$w1" grpc)   metrics http://$(field "$w1" metrics)/metrics"
     echo "  worker-2     grpc $(field "$w2" grpc)   metrics http://$(field "$w2" metrics)/metrics"
     echo "  logs         $RUN_DIR/*.log"
@@ -406,10 +493,11 @@ cmd_up() {
     echo "  credentials  $RUN_DIR/credentials.env (made for this run; the APIs refuse calls without them)"
     echo
     echo "  try (grpcurl, or ../shared/tools/grpc-cli/grpc.js with the same arguments):"
-    echo "    grpcurl -plaintext $cgrpc list"
-    echo "    grpcurl -plaintext $cgrpc grpc.health.v1.Health/Check"
+    local first=${cgrpc%%,*}
+    echo "    grpcurl -plaintext $first list"
+    echo "    grpcurl -plaintext -d '{\"service\":\"bridge.v1.Ingest\"}' $first grpc.health.v1.Health/Check   (SERVING on the leader only)"
     echo "    source $RUN_DIR/credentials.env"
-    echo "    grpcurl -plaintext -H \"authorization: Bearer \$BRIDGE_ADMIN_TOKEN\" $cgrpc bridge.v1.Sessions/ListSessions"
+    echo "    grpcurl -plaintext -H \"authorization: Bearer \$BRIDGE_ADMIN_TOKEN\" $first bridge.v1.Sessions/ListSessions"
     echo "    $bin/tools/bridgectl --controller=$cgrpc workers"
     echo "    $bin/tools/bridgectl audio info ../shared/fixtures/audio/voice_note_hello.ogg"
     if ((sims)); then

@@ -49,6 +49,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   for (const auto& entry : services) {
     builder.RegisterService(entry.service);
     s->names_.push_back(entry.name);
+    if (!entry.serving) s->not_serving_.push_back(entry.name);
   }
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
@@ -60,12 +61,16 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   auto* health = s->server_->GetHealthCheckService();
   health->SetServingStatus(true);
   for (const auto& name : s->names_) health->SetServingStatus(name, true);
+  for (const auto& name : s->not_serving_) health->SetServingStatus(name, false);
   return s;
 }
 
+void GrpcServer::SetServing(const std::string& name, bool serving) {
+  if (!shut_down_) server_->GetHealthCheckService()->SetServingStatus(name, serving);
+}
+
 void GrpcServer::Shutdown(absl::Duration grace) {
-  if (shut_down_) return;
-  shut_down_ = true;
+  if (shut_down_.exchange(true)) return;
   // Tell load balancers and health checkers first, then stop.
   server_->GetHealthCheckService()->Shutdown();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));

@@ -1,17 +1,38 @@
 #include "controller/controller_server.h"
 
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <thread>
+
+#include <unistd.h>
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/grpc_server.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "coordinator.h"
+#include "etcd_store.h"
+#include "leader_election.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
 #include "services.h"
 
 namespace bridge::controller {
 namespace {
+
+// What standbys tell clients when --advertise is not given: the bound
+// address, with a wildcard host replaced by this machine's name.
+std::string AdvertiseOf(const std::string& bound) {
+  auto hp = SplitHostPort(bound);
+  if (!hp.ok() || (hp->first != "0.0.0.0" && hp->first != "::")) return bound;
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) return bound;
+  return absl::StrCat(host, ":", hp->second);
+}
 
 class ControllerServerImpl final : public ControllerServer {
  public:
@@ -19,9 +40,7 @@ class ControllerServerImpl final : public ControllerServer {
 
   absl::Status Init(const ControllerOptions& opts) {
     RegisterBuildInfo("bridge-controller");
-    auto store = OpenSessionStore(opts.store);
-    if (!store.ok()) return store.status();
-    store_ = *std::move(store);
+    if (auto s = OpenStore(opts.store); !s.ok()) return s;
     CoordinatorOptions co;
     co.session_idle_timeout = opts.session_idle_timeout;
     co.session_max_duration = opts.session_max_duration;
@@ -30,8 +49,13 @@ class ControllerServerImpl final : public ControllerServer {
     co.reattach_grace = opts.reattach_grace;
     co.max_pending_turns = opts.max_pending_turns;
     co.ended_retention = opts.ended_retention;
+    co.may_dispatch = [this] { return !election_ || election_->Leading(); };
     coordinator_ = std::make_unique<Coordinator>(store_.get(), co);
-    if (auto s = coordinator_->Load(); !s.ok()) return s;
+    if (!cluster_mode()) {
+      if (auto s = coordinator_->Load(); !s.ok()) return s;
+      gate_.Open(nullptr);
+      loaded_ = true;
+    }
     if (auto s = RequireTokenOffLoopback(
             opts.listen, !opts.cluster_token.empty() && !opts.admin_token.empty(),
             "BRIDGE_CLUSTER_TOKEN (--cluster_token) and BRIDGE_ADMIN_TOKEN (--admin_token)");
@@ -43,36 +67,31 @@ class ControllerServerImpl final : public ControllerServer {
           "BRIDGE_ADMIN_TOKEN must differ from BRIDGE_CLUSTER_TOKEN: every gateway and worker "
           "holds the cluster token");
     }
-    ingest_ = NewIngestService(coordinator_.get(), CallAuth(opts.cluster_token, "ingest"));
-    worker_link_ =
-        NewWorkerLinkService(coordinator_.get(), CallAuth(opts.cluster_token, "worker_link"));
-    sessions_ = NewSessionsService(coordinator_.get(), CallAuth(opts.admin_token, "sessions"));
+    ingest_ = NewIngestService(coordinator_.get(),
+                               Admission(CallAuth(opts.cluster_token, "ingest"), &gate_));
+    worker_link_ = NewWorkerLinkService(
+        coordinator_.get(), Admission(CallAuth(opts.cluster_token, "worker_link"), &gate_));
+    sessions_ = NewSessionsService(coordinator_.get(),
+                                   Admission(CallAuth(opts.admin_token, "sessions"), &gate_));
 
     auto metrics = MetricsServer::Start(opts.metrics_listen);
     if (!metrics.ok()) return metrics.status();
     metrics_ = *std::move(metrics);
-    auto grpc = GrpcServer::Start(opts.listen, {{ingest_.get(), "bridge.v1.Ingest"},
-                                                {worker_link_.get(), "bridge.v1.WorkerLink"},
-                                                {sessions_.get(), "bridge.v1.Sessions"}});
+    // A standby is NOT_SERVING for Ingest, so that load balancers and the
+    // gateways' readiness send webhooks to the leader only.
+    auto grpc = GrpcServer::Start(opts.listen,
+                                  {{ingest_.get(), "bridge.v1.Ingest", !cluster_mode()},
+                                   {worker_link_.get(), "bridge.v1.WorkerLink", !cluster_mode()},
+                                   {sessions_.get(), "bridge.v1.Sessions", !cluster_mode()}});
     if (!grpc.ok()) return grpc.status();
     grpc_ = *std::move(grpc);
-    ticker_ = std::thread([this] {
-      absl::Time expired = absl::Now();
-      while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
-        coordinator_->Tick(absl::Now());
-        // Dedup keys, ended sessions and sent-message records expire in the
-        // store too (a blocking statement: this thread, not a gRPC one).
-        if (absl::Now() - expired > absl::Minutes(1)) {
-          expired = absl::Now();
-          if (auto n = store_->ExpireNow(); !n.ok()) {
-            LogWarn("cannot expire old records", {{"error", n.status()}});
-          }
-        }
-      }
-    });
+    is_leader_->Set(cluster_mode() ? 0 : 1);
+    if (cluster_mode()) StartElection(opts);
+    ticker_ = std::thread([this] { Housekeeping(); });
     LogInfo("controller serving", {{"grpc", grpc_->address()},
                                    {"metrics", metrics_->address()},
-                                   {"store", opts.store}});
+                                   {"store", opts.store},
+                                   {"role", cluster_mode() ? "standby until elected" : "leader"}});
     return absl::OkStatus();
   }
 
@@ -83,9 +102,12 @@ class ControllerServerImpl final : public ControllerServer {
   }
 
   // Stop serving first (in-flight Delivers finish or fail over to a retry),
-  // then housekeeping, then the store, which flushes its last batch.
+  // then campaigning (a leader hands over at once), then housekeeping, then
+  // the store, which flushes its last batch.
   void Shutdown() override {
     if (grpc_) grpc_->Shutdown(absl::Seconds(1));
+    election_.reset();
+    if (loader_.joinable()) loader_.join();
     if (ticker_.joinable()) {
       stop_.Notify();
       ticker_.join();
@@ -96,13 +118,117 @@ class ControllerServerImpl final : public ControllerServer {
   }
 
  private:
+  bool cluster_mode() const { return etcd_ != nullptr; }
+
+  absl::Status OpenStore(const std::string& spec) {
+    absl::string_view rest = spec;
+    if (!absl::ConsumePrefix(&rest, "etcd:")) {
+      auto store = OpenSessionStore(spec);
+      if (!store.ok()) return store.status();
+      store_ = *std::move(store);
+      return absl::OkStatus();
+    }
+    auto config = ParseEtcdSpec(rest);
+    if (!config.ok()) return config.status();
+    etcd_config_ = *config;
+    auto channel = NewEtcdChannel(etcd_config_);
+    if (!channel.ok()) return channel.status();
+    etcd_channel_ = *channel;
+    auto store = EtcdStore::Open(etcd_config_, etcd_channel_);
+    if (!store.ok()) return store.status();
+    etcd_ = store->get();
+    store_ = *std::move(store);
+    return absl::OkStatus();
+  }
+
+  void StartElection(const ControllerOptions& opts) {
+    LeaderElection::Options eo;
+    eo.advertise = opts.advertise.empty() ? AdvertiseOf(grpc_->address()) : opts.advertise;
+    eo.lease = opts.leader_lease;
+    LeaderElection::Callbacks cb;
+    cb.elected = [this](int64_t fence) {
+      etcd_->Fence(election_->key(), fence);
+      // Loading may outlast a lease: the election thread keeps renewing.
+      loader_ = std::thread([this] { TakeOver(); });
+    };
+    // A deposed leader's memory belongs to a term that has ended, and a turn
+    // it still holds must not go out twice: like Kubernetes' controllers, it
+    // exits at once and is restarted (systemd, Kubernetes, bridge.sh) as a
+    // fresh standby that reads everything back from etcd.
+    cb.deposed = [](const std::string& why) {
+      LogError("lost leadership; exiting so that a fresh standby takes this place",
+               {{"why", why}});
+      std::fflush(stdout);
+      std::fflush(stderr);
+      std::_Exit(1);
+    };
+    cb.leader_changed = [this](const std::string& leader) {
+      gate_.SetLeader(leader);
+      if (!leader.empty()) leader_changes_->Increment();
+      LogInfo("leader", {{"address", leader.empty() ? "(none)" : leader}});
+    };
+    election_ = std::make_unique<LeaderElection>(etcd_channel_, etcd_config_, eo, std::move(cb));
+    election_->Start();
+  }
+
+  // Rebuilds sessions, queues and assignments from etcd, then serves.
+  // Workers and gateways find this controller by themselves (a standby
+  // names it) and re-attach; the coordinator reconciles what they ran.
+  void TakeOver() {
+    const absl::Time start = absl::Now();
+    if (auto s = coordinator_->Load(); !s.ok()) {
+      LogError("cannot load the state after the election; exiting", {{"error", s}});
+      std::fflush(stdout);
+      std::fflush(stderr);
+      std::_Exit(1);
+    }
+    gate_.Open([this] { return election_->Leading(); });
+    loaded_ = true;
+    for (const char* name : {"bridge.v1.Ingest", "bridge.v1.WorkerLink", "bridge.v1.Sessions"}) {
+      grpc_->SetServing(name, true);
+    }
+    is_leader_->Set(1);
+    LogInfo("leading", {{"loaded_in", absl::FormatDuration(absl::Now() - start)}});
+  }
+
+  void Housekeeping() {
+    absl::Time expired = absl::Now();
+    while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+      if (!loaded_) continue;  // a standby has nothing to keep
+      coordinator_->Tick(absl::Now());
+      // Dedup keys, ended sessions and sent-message records expire in the
+      // store too (a blocking statement: this thread, not a gRPC one).
+      if (absl::Now() - expired > absl::Minutes(1)) {
+        expired = absl::Now();
+        if (auto n = store_->ExpireNow(); !n.ok()) {
+          LogWarn("cannot expire old records", {{"error", n.status()}});
+        }
+      }
+    }
+  }
+
   std::unique_ptr<SessionStore> store_;
+  EtcdStore* etcd_ = nullptr;  // store_, in cluster mode
+  EtcdConfig etcd_config_;
+  std::shared_ptr<grpc::Channel> etcd_channel_;
   std::unique_ptr<Coordinator> coordinator_;
+  ServingGate gate_;
+  std::atomic<bool> loaded_{false};
+  prometheus::Gauge* is_leader_ = &prometheus::BuildGauge()
+      .Name("bridge_controller_is_leader")
+      .Help("1 while this controller leads (cluster mode) or runs alone; 0 on a standby")
+      .Register(*MetricsRegistry()).Add({});
+  prometheus::Counter* leader_changes_ = &prometheus::BuildCounter()
+      .Name("bridge_controller_leader_changes_total")
+      .Help("Times this controller saw a new leader (itself included)")
+      .Register(*MetricsRegistry()).Add({});
   std::unique_ptr<v1::Ingest::CallbackService> ingest_;
   std::unique_ptr<v1::WorkerLink::CallbackService> worker_link_;
   std::unique_ptr<v1::Sessions::CallbackService> sessions_;
   std::unique_ptr<MetricsServer> metrics_;
   std::unique_ptr<GrpcServer> grpc_;
+  std::unique_ptr<LeaderElection> election_;
+  std::thread loader_;
   absl::Notification stop_;
   std::thread ticker_;
 };

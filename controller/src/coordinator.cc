@@ -126,8 +126,11 @@ void Coordinator::Enqueue(SessionEntry* e, v1::Turn turn) {
   e->pending.push_back(std::move(turn));
   e->enqueued_at.push_back(absl::Now());
   *e->session.mutable_last_activity_at() = Ts(absl::Now());
+  // Counted here, not by a walk of every session per message: the bound
+  // (--max_pending_turns) stays exact upwards; UpdateGauges recounts.
+  ++pending_total_;
+  metrics_.turns_pending->Increment();
   Dispatch(e);
-  UpdateGauges();
 }
 
 Coordinator::WorkerEntry* Coordinator::PickWorker(const SessionEntry& s) {
@@ -173,6 +176,7 @@ bool Coordinator::WaitsForItsWorker(const SessionEntry& s) {
 }
 
 void Coordinator::Dispatch(SessionEntry* s) {
+  if (options_.may_dispatch && !options_.may_dispatch()) return;
   while (s->session.state() != v1::SESSION_STATE_ENDED && !s->inflight) {
     SkipWhileWindowClosed(s);
     if (s->pending.empty() || WaitsForItsWorker(*s)) return;
@@ -253,7 +257,7 @@ void Coordinator::GiveUp(SessionEntry* s) {
 
 void Coordinator::DispatchAll() {
   for (auto& [id, s] : sessions_) Dispatch(s.get());
-  UpdateGauges();
+  UpdateGauges(/*force=*/true);
 }
 
 void Coordinator::End(SessionEntry* s, const std::string& reason) {
@@ -340,7 +344,14 @@ void Coordinator::Evict(absl::Time now) {
   }
 }
 
-void Coordinator::UpdateGauges() {
+// A walk of every session: at most every 100 ms (Tick forces one each
+// second), so that a burst of webhooks does not pay it per message. Between
+// walks pending_total_ only over-counts (Enqueue adds, nothing subtracts), so
+// admission errs on the safe side.
+void Coordinator::UpdateGauges(bool force) {
+  const absl::Time now = absl::Now();
+  if (!force && now - gauges_at_ < absl::Milliseconds(100)) return;
+  gauges_at_ = now;
   int64_t active = 0, pending = 0, serving = 0;
   for (const auto& [id, s] : sessions_) {
     active += s->session.state() != v1::SESSION_STATE_ENDED;

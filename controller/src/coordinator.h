@@ -59,6 +59,10 @@ struct CoordinatorOptions {
   // A `failed` status can overtake the worker's TurnResult naming its wamid:
   // it waits this long in memory for it.
   absl::Duration unmatched_failure_ttl = absl::Hours(1);
+  // Cluster mode: false once this controller may no longer lead (its lease
+  // may have lapsed). Its writes are fenced by etcd; this stops what needs no
+  // write: sending a turn it holds in memory to a worker. Null: always.
+  std::function<bool()> may_dispatch;
 };
 
 // Failed voice notes whose text would fail just the same (the window is
@@ -235,7 +239,7 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Persist(const SessionEntry& s, Txn* txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PersistAsync(const SessionEntry& s, Txn txn = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void UpdateGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UpdateGauges(bool force = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // store_->CommitAsync for a callback that uses `this`: counted, so that
   // the destructor waits for it.
   void CommitAsync(Txn txn, std::function<void(absl::StatusOr<int64_t>)> done);
@@ -257,6 +261,7 @@ class Coordinator {
   std::vector<QueuedEvent> events_ ABSL_GUARDED_BY(mu_);
   const absl::Time started_ = absl::Now();
   int64_t pending_total_ ABSL_GUARDED_BY(mu_) = 0;  // UpdateGauges
+  absl::Time gauges_at_ ABSL_GUARDED_BY(mu_);  // the last walk
   std::map<std::string, std::unique_ptr<SessionEntry>> sessions_ ABSL_GUARDED_BY(mu_);
   // User keys -> session id: a session is indexed by its BSUID and by its
   // phone, so that it is found by either (PROTOCOLS.md A2).

@@ -85,6 +85,8 @@ void Coordinator::Ingest(const v1::DeliverRequest& request,
                          std::function<void(absl::StatusOr<v1::DeliverResponse>)> done) {
   auto batch = std::make_shared<IngestBatch>(&metrics_, std::move(done));
   Locked lock(this);
+  // pending_total_ over-counts between walks: recount before refusing.
+  if (pending_total_ >= options_.max_pending_turns) UpdateGauges(/*force=*/true);
   if (pending_total_ >= options_.max_pending_turns) {
     // Nothing is recorded, so nothing is lost: the gateway answers 503 and
     // Meta delivers again later.

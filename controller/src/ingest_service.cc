@@ -5,7 +5,7 @@ namespace {
 
 class IngestService final : public v1::Ingest::CallbackService {
  public:
-  IngestService(Coordinator* c, CallAuth auth) : coordinator_(c), auth_(std::move(auth)) {}
+  IngestService(Coordinator* c, Admission auth) : coordinator_(c), auth_(std::move(auth)) {}
 
   // Answers only once every message of the batch is durable (or a known
   // duplicate): the gateway acks WhatsApp on this answer.
@@ -33,13 +33,13 @@ class IngestService final : public v1::Ingest::CallbackService {
 
  private:
   Coordinator* coordinator_;
-  const CallAuth auth_;
+  const Admission auth_;
 };
 
 }  // namespace
 
 std::unique_ptr<v1::Ingest::CallbackService> NewIngestService(Coordinator* coordinator,
-                                                              CallAuth auth) {
+                                                              Admission auth) {
   return std::make_unique<IngestService>(coordinator, std::move(auth));
 }
 

@@ -18,6 +18,14 @@ ABSL_FLAG(std::string, admin_token, "",
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9100", "Prometheus /metrics listen address");
 ABSL_FLAG(std::string, store, "sqlite:./data/controller.db",
           "Session store: sqlite:PATH or etcd:HOST:PORT[,HOST:PORT]");
+ABSL_FLAG(std::string, advertise, "",
+          "Cluster mode: this controller's address as gateways, workers and bridgectl reach it "
+          "(standbys name the leader by it); default: the --listen address, a wildcard host "
+          "replaced by the host name");
+ABSL_FLAG(absl::Duration, leader_lease, absl::Seconds(5),
+          "Cluster mode: the leader's etcd lease. A leader that dies is replaced within about "
+          "this long (plus one campaign poll, lease/10); shorter means faster takeover and more "
+          "renewals (3 per lease), and etcd's floor is about 2 s");
 ABSL_FLAG(absl::Duration, session_idle_timeout, absl::Minutes(30),
           "A session with no activity for this long ends (its agent socket closes)");
 ABSL_FLAG(absl::Duration, session_max_duration, absl::Hours(24), "A session ends after this long");
@@ -47,6 +55,8 @@ int main(int argc, char** argv) {
   opts.admin_token = absl::GetFlag(FLAGS_admin_token);
   opts.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   opts.store = absl::GetFlag(FLAGS_store);
+  opts.advertise = absl::GetFlag(FLAGS_advertise);
+  opts.leader_lease = absl::GetFlag(FLAGS_leader_lease);
   opts.session_idle_timeout = absl::GetFlag(FLAGS_session_idle_timeout);
   opts.session_max_duration = absl::GetFlag(FLAGS_session_max_duration);
   opts.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);

@@ -8,17 +8,19 @@
 #include "bridge/v1/sessions.grpc.pb.h"
 #include "bridge/v1/worker_link.grpc.pb.h"
 #include "common/call_auth.h"
+#include "serving_gate.h"
 #include "coordinator.h"
 
 namespace bridge::controller {
 
-// Each checks its callers first (common/call_auth.h): Ingest and WorkerLink
-// with the cluster token, Sessions with the operator token.
+// Each admits its callers first (serving_gate.h): Ingest and WorkerLink
+// with the cluster token, Sessions with the operator token, and all three
+// only on the leader.
 std::unique_ptr<v1::Ingest::CallbackService> NewIngestService(Coordinator* coordinator,
-                                                              CallAuth auth);
+                                                              Admission auth);
 std::unique_ptr<v1::WorkerLink::CallbackService> NewWorkerLinkService(Coordinator* coordinator,
-                                                                      CallAuth auth);
+                                                                      Admission auth);
 std::unique_ptr<v1::Sessions::CallbackService> NewSessionsService(Coordinator* coordinator,
-                                                                  CallAuth auth);
+                                                                  Admission auth);
 
 }  // namespace bridge::controller

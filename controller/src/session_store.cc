@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "etcd_store.h"
 #include "sqlite_store.h"
 
 namespace bridge::controller {
@@ -28,8 +29,14 @@ absl::StatusOr<std::unique_ptr<SessionStore>> OpenSessionStore(const std::string
     if (s.empty()) return absl::InvalidArgumentError("--store=sqlite: needs a path");
     return OpenSqliteStore(std::string(s));
   }
-  if (absl::StartsWith(s, "etcd:")) {
-    return absl::UnimplementedError("--store=etcd: the etcd store is not built yet");
+  if (absl::ConsumePrefix(&s, "etcd:")) {
+    auto config = ParseEtcdSpec(s);
+    if (!config.ok()) return config.status();
+    auto channel = NewEtcdChannel(*config);
+    if (!channel.ok()) return channel.status();
+    auto store = EtcdStore::Open(*config, *channel);
+    if (!store.ok()) return store.status();
+    return std::unique_ptr<SessionStore>(std::move(*store));
   }
   return absl::InvalidArgumentError(
       absl::StrCat("--store='", spec, "': expected sqlite:PATH or etcd:HOST:PORT[,...]"));

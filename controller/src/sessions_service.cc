@@ -81,7 +81,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::SessionEvent> {
 
 class SessionsService final : public v1::Sessions::CallbackService {
  public:
-  SessionsService(Coordinator* c, CallAuth auth) : c_(c), auth_(std::move(auth)) {}
+  SessionsService(Coordinator* c, Admission auth) : c_(c), auth_(std::move(auth)) {}
 
   grpc::ServerUnaryReactor* ListSessions(grpc::CallbackServerContext* ctx,
                                          const v1::ListSessionsRequest* req,
@@ -142,13 +142,13 @@ class SessionsService final : public v1::Sessions::CallbackService {
     return r;
   }
   Coordinator* c_;
-  const CallAuth auth_;
+  const Admission auth_;
 };
 
 }  // namespace
 
 std::unique_ptr<v1::Sessions::CallbackService> NewSessionsService(Coordinator* coordinator,
-                                                                  CallAuth auth) {
+                                                                  Admission auth) {
   return std::make_unique<SessionsService>(coordinator, std::move(auth));
 }
 

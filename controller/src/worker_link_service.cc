@@ -91,7 +91,7 @@ class AttachReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1
 
 class WorkerLinkService final : public v1::WorkerLink::CallbackService {
  public:
-  WorkerLinkService(Coordinator* c, CallAuth auth) : coordinator_(c), auth_(std::move(auth)) {}
+  WorkerLinkService(Coordinator* c, Admission auth) : coordinator_(c), auth_(std::move(auth)) {}
   grpc::ServerBidiReactor<v1::WorkerMessage, v1::ControllerMessage>* Attach(
       grpc::CallbackServerContext* ctx) override {
     if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) {
@@ -103,13 +103,13 @@ class WorkerLinkService final : public v1::WorkerLink::CallbackService {
 
  private:
   Coordinator* coordinator_;
-  const CallAuth auth_;
+  const Admission auth_;
 };
 
 }  // namespace
 
 std::unique_ptr<v1::WorkerLink::CallbackService> NewWorkerLinkService(Coordinator* coordinator,
-                                                                      CallAuth auth) {
+                                                                      Admission auth) {
   return std::make_unique<WorkerLinkService>(coordinator, std::move(auth));
 }
 

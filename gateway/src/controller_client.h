@@ -1,6 +1,8 @@
-// The gateway's view of the controller: hand over one webhook batch
-// (bridge.v1.Ingest.Deliver, with a deadline) and probe readiness (a gRPC
-// health check on bridge.v1.Ingest) for /readyz.
+// The gateway's view of the controllers: hand over one webhook batch
+// (bridge.v1.Ingest.Deliver, with a deadline) to whichever leads, and probe
+// readiness (a gRPC health check on bridge.v1.Ingest, SERVING only on the
+// leader) for /readyz. `target` is --controller: one or a comma list
+// (common/controller_targets.h).
 #pragma once
 
 #include <memory>
@@ -15,7 +17,9 @@ namespace bridge::gateway {
 class ControllerClient {
  public:
   // `cluster_token` goes with every Deliver (common/call_auth.h).
-  ControllerClient(const std::string& target, std::string cluster_token);
+  // InvalidArgument for an empty --controller.
+  static absl::StatusOr<std::unique_ptr<ControllerClient>> Create(const std::string& target,
+                                                                  std::string cluster_token);
   ~ControllerClient();
 
   // OK only once the controller has made the batch durable.
@@ -24,6 +28,7 @@ class ControllerClient {
   absl::Status Check();
 
  private:
+  ControllerClient();
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -50,7 +50,9 @@ class GatewayServerImpl final : public GatewayServer {
     auto server = HttpServer::Create(ho);
     if (!server.ok()) return server.status();
     server_ = *std::move(server);
-    controller_ = std::make_unique<ControllerClient>(opts.controller, opts.cluster_token);
+    auto controller = ControllerClient::Create(opts.controller, opts.cluster_token);
+    if (!controller.ok()) return controller.status();
+    controller_ = *std::move(controller);
     if (opts.app_secret.empty()) {
       LogError("WEBHOOK_SIGNATURE_SECRET is not set: webhook POSTs are refused with 503 until it is");
     }

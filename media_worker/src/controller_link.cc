@@ -1,5 +1,7 @@
 #include "controller_link.h"
 
+#include "common/controller_targets.h"
+
 #include <deque>
 
 #include "absl/synchronization/mutex.h"
@@ -135,15 +137,28 @@ void ControllerLink::Send(v1::WorkerMessage message) {
   if (s) s->Write(std::move(message));
 }
 
-// Connect, hello, heartbeat until the stream ends, back off, repeat.
+// Connect, hello, heartbeat until the stream ends, back off, repeat. With
+// several controllers (--controller a,b,c) a standby's refusal names the
+// leader, which is tried at once; an unreachable one is left for the next.
 void ControllerLink::Run() {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  auto channel = grpc::CreateCustomChannel(options_.controller,
-                                           grpc::InsecureChannelCredentials(), args);
-  auto stub = v1::WorkerLink::NewStub(channel);
+  // A frozen controller (paused, partitioned: no FIN) is noticed within
+  // ~3 s, so that the worker moves to the new leader while its turns are
+  // still in the controller's --reattach_grace.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 2000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  auto targets = ControllerTargets::Create(options_.controller, args);
+  if (!targets.ok()) {
+    LogError("cannot reach any controller", {{"error", targets.status()}});
+    return;
+  }
   absl::Duration backoff = absl::Milliseconds(200);
   while (!stop_.HasBeenNotified()) {
+    ControllerTargets::Pick pick = (*targets)->Current();
+    auto stub = v1::WorkerLink::NewStub(pick.channel);
     auto stream = std::make_shared<Stream>(callbacks_);
     stream->Begin(stub.get(), options_.cluster_token);
     {
@@ -164,7 +179,7 @@ void ControllerLink::Run() {
       if (!announced) {
         announced = true;
         callbacks_.on_connection(true);
-        LogInfo("attached to controller", {{"controller", options_.controller}});
+        LogInfo("attached to controller", {{"controller", pick.target}});
       }
       v1::WorkerMessage hb;
       *hb.mutable_heartbeat() = callbacks_.load();
@@ -177,10 +192,15 @@ void ControllerLink::Run() {
     }
     if (announced) callbacks_.on_connection(false);
     if (stop_.HasBeenNotified()) break;
+    (*targets)->Failed(pick, stream->status());
+    if (auto leader = LeaderNamedIn(stream->status()); leader && !leader->empty()) {
+      LogInfo("controller is a standby; going to the leader", {{"standby", pick.target}, {"leader", *leader}});
+      continue;
+    }
     // A stream that lived a while was healthy: start the backoff afresh.
     if (absl::Now() - started > absl::Seconds(10)) backoff = absl::Milliseconds(200);
     LogWarn("controller link down; reconnecting",
-            {{"error", stream->status().error_message()}, {"backoff_ms", absl::ToInt64Milliseconds(backoff)}});
+            {{"controller", pick.target}, {"error", stream->status().error_message()}, {"backoff_ms", absl::ToInt64Milliseconds(backoff)}});
     stop_.WaitForNotificationWithTimeout(backoff);
     backoff = std::min(backoff * 2, options_.max_backoff);
   }

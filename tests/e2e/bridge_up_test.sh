@@ -3,9 +3,11 @@
 # each answering on the address its READY line gave, and on SIGTERM stops every
 # one of them (no orphans) and exits 0. All ports are 0, so two runs in
 # parallel do not collide. Waits on output, never sleeps to synchronise.
+# With --cluster: etcd, three controllers (one leads), two gateways.
 set -euo pipefail
 ROOT="$1"
 BUILD="$2"
+MODE="${3:-}"
 WORK="$(mktemp -d)"
 OUT="$WORK/up.out"
 cleanup() {
@@ -21,19 +23,34 @@ export WORKER2_PORT=0 WORKER2_METRICS_PORT=0 GATEWAY_PORT=0
 # No real accounts: the simulators must stand in (a developer's .env is not read
 # because ROOT has none in CI; the variables below make sure of it here too).
 export ELEVENLABS_AGENT_ID= WHATSAPP_ACCESS_TOKEN=
-setsid "$ROOT/tools/bridge.sh" up >"$OUT" 2>&1 </dev/null &
+# etcd cannot take port 0: two ports nothing listens on now.
+free_port() {
+  local p
+  while :; do
+    p=$(shuf -i 20000-60000 -n 1)
+    (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+export ETCD_PORT=$(free_port) ETCD_PEER_PORT=$(free_port)
+setsid "$ROOT/tools/bridge.sh" up $MODE >"$OUT" 2>&1 </dev/null &
 PID=$!
 PGID=$PID
 
 # Await the banner; tail -F wakes on every line, and the timeout only guards a hang.
-timeout 120 grep -q -m1 'is up' < <(tail -n +1 -F "$OUT" 2>/dev/null) || fail "the cluster did not come up"
+timeout 120 grep -q -m1 'whatsapp-elevenlabs-bridge is up' < <(tail -n +1 -F "$OUT" 2>/dev/null) || fail "the cluster did not come up"
 
 for name in bridge-controller bridge-worker bridge-gateway elevenlabs-sim whatsapp-sim; do
   grep -q "READY $name" "$OUT" || fail "no READY line from $name"
 done
 [[ $(grep -c "READY bridge-worker" "$OUT") -eq 2 ]] || fail "expected two workers"
+if [[ $MODE == --cluster ]]; then
+  [[ $(grep -c "READY bridge-controller" "$OUT") -eq 3 ]] || fail "expected three controllers"
+  [[ $(grep -c "READY bridge-gateway" "$OUT") -eq 2 ]] || fail "expected two gateways"
+  timeout 60 grep -q -m1 ': leading' < <(tail -n +1 -F "$OUT" 2>/dev/null) ||
+    fail "no controller leads"
+fi
 
-webhook=$(sed -n 's|.*webhook *\(http://[^ ]*\)/webhook/whatsapp.*|\1|p' "$OUT" | head -1)
+webhook=$(sed -n 's|.* \(http://[^ ]*\)/webhook/whatsapp.*|\1|p' "$OUT" | head -1)
 [[ -n "$webhook" ]] || fail "no webhook URL printed"
 curl -fsS "$webhook/healthz" | grep -q ok || fail "gateway /healthz"
 curl -fsS "$webhook/readyz" | grep -q ready || fail "gateway /readyz (controller not reachable?)"
@@ -57,4 +74,4 @@ wait "$PID" || rc=$?
 left=$(ps -o pid=,stat=,args= -g "$PGID" | awk '$2 !~ /^Z/' || true)
 [[ -z "$left" ]] || fail "processes left behind: $left"
 grep -q "all stopped" "$OUT" || fail "no 'all stopped'"
-echo "PASS: the cluster and both simulators came up, answered a voice note with a voice note, and stopped cleanly"
+echo "PASS ($MODE): the cluster and both simulators came up, answered a voice note with a voice note, and stopped cleanly"

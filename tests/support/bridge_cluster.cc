@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "fresh_dir.h"
@@ -81,7 +82,10 @@ BridgeCluster::BridgeCluster(ClusterOptions options) : options_(std::move(option
   // A private agent: signed URLs and speech-to-text need the key.
   el_ = Spawn(BRIDGE_ELEVENLABS_SIM_BIN, sim, {{"ELEVENLABS_API_KEY", kElevenLabsKey}});
   el_http_ = Ready(*el_, "http")["http"];
-  StartController("127.0.0.1:0");
+  controllers_.resize(options_.controllers);
+  controller_grpcs_.resize(options_.controllers);
+  controller_metrics_.resize(options_.controllers);
+  for (int i = 0; i < options_.controllers; ++i) StartControllerAt(i, "127.0.0.1:0");
   gateway_ = Spawn(BRIDGE_GATEWAY_BIN,
                    {"--listen=127.0.0.1:0", absl::StrCat("--controller=", controller_grpc_)},
                    {{"WEBHOOK_SIGNATURE_SECRET", kAppSecret},
@@ -101,16 +105,33 @@ BridgeCluster::BridgeCluster(ClusterOptions options) : options_(std::move(option
 
 BridgeCluster::~BridgeCluster() = default;
 
-void BridgeCluster::StartController(const std::string& listen) {
-  std::vector<std::string> args = {absl::StrCat("--listen=", listen),
-                                   "--metrics_listen=127.0.0.1:0",
-                                   absl::StrCat("--store=sqlite:", db_), "--heartbeat_timeout=5s"};
+void BridgeCluster::StartControllerAt(int i, const std::string& listen) {
+  std::vector<std::string> args = {
+      absl::StrCat("--listen=", listen), "--metrics_listen=127.0.0.1:0",
+      absl::StrCat("--store=", options_.store.empty() ? absl::StrCat("sqlite:", db_) : options_.store),
+      "--heartbeat_timeout=5s"};
   args.insert(args.end(), options_.controller_args.begin(), options_.controller_args.end());
-  controller_ = Spawn(BRIDGE_CONTROLLER_BIN, args,
-                      {{"BRIDGE_CLUSTER_TOKEN", cluster_token_}, {"BRIDGE_ADMIN_TOKEN", admin_token_}});
-  auto ready = Ready(*controller_, "grpc");
-  controller_grpc_ = ready["grpc"];
-  controller_metrics_ = ready["metrics"];
+  controllers_[i].reset();  // a killed one's output goes with it
+  controllers_[i] = Spawn(BRIDGE_CONTROLLER_BIN, args,
+                          {{"BRIDGE_CLUSTER_TOKEN", cluster_token_}, {"BRIDGE_ADMIN_TOKEN", admin_token_}});
+  auto ready = Ready(*controllers_[i], "grpc");
+  controller_grpcs_[i] = ready["grpc"];
+  controller_metrics_[i] = ready["metrics"];
+  controller_grpc_ = absl::StrJoin(controller_grpcs_, ",");
+}
+
+int BridgeCluster::AwaitLeader(int excluded) {
+  const absl::Time deadline = absl::Now() + kAwait;
+  while (absl::Now() < deadline) {
+    for (int i = 0; i < controllers(); ++i) {
+      if (i == excluded) continue;
+      httplib::Client cli(absl::StrCat("http://", controller_metrics_[i]));
+      auto r = cli.Get("/metrics");
+      if (r && r->body.find("\nbridge_controller_is_leader 1") != std::string::npos) return i;
+    }
+    absl::SleepFor(absl::Milliseconds(20));  // a bounded poll of the event source
+  }
+  return -1;
 }
 
 void BridgeCluster::StartWorker(int i) {
@@ -216,7 +237,7 @@ bool BridgeCluster::AwaitWorkerMetric(const std::string& line) {
   return AwaitMetric(worker_metrics_, line);
 }
 bool BridgeCluster::AwaitControllerMetric(const std::string& line) {
-  return AwaitMetric({controller_metrics_}, line);
+  return AwaitMetric(controller_metrics_, line);
 }
 bool BridgeCluster::AwaitGatewayMetric(const std::string& line) {
   return AwaitMetric({gateway_http_}, line);
@@ -224,8 +245,11 @@ bool BridgeCluster::AwaitGatewayMetric(const std::string& line) {
 
 std::string BridgeCluster::Logs() const {
   std::string out;
-  for (const ChildProcess* p : {el_.get(), controller_.get(), gateway_.get(), wa_.get()}) {
+  for (const ChildProcess* p : {el_.get(), gateway_.get(), wa_.get()}) {
     if (p) out += p->Output();
+  }
+  for (const auto& c : controllers_) {
+    if (c) out += c->Output();
   }
   for (const auto& w : workers_) {
     if (w) out += w->Output();

@@ -26,6 +26,11 @@ struct ClusterOptions {
   // Run with a cluster token and an operator token (docs/security.md), as a
   // production cluster off loopback must; every e2e test runs so.
   bool credentials = true;
+  // Cluster mode: the controllers' store ("etcd:ENDPOINTS/NAMESPACE", see
+  // EtcdProcess::StoreSpec); "" is a fresh SQLite file. Every controller is
+  // given to the gateway, the workers and Sessions() as one comma list.
+  std::string store;
+  int controllers = 1;
 };
 
 class BridgeCluster {
@@ -60,11 +65,20 @@ class BridgeCluster {
   bool AwaitControllerMetric(const std::string& line);
   bool AwaitGatewayMetric(const std::string& line);
 
-  void StartController(const std::string& listen);
+  void StartController(const std::string& listen) { StartControllerAt(0, listen); }
+  // (Re)starts controller `i` on `listen` (its old address to come back where
+  // the others look for it).
+  void StartControllerAt(int i, const std::string& listen);
+  ChildProcess& controller(int i) { return *controllers_[i]; }
+  const std::string& controller_grpc(int i) const { return controller_grpcs_[i]; }
+  int controllers() const { return static_cast<int>(controllers_.size()); }
+  // The index of the controller whose /metrics says it leads, once one does
+  // and `excluded` is not it; -1 if none does within the hang guard.
+  int AwaitLeader(int excluded = -1);
   const std::string& cluster_token() const { return cluster_token_; }
   const std::string& admin_token() const { return admin_token_; }
   const std::string& gateway_http() const { return gateway_http_; }
-  ChildProcess& controller() { return *controller_; }
+  ChildProcess& controller() { return *controllers_[0]; }
   ChildProcess& worker(int i) { return *workers_[i]; }
   const std::string& worker_grpc(int i) const { return worker_grpc_[i]; }  // Media.Converse
   const std::string& controller_address() const { return controller_grpc_; }
@@ -76,10 +90,12 @@ class BridgeCluster {
   bool AwaitMetric(const std::vector<std::string>& addresses, const std::string& line);
 
   const ClusterOptions options_;
-  std::string db_, el_http_, controller_grpc_, controller_metrics_, gateway_http_, wa_http_;
+  std::string db_, el_http_, controller_grpc_, gateway_http_, wa_http_;
+  std::vector<std::string> controller_grpcs_, controller_metrics_;
   std::vector<std::string> worker_metrics_, worker_grpc_;
   std::string cluster_token_, admin_token_;  // empty without `credentials`
-  std::unique_ptr<ChildProcess> el_, controller_, gateway_, wa_;
+  std::unique_ptr<ChildProcess> el_, gateway_, wa_;
+  std::vector<std::unique_ptr<ChildProcess>> controllers_;
   std::vector<std::unique_ptr<ChildProcess>> workers_;
 };
 

@@ -1,6 +1,8 @@
 #include "common/call_auth.h"
 #include "grpc_probe.h"
 
+#include "common/controller_targets.h"
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "bridge/v1/sessions.grpc.pb.h"
@@ -57,15 +59,19 @@ absl::StatusOr<std::vector<std::string>> ReflectedServices(const std::string& ta
 absl::StatusOr<std::vector<bridge::v1::Session>> ListSessions(const std::string& target,
                                                               bool reveal_ids,
                                                               const std::string& token) {
-  auto stub = bridge::v1::Sessions::NewStub(Channel(target));
-  grpc::ClientContext ctx;
-  SetDeadline(&ctx);
-  ctx.set_wait_for_ready(true);
-  AttachToken(&ctx, token);
-  bridge::v1::ListSessionsRequest req;
-  req.set_reveal_ids(reveal_ids);
+  // `target` may list several controllers: whichever leads answers.
+  auto targets = ControllerTargets::Create(target);
+  if (!targets.ok()) return targets.status();
   bridge::v1::ListSessionsResponse resp;
-  grpc::Status s = stub->ListSessions(&ctx, req, &resp);
+  grpc::Status s = CallLeader(**targets, [&](const std::shared_ptr<grpc::Channel>& channel) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    ctx.set_wait_for_ready(targets.value()->size() == 1);
+    AttachToken(&ctx, token);
+    bridge::v1::ListSessionsRequest req;
+    req.set_reveal_ids(reveal_ids);
+    return bridge::v1::Sessions::NewStub(channel)->ListSessions(&ctx, req, &resp);
+  });
   if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
   return std::vector<bridge::v1::Session>(resp.sessions().begin(), resp.sessions().end());
 }

@@ -11,7 +11,8 @@
 #include "bridgectl/sessions_command.h"
 #include "bridgectl/talk_command.h"
 
-ABSL_FLAG(std::string, controller, "127.0.0.1:7000", "Controller gRPC target");
+ABSL_FLAG(std::string, controller, "127.0.0.1:7000",
+          "Controller gRPC target, or a comma list of them (whichever leads answers)");
 ABSL_FLAG(std::string, worker, "", "Worker gRPC target (talk)");
 ABSL_FLAG(bool, json, false, "Print JSON instead of tables");
 ABSL_FLAG(bool, reveal_ids, false, "Show WhatsApp ids unmasked");

@@ -8,6 +8,7 @@
 #include "bridge/v1/sessions.grpc.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "common/call_auth.h"
+#include "common/controller_targets.h"
 #include "grpcpp/grpcpp.h"
 
 namespace bridge::bridgectl {
@@ -44,15 +45,10 @@ void PrintWorkers(const google::protobuf::RepeatedPtrField<v1::Worker>& workers,
   }
 }
 
-}  // namespace
-
-int RunSessionsCommand(const std::vector<std::string>& args, const SessionsCommandOptions& opts,
-                       std::ostream& out, std::ostream& err) {
-  const std::string& cmd = args[0];
-  const bool needs_id = cmd == "session" || cmd == "end" || cmd == "drain";
-  if (needs_id != (args.size() == 2) || args.size() > 2) return 2;
-  auto stub = v1::Sessions::NewStub(
-      grpc::CreateChannel(opts.controller, grpc::InsecureChannelCredentials()));
+// One Sessions call for `cmd`, its answer printed to `out`; UNIMPLEMENTED
+// for an unknown command.
+grpc::Status Call(const std::string& cmd, const std::vector<std::string>& args,
+                  const SessionsCommandOptions& opts, v1::Sessions::Stub* stub, std::ostream& out) {
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
   AttachToken(&ctx, EnvOr("BRIDGE_ADMIN_TOKEN"));  // the operator token (docs/security.md)
@@ -88,8 +84,28 @@ int RunSessionsCommand(const std::vector<std::string>& args, const SessionsComma
     status = stub->DrainWorker(&ctx, req, &resp);
     if (status.ok()) out << ToJson(resp.worker());
   } else {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, cmd);
+  }
+  return status;
+}
+
+}  // namespace
+
+int RunSessionsCommand(const std::vector<std::string>& args, const SessionsCommandOptions& opts,
+                       std::ostream& out, std::ostream& err) {
+  const std::string& cmd = args[0];
+  const bool needs_id = cmd == "session" || cmd == "end" || cmd == "drain";
+  if (needs_id != (args.size() == 2) || args.size() > 2) return 2;
+  auto targets = ControllerTargets::Create(opts.controller);
+  if (!targets.ok()) {
+    err << "bridgectl: " << targets.status().message() << std::endl;
     return 2;
   }
+  // Whichever controller leads answers (a standby names it).
+  grpc::Status status = CallLeader(**targets, [&](const std::shared_ptr<grpc::Channel>& channel) {
+    return Call(cmd, args, opts, v1::Sessions::NewStub(channel).get(), out);
+  });
+  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) return 2;
   if (!status.ok()) {
     err << "bridgectl " << cmd << ": " << opts.controller << ": " << status.error_message()
         << " (" << status.error_code() << ")" << std::endl;

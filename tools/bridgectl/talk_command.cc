@@ -13,6 +13,7 @@
 #include "bridge/v1/media.grpc.pb.h"
 #include "bridge/v1/sessions.grpc.pb.h"
 #include "common/call_auth.h"
+#include "common/controller_targets.h"
 #include "grpcpp/grpcpp.h"
 
 namespace bridge::bridgectl {
@@ -50,13 +51,15 @@ absl::StatusOr<std::vector<absl::Duration>> AudioAfterChunks(const std::string& 
 
 // The least loaded serving worker the controller knows.
 absl::StatusOr<std::string> PickWorker(const std::string& controller) {
-  auto stub = v1::Sessions::NewStub(
-      grpc::CreateChannel(controller, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-  AttachToken(&ctx, EnvOr("BRIDGE_ADMIN_TOKEN"));  // Sessions: the operator token
+  auto targets = ControllerTargets::Create(controller);
+  if (!targets.ok()) return targets.status();
   v1::ListWorkersResponse resp;
-  grpc::Status s = stub->ListWorkers(&ctx, v1::ListWorkersRequest(), &resp);
+  grpc::Status s = CallLeader(**targets, [&](const std::shared_ptr<grpc::Channel>& channel) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    AttachToken(&ctx, EnvOr("BRIDGE_ADMIN_TOKEN"));  // Sessions: the operator token
+    return v1::Sessions::NewStub(channel)->ListWorkers(&ctx, v1::ListWorkersRequest(), &resp);
+  });
   if (!s.ok()) {
     return absl::UnavailableError(absl::StrCat("controller ", controller, ": ",
                                                s.error_message(), " (", CodeName(s), ")"));

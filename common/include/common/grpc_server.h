@@ -3,6 +3,7 @@
 // reflection, and shuts down with a deadline.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@ namespace bridge {
 struct GrpcServiceEntry {
   grpc::Service* service;  // callback or sync service; not owned
   std::string name;        // full name for health, e.g. "bridge.v1.Ingest"
+  bool serving = true;     // its health status at start (a standby's Ingest: false)
 };
 
 class GrpcServer {
@@ -28,6 +30,9 @@ class GrpcServer {
   const std::string& address() const { return address_; }
   int port() const { return port_; }
 
+  // Sets one service's grpc.health.v1 status.
+  void SetServing(const std::string& name, bool serving);
+
   // Marks every service NOT_SERVING, then stops, cancelling what is still
   // running after `grace`.
   void Shutdown(absl::Duration grace);
@@ -36,9 +41,10 @@ class GrpcServer {
   GrpcServer() = default;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::string> names_;
+  std::vector<std::string> not_serving_;
   std::string address_;
   int port_ = 0;
-  bool shut_down_ = false;
+  std::atomic<bool> shut_down_{false};
 };
 
 // "0.0.0.0:7000" -> {"0.0.0.0", 7000}; "[::1]:0" -> {"::1", 0}.

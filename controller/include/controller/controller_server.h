@@ -19,6 +19,11 @@ struct ControllerOptions {
   std::string admin_token;    // Sessions
   std::string metrics_listen = "0.0.0.0:9100";
   std::string store = "sqlite:./data/controller.db";
+  // Cluster mode (--store=etcd:...): the address standbys give clients for
+  // this controller when it leads ("" = the bound one), and the lease that
+  // bounds how long a dead leader keeps its place.
+  std::string advertise;
+  absl::Duration leader_lease = absl::Seconds(5);
   absl::Duration session_idle_timeout = absl::Minutes(30);
   absl::Duration session_max_duration = absl::Hours(24);
   absl::Duration heartbeat_timeout = absl::Seconds(15);

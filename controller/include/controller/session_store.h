@@ -68,12 +68,14 @@ class SessionStore {
   virtual void CommitAsync(Txn txn, std::function<void(absl::StatusOr<int64_t>)> done) = 0;
   // The same, waiting for the result.
   absl::StatusOr<int64_t> Commit(Txn txn);
-  // Drops keys whose expiry has passed; returns how many.
+  // Drops keys whose expiry has passed; returns how many (0 where the server
+  // expires them by itself: etcd's leases).
   virtual absl::StatusOr<int64_t> ExpireNow() = 0;
   virtual int64_t revision() const = 0;
 };
 
-// "sqlite:PATH" (embedded, WAL, group commit) or, later, "etcd:HOST:PORT,...".
+// "sqlite:PATH" (embedded, WAL, group commit) or
+// "etcd:HOST:PORT[,HOST:PORT...][/NAMESPACE]" (docs/cluster.md).
 // InvalidArgument for a malformed spec (exit 2 in main).
 absl::StatusOr<std::unique_ptr<SessionStore>> OpenSessionStore(const std::string& spec);
 
