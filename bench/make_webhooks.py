@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import pathlib
+import time
 
 
 def main():
@@ -23,6 +24,7 @@ def main():
     fix = pathlib.Path(a.fixtures)
     shapes = [json.loads((fix / f).read_text()) for f in ("text.json", "voice_note.json")]
     key = a.secret.encode()
+    now = int(time.time())
     with open(a.out, "w") as out:
         for i in range(a.count):
             doc = json.loads(json.dumps(shapes[i % 2]))  # deep copy
@@ -32,6 +34,10 @@ def main():
             msg = value["messages"][0]
             msg["from"] = user
             msg["id"] = f"wamid.BENCH{i:010d}"
+            # Today's: the fixtures' own timestamps are older than the 24 h
+            # window, so the controller would record every one as too old
+            # (--max_message_age) instead of queueing a turn.
+            msg["timestamp"] = str(now)
             # Compact and on one line: the file is line-oriented, and bodies stay ~Meta's size.
             body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
             sig = hmac.new(key, body, hashlib.sha256).hexdigest()

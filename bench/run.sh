@@ -76,7 +76,20 @@ else
   say "Media.Converse benchmark failed; writing the report without it"
 fi
 
+# Cluster capacity (issue #12): ingest CPU per acked webhook on SQLite, a
+# one-member and a three-member etcd, against Node in cluster mode; leader
+# takeover after kill -9 (~3 min).
+say "cluster capacity: stores side by side with Node's cluster mode, then leader takeover"
+if ! BUILD_DIR="$BUILD_DIR" "$ROOT/bench/capacity_bench.sh" "$TMP/capacity.md"; then
+  say "capacity benchmark failed; writing the report without it"
+  : >"$TMP/capacity.md"
+fi
+
 python3 "$ROOT/bench/report.py" --audio "$TMP/audio.json" --spawn "$TMP/spawn.tsv" \
   --spawns "$SPAWNS" --command "tools/bridge.sh bench" "${INGEST[@]}" "${TURN[@]}" \
   "${CONVERSE[@]}" >"$OUT"
+if [[ -s "$TMP/capacity.md" ]]; then
+  echo >>"$OUT"
+  cat "$TMP/capacity.md" >>"$OUT"
+fi
 say "wrote $OUT"

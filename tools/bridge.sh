@@ -27,9 +27,10 @@ BUILD_PACKAGES=(
   libabsl-dev libre2-dev libcpp-httplib-dev libwebsocketpp-dev libasio-dev libssl-dev
   libopus-dev libogg-dev libspeexdsp-dev libspandsp-dev libmimetic-dev prometheus-cpp-dev nlohmann-json3-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  golang-etcd-server-dev etcd-server
+  golang-etcd-server-dev etcd-server libjemalloc-dev
 )
-TEST_PACKAGES=(opus-tools curl procps)
+# The deploy checks: systemd-analyze, promtool, nginx -t, yamllint (tests/deploy).
+TEST_PACKAGES=(opus-tools curl procps systemd prometheus nginx-light yamllint openssl)
 # Sanitizers, the thread-safety analysis and libFuzzer: clang and its runtimes
 # (libclang-rt-dev has the ASan/TSan/UBSan/libFuzzer libraries, llvm the symbolizer).
 CLANG_PACKAGES=(clang libclang-rt-dev llvm)

@@ -18,9 +18,11 @@ namespace {
 namespace pb = ::etcdserverpb;
 
 constexpr absl::Duration kCallDeadline = absl::Seconds(10);
-// Commits in flight at once. etcd batches concurrent proposals into one raft
-// entry and one fsync, which is where the throughput comes from.
-constexpr int kMaxInFlight = 64;
+// Commits per etcd request (etcd's --max-txn-ops, 128 by default, bounds the
+// branches of one transaction), and requests in flight at once: while some
+// are being committed the next group fills.
+constexpr size_t kMaxGroup = 128;
+constexpr int kMaxGroupsInFlight = 4;
 // Keys per page when loading: bounded messages, whatever the table size.
 constexpr int64_t kPageSize = 500;
 
@@ -170,12 +172,19 @@ class EtcdStoreImpl final : public EtcdStore {
     Txn txn;
     std::vector<KeySpan> spans;
     std::function<void(absl::StatusOr<int64_t>)> done;
-    // Call state, alive until the response arrives.
+    int retries = 0;
+  };
+  // Commits sent together: one etcd transaction whose success branch holds
+  // one nested transaction per commit, each with its own compares. One
+  // request, one raft entry, one revision, but each commit still succeeds or
+  // fails on its own compares. etcd refuses a request that writes one key in
+  // two branches, and per-key order must hold: members never overlap.
+  struct Group {
+    std::vector<std::shared_ptr<Pending>> members;
+    bool fenced = false;
     grpc::ClientContext ctx;
     pb::TxnRequest request;
     pb::TxnResponse response;
-    bool fenced = false;
-    int retries = 0;
   };
 
   absl::StatusOr<pb::RangeResponse> RangeCall(const pb::RangeRequest& req) {
@@ -186,101 +195,140 @@ class EtcdStoreImpl final : public EtcdStore {
     return resp;
   }
 
-  // The first queued commit that overlaps nothing in flight and nothing
-  // queued before it (per-key order is the order of CommitAsync calls).
-  std::deque<std::shared_ptr<Pending>>::iterator Launchable() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (static_cast<int>(inflight_.size()) >= kMaxInFlight) return queue_.end();
+  bool Blocked(const Pending& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (const auto& f : inflight_) {
+      if (Overlap(p.spans, f->spans)) return true;
+    }
+    return false;
+  }
+
+  // The queued commits that overlap nothing in flight, nothing queued before
+  // them and each other (per-key order is the order of CommitAsync calls), at
+  // most kMaxGroup; removed from the queue.
+  std::vector<std::shared_ptr<Pending>> TakeGroup() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::vector<std::shared_ptr<Pending>> group;
+    if (groups_in_flight_ >= kMaxGroupsInFlight) return group;
+    std::vector<const Pending*> passed;  // queued before, left in the queue
+    for (auto it = queue_.begin(); it != queue_.end() && group.size() < kMaxGroup;) {
+      bool blocked = Blocked(**it);
+      for (const Pending* b : passed) blocked = blocked || Overlap((*it)->spans, b->spans);
+      for (const auto& g : group) blocked = blocked || Overlap((*it)->spans, g->spans);
+      if (blocked) {
+        passed.push_back(it->get());
+        ++it;
+      } else {
+        group.push_back(*it);
+        it = queue_.erase(it);
+      }
+    }
+    return group;
+  }
+
+  bool HasLaunchable() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (groups_in_flight_ >= kMaxGroupsInFlight) return false;
     for (auto it = queue_.begin(); it != queue_.end(); ++it) {
-      bool blocked = false;
-      for (const auto& f : inflight_) blocked = blocked || Overlap((*it)->spans, f->spans);
+      bool blocked = Blocked(**it);
       for (auto before = queue_.begin(); !blocked && before != it; ++before) {
         blocked = Overlap((*it)->spans, (*before)->spans);
       }
-      if (!blocked) return it;
+      if (!blocked) return true;
     }
-    return queue_.end();
+    return false;
   }
 
-  // Builds and sends each launchable commit. Lease grants block, so they run
-  // here, never on a caller's thread nor a gRPC one.
+  // Builds and sends each group. Lease grants block, so they run here, never
+  // on a caller's thread nor a gRPC one.
   void WriterLoop() {
     for (;;) {
-      std::shared_ptr<Pending> p;
+      auto g = std::make_shared<Group>();
       {
         absl::MutexLock lock(&mu_);
         auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return (stopping_ && queue_.empty() && inflight_.empty()) || Launchable() != queue_.end();
+          return (stopping_ && queue_.empty() && inflight_.empty()) || HasLaunchable();
         };
         mu_.Await(absl::Condition(&ready));
-        auto it = Launchable();
-        if (it == queue_.end()) return;  // stopping, nothing left
-        p = *it;
-        queue_.erase(it);
-        inflight_.push_back(p);
-        p->fenced = !fence_key_.empty();
-        p->request = Build(p->txn, fence_key_, fence_revision_);
+        g->members = TakeGroup();
+        if (g->members.empty()) return;  // stopping, nothing left
+        inflight_.insert(inflight_.end(), g->members.begin(), g->members.end());
+        ++groups_in_flight_;
+        g->fenced = !fence_key_.empty();
+        g->request = Build(*g, fence_key_, fence_revision_);
       }
-      if (absl::Status s = AttachLeases(p->txn, &p->request); !s.ok()) {
-        Finish(p, s);
+      if (absl::Status s = AttachLeases(g.get()); !s.ok()) {
+        Finish(g, [&](size_t) { return absl::StatusOr<int64_t>(s); });
         continue;
       }
-      Launch(p);
+      g->ctx.set_deadline(absl::ToChronoTime(absl::Now() + kCallDeadline));
+      kv_->async()->Txn(&g->ctx, &g->request, &g->response,
+                        [this, g](grpc::Status s) { OnResponse(g, s); });
     }
   }
 
-  void Launch(const std::shared_ptr<Pending>& p) {
-    p->ctx.set_deadline(absl::ToChronoTime(absl::Now() + kCallDeadline));
-    kv_->async()->Txn(&p->ctx, &p->request, &p->response,
-                      [this, p](grpc::Status s) { OnResponse(p, s); });
-  }
-
-  void OnResponse(const std::shared_ptr<Pending>& p, const grpc::Status& s) {
+  void OnResponse(const std::shared_ptr<Group>& g, const grpc::Status& s) {
     if (!s.ok()) {
-      // A lease that expired between grant and use: grant a fresh one, once.
+      // A lease that expired between grant and use: grant fresh ones, once.
       if (s.error_code() == grpc::StatusCode::NOT_FOUND &&
-          absl::StrContains(s.error_message(), "lease") && p->retries++ == 0) {
+          absl::StrContains(s.error_message(), "lease") && g->members[0]->retries++ == 0) {
         ForgetLeases();
-        auto retry = std::make_shared<Pending>();
-        retry->txn = std::move(p->txn);
-        retry->spans = p->spans;
-        retry->done = std::move(p->done);
-        retry->retries = 1;
-        Requeue(p, retry);
+        Requeue(g);
         return;
       }
-      Finish(p, EtcdError(s, "txn"));
+      const absl::Status error = EtcdError(s, "txn");
+      Finish(g, [&](size_t) { return absl::StatusOr<int64_t>(error); });
       return;
     }
-    const int64_t rev = p->response.header().revision();
+    const int64_t rev = g->response.header().revision();
     for (int64_t seen = revision_.load(); rev > seen && !revision_.compare_exchange_weak(seen, rev);) {
     }
-    if (!p->response.succeeded()) {
-      Finish(p, p->fenced ? absl::AbortedError("etcd: this controller is no longer the leader")
-                          : absl::FailedPreconditionError("etcd: a compare failed"));
+    if (!g->response.succeeded()) {  // only the fence compares at the top
+      Finish(g, [](size_t) {
+        return absl::StatusOr<int64_t>(
+            absl::AbortedError("etcd: this controller is no longer the leader"));
+      });
       return;
     }
-    if (p->fenced && !p->response.responses(0).response_txn().succeeded()) {
-      Finish(p, absl::FailedPreconditionError("etcd: a compare failed"));
-      return;
+    Finish(g, [&](size_t i) -> absl::StatusOr<int64_t> {
+      if (!g->response.responses(static_cast<int>(i)).response_txn().succeeded()) {
+        return absl::FailedPreconditionError("etcd: a compare failed");
+      }
+      return rev;
+    });
+  }
+
+  // Each member's `done` runs before the group leaves the in-flight set: a
+  // later commit of the same keys is sent only after this one's callback.
+  void Finish(const std::shared_ptr<Group>& g,
+              const std::function<absl::StatusOr<int64_t>(size_t)>& result) {
+    for (size_t i = 0; i < g->members.size(); ++i) g->members[i]->done(result(i));
+    absl::MutexLock lock(&mu_);
+    for (const auto& m : g->members) std::erase(inflight_, m);
+    --groups_in_flight_;
+  }
+
+  void Requeue(const std::shared_ptr<Group>& g) {
+    absl::MutexLock lock(&mu_);
+    for (auto it = g->members.rbegin(); it != g->members.rend(); ++it) {
+      std::erase(inflight_, *it);
+      queue_.push_front(*it);
     }
-    Finish(p, rev);
+    --groups_in_flight_;
   }
 
-  // `done` runs before the commit leaves the in-flight set: a later commit of
-  // the same keys is sent only after this one's callback has applied it.
-  void Finish(const std::shared_ptr<Pending>& p, absl::StatusOr<int64_t> result) {
-    p->done(std::move(result));
-    absl::MutexLock lock(&mu_);
-    std::erase(inflight_, p);
+  // One nested transaction per member, under the fence when there is one.
+  pb::TxnRequest Build(const Group& g, const std::string& fence_key, int64_t fence_revision) {
+    pb::TxnRequest outer;
+    if (!fence_key.empty()) {
+      pb::Compare* cmp = outer.add_compare();
+      cmp->set_key(fence_key);
+      cmp->set_target(pb::Compare::MOD);
+      cmp->set_result(pb::Compare::EQUAL);
+      cmp->set_mod_revision(fence_revision);
+    }
+    for (const auto& m : g.members) *outer.add_success()->mutable_request_txn() = Nested(m->txn);
+    return outer;
   }
 
-  void Requeue(const std::shared_ptr<Pending>& old, std::shared_ptr<Pending> retry) {
-    absl::MutexLock lock(&mu_);
-    std::erase(inflight_, old);
-    queue_.push_front(std::move(retry));
-  }
-
-  pb::TxnRequest Build(const Txn& txn, const std::string& fence_key, int64_t fence_revision) {
+  pb::TxnRequest Nested(const Txn& txn) {
     pb::TxnRequest inner;
     for (const auto& c : txn.compares) {
       pb::Compare* cmp = inner.add_compare();
@@ -304,31 +352,22 @@ class EtcdStoreImpl final : public EtcdStore {
         }
       }
     }
-    if (fence_key.empty()) return inner;
-    pb::TxnRequest outer;
-    pb::Compare* cmp = outer.add_compare();
-    cmp->set_key(fence_key);
-    cmp->set_target(pb::Compare::MOD);
-    cmp->set_result(pb::Compare::EQUAL);
-    cmp->set_mod_revision(fence_revision);
-    *outer.add_success()->mutable_request_txn() = std::move(inner);
-    return outer;
+    return inner;
   }
 
   // Sets the lease of every put that expires. Runs on the writer thread.
-  absl::Status AttachLeases(const Txn& txn, pb::TxnRequest* request) {
-    pb::TxnRequest* inner = request;
-    if (inner->success_size() == 1 && inner->success(0).has_request_txn()) {
-      inner = inner->mutable_success(0)->mutable_request_txn();
-    }
+  absl::Status AttachLeases(Group* g) {
     const absl::Time now = absl::Now();
-    int i = 0;
-    for (const auto& op : LastWritePerKey(txn.ops)) {
-      pb::RequestOp* r = inner->mutable_success(i++);
-      if (!r->has_request_put() || op.expires_at == absl::InfiniteFuture()) continue;
-      auto lease = LeaseFor(op.expires_at, now);
-      if (!lease.ok()) return lease.status();
-      r->mutable_request_put()->set_lease(*lease);
+    for (size_t m = 0; m < g->members.size(); ++m) {
+      pb::TxnRequest* inner = g->request.mutable_success(static_cast<int>(m))->mutable_request_txn();
+      int i = 0;
+      for (const auto& op : LastWritePerKey(g->members[m]->txn.ops)) {
+        pb::RequestOp* r = inner->mutable_success(i++);
+        if (!r->has_request_put() || op.expires_at == absl::InfiniteFuture()) continue;
+        auto lease = LeaseFor(op.expires_at, now);
+        if (!lease.ok()) return lease.status();
+        r->mutable_request_put()->set_lease(*lease);
+      }
     }
     return absl::OkStatus();
   }
@@ -367,7 +406,8 @@ class EtcdStoreImpl final : public EtcdStore {
 
   absl::Mutex mu_;
   std::deque<std::shared_ptr<Pending>> queue_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::shared_ptr<Pending>> inflight_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<Pending>> inflight_ ABSL_GUARDED_BY(mu_);  // members of sent groups
+  int groups_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::string fence_key_ ABSL_GUARDED_BY(mu_);
   int64_t fence_revision_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,8 +1,10 @@
 // The cluster SessionStore: etcd v3 (docs/cluster.md has the key layout).
 // Every key lives under "<ns>/"; the store revision is etcd's; a Txn is one
 // etcd transaction; expiring keys are attached to shared leases, one per
-// expiry bucket, not one per key. Commits are pipelined (many in flight), but
-// two that touch a common key are sent in the order they were made.
+// expiry bucket, not one per key. Commits are grouped (up to 128 in one etcd
+// transaction, each nested with its own compares, so each succeeds or fails
+// alone; the group shares one revision) and pipelined, but two that touch a
+// common key are sent in the order they were made.
 //
 // Fencing: once Fence() names the leader's election key, every commit is
 // wrapped in an outer transaction that first compares that key's revision,

@@ -1,5 +1,7 @@
 #include "leader_election.h"
 
+#include <utility>
+
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "grpcpp/client_context.h"
@@ -79,9 +81,13 @@ void LeaderElection::Campaign() {
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + CallDeadline(options_.lease)));
   if (grpc::Status s = kv_->Txn(&ctx, look, &seen); !s.ok()) {
-    LogWarn("etcd unreachable; cannot campaign", {{"error", EtcdError(s, "txn")}});
+    // Once per outage, not once per poll.
+    if (std::exchange(etcd_reachable_, false)) {
+      LogWarn("etcd unreachable; cannot campaign", {{"error", EtcdError(s, "txn")}});
+    }
     return;
   }
+  if (!std::exchange(etcd_reachable_, true)) LogInfo("etcd reachable again; campaigning");
   if (!seen.succeeded()) {
     const auto& kvs = seen.responses(0).response_range().kvs();
     SetLeader(kvs.empty() ? "" : kvs[0].value());

@@ -81,6 +81,7 @@ class LeaderElection {
   absl::Time lease_sent_;  // when the grant of lease_id_ was sent
   int64_t fence_revision_ = 0;
   bool leading_ = false;
+  bool etcd_reachable_ = true;
 
   std::atomic<int64_t> ttl_seconds_{0};
   std::atomic<int64_t> valid_until_ns_{0};  // unix ns; 0: not leading

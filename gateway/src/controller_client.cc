@@ -1,6 +1,10 @@
 #include "controller_client.h"
 
+#include <deque>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "bridge/v1/ingest.grpc.pb.h"
 #include "common/call_auth.h"
@@ -13,6 +17,20 @@ namespace bridge::gateway {
 struct ControllerClient::Impl {
   std::unique_ptr<ControllerTargets> targets;
   std::string token;
+
+  // One POST waiting for its group's Deliver.
+  struct Waiter {
+    const bridge::v1::DeliverRequest* request;
+    absl::StatusOr<bridge::v1::DeliverResponse> result;
+    bool done = false;
+    bool leads = false;  // sends the next group (its own first)
+  };
+  absl::Mutex mu;
+  std::deque<Waiter*> queue ABSL_GUARDED_BY(mu);
+  bool sending ABSL_GUARDED_BY(mu) = false;
+
+  absl::StatusOr<bridge::v1::DeliverResponse> Send(const bridge::v1::DeliverRequest& request,
+                                                   absl::Duration deadline);
 };
 
 ControllerClient::ControllerClient() : impl_(new Impl) {}
@@ -43,17 +61,62 @@ absl::StatusOr<std::unique_ptr<ControllerClient>> ControllerClient::Create(
 // retries every 100 to 500 ms), no longer.
 constexpr absl::Duration kNotConnectedDeadline = absl::Milliseconds(750);
 
+// The leader/follower group commit: the first POST to find nothing in flight
+// sends; POSTs that arrive meanwhile queue; when the call returns, the sender
+// answers its whole group and hands the lead to the next queued POST, which
+// sends everything queued since in one call. No thread of its own, no timer:
+// an idle gateway sends each POST at once.
+absl::StatusOr<bridge::v1::DeliverResponse> ControllerClient::Deliver(
+    const bridge::v1::DeliverRequest& request, absl::Duration deadline) {
+  Impl& d = *impl_;
+  Impl::Waiter self{&request, absl::UnknownError("not sent")};
+  std::vector<Impl::Waiter*> group;
+  {
+    absl::MutexLock lock(&d.mu);
+    d.queue.push_back(&self);
+    if (!d.sending) {
+      d.sending = true;
+      self.leads = true;
+    }
+    d.mu.Await(absl::Condition(
+        +[](Impl::Waiter* w) { return w->done || w->leads; }, &self));
+    if (self.done) return std::move(self.result);
+    while (!d.queue.empty() && static_cast<int>(group.size()) < kMaxGroup) {
+      group.push_back(d.queue.front());
+      d.queue.pop_front();
+    }
+  }
+  bridge::v1::DeliverRequest merged;
+  merged.set_delivery_id(request.delivery_id());
+  merged.set_received_at_unix_ms(request.received_at_unix_ms());
+  for (Impl::Waiter* w : group) {
+    for (const auto& ev : w->request->events()) *merged.add_events() = ev;
+  }
+  auto result = d.Send(group.size() == 1 ? request : merged, deadline);
+  absl::MutexLock lock(&d.mu);
+  for (Impl::Waiter* w : group) {
+    w->result = result;
+    w->done = true;
+  }
+  if (d.queue.empty()) {
+    d.sending = false;
+  } else {
+    d.queue.front()->leads = true;
+  }
+  return std::move(self.result);
+}
+
 // Tries the controller most likely to lead; a standby's answer names the
 // leader and an unreachable one is skipped, each at once, within `deadline`.
 // Deliver is idempotent by message id, so a retry after a lost answer is safe.
-absl::StatusOr<bridge::v1::DeliverResponse> ControllerClient::Deliver(
+absl::StatusOr<bridge::v1::DeliverResponse> ControllerClient::Impl::Send(
     const bridge::v1::DeliverRequest& request, absl::Duration deadline) {
   const absl::Time end = absl::Now() + deadline;
   grpc::Status last;
   std::string tried;
-  const size_t attempts = impl_->targets->size() + 1;
+  const size_t attempts = targets->size() + 1;
   for (size_t i = 0; i < attempts && absl::Now() < end; ++i) {
-    ControllerTargets::Pick pick = impl_->targets->Current();
+    ControllerTargets::Pick pick = targets->Current();
     grpc::ClientContext ctx;
     // A controller that is not there is answered 503 at once (Meta retries):
     // waiting out the deadline per webhook would only pile up HTTP threads.
@@ -65,12 +128,12 @@ absl::StatusOr<bridge::v1::DeliverResponse> ControllerClient::Deliver(
     ctx.set_wait_for_ready(false);
     ctx.set_deadline(absl::ToChronoTime(
         std::min(end, absl::Now() + (connected ? deadline : kNotConnectedDeadline))));
-    AttachToken(&ctx, impl_->token);
+    AttachToken(&ctx, token);
     bridge::v1::DeliverResponse response;
     last = bridge::v1::Ingest::NewStub(pick.channel)->Deliver(&ctx, request, &response);
     if (last.ok()) return response;
     absl::StrAppend(&tried, tried.empty() ? "" : ", ", pick.target);
-    if (!impl_->targets->Failed(pick, last)) break;
+    if (!targets->Failed(pick, last)) break;
   }
   return absl::UnavailableError(absl::StrCat("controller (", tried, "): ", last.error_message(),
                                              " (", last.error_code(), ")"));

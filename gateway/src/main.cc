@@ -8,7 +8,8 @@
 #include "gateway/gateway_server.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:3000", "HTTP(S) listen address (env PORT sets the port)");
-ABSL_FLAG(std::string, controller, "127.0.0.1:7000", "Controller gRPC target(s)");
+ABSL_FLAG(std::string, controller, "127.0.0.1:7000",
+          "Controller gRPC target, or a comma list of them (cluster mode: the leader is found)");
 ABSL_FLAG(std::string, verify_token, "",
           "Webhook verification token (env WHATSAPP_WEBHOOK_VERIFY_TOKEN)");
 ABSL_FLAG(std::string, app_secret, "",

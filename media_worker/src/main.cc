@@ -17,7 +17,8 @@ ABSL_FLAG(std::string, cluster_token, "",
           "Token for the controller link and for Media.Converse callers (env "
           "BRIDGE_CLUSTER_TOKEN)");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9101", "Prometheus /metrics listen address");
-ABSL_FLAG(std::string, controller, "127.0.0.1:7000", "Controller gRPC target(s)");
+ABSL_FLAG(std::string, controller, "127.0.0.1:7000",
+          "Controller gRPC target, or a comma list of them (cluster mode: the leader is found)");
 ABSL_FLAG(std::string, advertise, "", "Address others use to reach this worker's gRPC");
 ABSL_FLAG(std::string, worker_id, "", "Worker id (default: hostname-pid)");
 ABSL_FLAG(int, capacity, 100,
