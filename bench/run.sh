@@ -84,6 +84,12 @@ if ! BUILD_DIR="$BUILD_DIR" "$ROOT/bench/capacity_bench.sh" "$TMP/capacity.md"; 
   say "capacity benchmark failed; writing the report without it"
   : >"$TMP/capacity.md"
 fi
+say "one worker at saturation: voice-note turns against the codec-bound limit"
+if BUILD_DIR="$BUILD_DIR" "$ROOT/bench/worker_saturation.sh" "$TMP/saturation.md"; then
+  { echo; cat "$TMP/saturation.md"; } >>"$TMP/capacity.md"
+else
+  say "worker saturation benchmark failed; writing the report without it"
+fi
 
 python3 "$ROOT/bench/report.py" --audio "$TMP/audio.json" --spawn "$TMP/spawn.tsv" \
   --spawns "$SPAWNS" --command "tools/bridge.sh bench" "${INGEST[@]}" "${TURN[@]}" \

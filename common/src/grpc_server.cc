@@ -44,6 +44,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   // And we ping ours: a client that vanished (no FIN: power, network) has its
   // calls cancelled within ~15 s instead of holding a stream, an agent
   // conversation and a capacity slot for hours (gRPC's default is 2 h).
+  // A gateway's group of webhooks (up to 2 MiB) and a big ListSessions fit.
+  builder.SetMaxReceiveMessageSize(16 << 20);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   for (const auto& entry : services) {

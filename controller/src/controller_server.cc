@@ -49,7 +49,7 @@ class ControllerServerImpl final : public ControllerServer {
     co.reattach_grace = opts.reattach_grace;
     co.max_pending_turns = opts.max_pending_turns;
     co.ended_retention = opts.ended_retention;
-    co.may_dispatch = [this] { return !election_ || election_->Leading(); };
+    co.may_dispatch = [this] { return MayAct(); };
     coordinator_ = std::make_unique<Coordinator>(store_.get(), co);
     if (!cluster_mode()) {
       if (auto s = coordinator_->Load(); !s.ok()) return s;
@@ -102,11 +102,13 @@ class ControllerServerImpl final : public ControllerServer {
   }
 
   // Stop serving first (in-flight Delivers finish or fail over to a retry),
-  // then campaigning (a leader hands over at once), then housekeeping, then
-  // the store, which flushes its last batch.
+  // then housekeeping, then the store, which flushes its last batch while
+  // this controller still holds the lease (its writes are fenced on it), and
+  // only then the election: a leader revokes its lease, so a standby takes
+  // over at once.
   void Shutdown() override {
     if (grpc_) grpc_->Shutdown(absl::Seconds(1));
-    election_.reset();
+    stopping_ = true;
     if (loader_.joinable()) loader_.join();
     if (ticker_.joinable()) {
       stop_.Notify();
@@ -115,10 +117,19 @@ class ControllerServerImpl final : public ControllerServer {
     // The store first: its last commits call back into the coordinator.
     store_.reset();
     coordinator_.reset();
+    election_ptr_ = nullptr;
+    election_.reset();
   }
 
  private:
   bool cluster_mode() const { return etcd_ != nullptr; }
+  // Whether this controller may act without a write (dispatch, timeouts):
+  // not while stopping, and in cluster mode only while its lease surely holds.
+  bool MayAct() const {
+    if (stopping_) return false;
+    LeaderElection* e = election_ptr_.load();
+    return !cluster_mode() || (e != nullptr && e->Leading());
+  }
 
   absl::Status OpenStore(const std::string& spec) {
     absl::string_view rest = spec;
@@ -162,12 +173,15 @@ class ControllerServerImpl final : public ControllerServer {
       std::fflush(stderr);
       std::_Exit(1);
     };
-    cb.leader_changed = [this](const std::string& leader) {
-      gate_.SetLeader(leader);
+    cb.leader_changed = [this, self = eo.advertise](const std::string& leader) {
+      // While this controller loads after its election it refuses too, but
+      // must not send callers to itself (they would retry at once, in a loop).
+      gate_.SetLeader(leader == self ? "" : leader);
       if (!leader.empty()) leader_changes_->Increment();
       LogInfo("leader", {{"address", leader.empty() ? "(none)" : leader}});
     };
     election_ = std::make_unique<LeaderElection>(etcd_channel_, etcd_config_, eo, std::move(cb));
+    election_ptr_ = election_.get();
     election_->Start();
   }
 
@@ -182,7 +196,7 @@ class ControllerServerImpl final : public ControllerServer {
       std::fflush(stderr);
       std::_Exit(1);
     }
-    gate_.Open([this] { return election_->Leading(); });
+    gate_.Open([this] { return MayAct(); });
     loaded_ = true;
     for (const char* name : {"bridge.v1.Ingest", "bridge.v1.WorkerLink", "bridge.v1.Sessions"}) {
       grpc_->SetServing(name, true);
@@ -194,7 +208,9 @@ class ControllerServerImpl final : public ControllerServer {
   void Housekeeping() {
     absl::Time expired = absl::Now();
     while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
-      if (!loaded_) continue;  // a standby has nothing to keep
+      // A standby has nothing to keep; an ex-leader (its lease may have
+      // lapsed while it was paused) must not time anything out.
+      if (!loaded_ || !MayAct()) continue;
       coordinator_->Tick(absl::Now());
       // Dedup keys, ended sessions and sent-message records expire in the
       // store too (a blocking statement: this thread, not a gRPC one).
@@ -228,6 +244,8 @@ class ControllerServerImpl final : public ControllerServer {
   std::unique_ptr<MetricsServer> metrics_;
   std::unique_ptr<GrpcServer> grpc_;
   std::unique_ptr<LeaderElection> election_;
+  std::atomic<LeaderElection*> election_ptr_{nullptr};  // read by gRPC and store threads
+  std::atomic<bool> stopping_{false};
   std::thread loader_;
   absl::Notification stop_;
   std::thread ticker_;

@@ -350,8 +350,12 @@ void Coordinator::Evict(absl::Time now) {
 // admission errs on the safe side.
 void Coordinator::UpdateGauges(bool force) {
   const absl::Time now = absl::Now();
-  if (!force && now - gauges_at_ < absl::Milliseconds(100)) return;
+  if (!force && now - gauges_at_ < absl::Milliseconds(100)) {
+    gauges_stale_ = true;
+    return;
+  }
   gauges_at_ = now;
+  gauges_stale_ = false;
   int64_t active = 0, pending = 0, serving = 0;
   for (const auto& [id, s] : sessions_) {
     active += s->session.state() != v1::SESSION_STATE_ENDED;

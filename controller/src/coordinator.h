@@ -262,6 +262,7 @@ class Coordinator {
   const absl::Time started_ = absl::Now();
   int64_t pending_total_ ABSL_GUARDED_BY(mu_) = 0;  // UpdateGauges
   absl::Time gauges_at_ ABSL_GUARDED_BY(mu_);  // the last walk
+  bool gauges_stale_ ABSL_GUARDED_BY(mu_) = false;  // a walk was skipped since
   std::map<std::string, std::unique_ptr<SessionEntry>> sessions_ ABSL_GUARDED_BY(mu_);
   // User keys -> session id: a session is indexed by its BSUID and by its
   // phone, so that it is found by either (PROTOCOLS.md A2).

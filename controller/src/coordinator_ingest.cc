@@ -85,8 +85,9 @@ void Coordinator::Ingest(const v1::DeliverRequest& request,
                          std::function<void(absl::StatusOr<v1::DeliverResponse>)> done) {
   auto batch = std::make_shared<IngestBatch>(&metrics_, std::move(done));
   Locked lock(this);
-  // pending_total_ over-counts between walks: recount before refusing.
-  if (pending_total_ >= options_.max_pending_turns) UpdateGauges(/*force=*/true);
+  // pending_total_ over-counts between walks: before refusing, recount if
+  // anything changed since the last walk (not once per refused webhook).
+  if (pending_total_ >= options_.max_pending_turns && gauges_stale_) UpdateGauges(/*force=*/true);
   if (pending_total_ >= options_.max_pending_turns) {
     // Nothing is recorded, so nothing is lost: the gateway answers 503 and
     // Meta delivers again later.

@@ -99,6 +99,15 @@ absl::Status EtcdError(const grpc::Status& status, absl::string_view what) {
                       absl::StrCat("etcd ", what, ": ", status.error_message()));
 }
 
+etcdserverpb::Compare KeyAbsent(const std::string& key) {
+  etcdserverpb::Compare c;
+  c.set_key(key);
+  c.set_target(etcdserverpb::Compare::CREATE);
+  c.set_result(etcdserverpb::Compare::EQUAL);
+  c.set_create_revision(0);
+  return c;
+}
+
 std::string PrefixEnd(std::string prefix) {
   while (!prefix.empty()) {
     if (static_cast<unsigned char>(prefix.back()) != 0xff) {

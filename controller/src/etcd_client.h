@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "etcd/etcdserver/etcdserverpb/rpc.pb.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/support/status.h"
 
@@ -32,6 +33,9 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> NewEtcdChannel(const EtcdConfig& 
 // "etcd <what>: <message>" with the gRPC code mapped: the controller treats
 // UNAVAILABLE and DEADLINE_EXCEEDED as "try again", the rest as errors.
 absl::Status EtcdError(const grpc::Status& status, absl::string_view what);
+
+// A compare that holds while `key` does not exist (its create revision is 0).
+etcdserverpb::Compare KeyAbsent(const std::string& key);
 
 // The smallest key greater than every key starting with `prefix` ("" when
 // there is none: the range is open-ended). etcd's range_end for a prefix.

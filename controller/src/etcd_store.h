@@ -1,14 +1,13 @@
 // The cluster SessionStore: etcd v3 (docs/cluster.md has the key layout).
-// Every key lives under "<ns>/"; the store revision is etcd's; a Txn is one
-// etcd transaction; expiring keys are attached to shared leases, one per
-// expiry bucket, not one per key. Commits are grouped (up to 128 in one etcd
-// transaction, each nested with its own compares, so each succeeds or fails
-// alone; the group shares one revision) and pipelined, but two that touch a
-// common key are sent in the order they were made.
+// Every key lives under "<ns>/"; the store revision is etcd's; a Txn is a
+// nested etcd transaction; expiring keys are attached to shared leases, one
+// per expiry bucket, not one per key. Writes go through EtcdGroupCommit
+// (etcd_group_commit.h): grouped, in order, resolved when a call's outcome
+// is unknown, and fenced.
 //
 // Fencing: once Fence() names the leader's election key, every commit is
-// wrapped in an outer transaction that first compares that key's revision,
-// so a deposed controller (paused, partitioned) can never write again.
+// part of a transaction that first compares that key's revision, so a
+// deposed controller (paused, partitioned) can never write again.
 #pragma once
 
 #include <memory>

@@ -1,5 +1,6 @@
 #include "leader_election.h"
 
+#include <chrono>
 #include <utility>
 
 #include "absl/time/clock.h"
@@ -11,19 +12,19 @@ namespace {
 
 namespace pb = ::etcdserverpb;
 
+// Leadership is timed on the monotonic clock: a wall clock stepped back (NTP)
+// must not stretch an ex-leader's belief that it still leads.
+int64_t SteadyNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // Each etcd call of the election is bounded well inside the lease.
 absl::Duration CallDeadline(absl::Duration lease) {
   return std::clamp(lease / 4, absl::Milliseconds(250), absl::Seconds(2));
 }
 
-pb::Compare KeyAbsent(const std::string& key) {
-  pb::Compare c;
-  c.set_key(key);
-  c.set_target(pb::Compare::CREATE);
-  c.set_result(pb::Compare::EQUAL);
-  c.set_create_revision(0);
-  return c;
-}
 
 }  // namespace
 
@@ -43,7 +44,7 @@ LeaderElection::~LeaderElection() {
 }
 
 bool LeaderElection::Leading() const {
-  return absl::ToUnixNanos(absl::Now()) < valid_until_ns_.load();
+  return SteadyNanos() < valid_until_ns_.load();
 }
 
 std::string LeaderElection::leader() const {
@@ -120,7 +121,7 @@ void LeaderElection::Campaign() {
   fence_revision_ = won.header().revision();
   leading_ = true;
   // etcd counts the lease from when it received the grant, after we sent it.
-  valid_until_ns_ = absl::ToUnixNanos(lease_sent_) + absl::ToInt64Nanoseconds(lease() * 9 / 10);
+  valid_until_ns_ = lease_sent_ns_ + absl::ToInt64Nanoseconds(lease() * 9 / 10);
   LogInfo("elected leader", {{"key", key_}, {"fence_revision", fence_revision_},
                              {"lease", absl::FormatDuration(lease())}});
   SetLeader(options_.advertise);
@@ -133,8 +134,8 @@ bool LeaderElection::GrantLease() {
   req.set_ttl(std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(options_.lease, absl::Seconds(1)))));
   pb::LeaseGrantResponse resp;
   grpc::ClientContext ctx;
-  lease_sent_ = absl::Now();
-  ctx.set_deadline(absl::ToChronoTime(lease_sent_ + CallDeadline(options_.lease)));
+  lease_sent_ns_ = SteadyNanos();
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + CallDeadline(options_.lease)));
   if (grpc::Status s = lease_stub_->LeaseGrant(&ctx, req, &resp); !s.ok()) {
     LogWarn("cannot get an etcd lease", {{"error", EtcdError(s, "lease grant")}});
     return false;
@@ -147,9 +148,9 @@ bool LeaderElection::GrantLease() {
 // One keep-alive round trip; then a check that the key is still ours (an
 // operator may have deleted it to force a new election).
 void LeaderElection::Renew() {
-  const absl::Time sent = absl::Now();
+  const int64_t sent = SteadyNanos();
   grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(sent + CallDeadline(options_.lease)));
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + CallDeadline(options_.lease)));
   auto stream = lease_stub_->LeaseKeepAlive(&ctx);
   pb::LeaseKeepAliveRequest req;
   req.set_id(lease_id_);
@@ -159,7 +160,7 @@ void LeaderElection::Renew() {
   (void)stream->Finish();
   if (answered && resp.ttl() <= 0) return Depose("the lease expired");
   if (answered) {
-    valid_until_ns_ = absl::ToUnixNanos(sent) + resp.ttl() * 900'000'000;  // 90 %: clock rates
+    valid_until_ns_ = sent + resp.ttl() * 900'000'000;  // 90 %: clock rates
     pb::RangeRequest get;
     get.set_key(key_);
     pb::RangeResponse got;

@@ -78,13 +78,13 @@ class LeaderElection {
 
   // Election thread only.
   int64_t lease_id_ = 0;
-  absl::Time lease_sent_;  // when the grant of lease_id_ was sent
+  int64_t lease_sent_ns_ = 0;  // steady clock: when the grant of lease_id_ was sent
   int64_t fence_revision_ = 0;
   bool leading_ = false;
   bool etcd_reachable_ = true;
 
   std::atomic<int64_t> ttl_seconds_{0};
-  std::atomic<int64_t> valid_until_ns_{0};  // unix ns; 0: not leading
+  std::atomic<int64_t> valid_until_ns_{0};  // steady-clock ns; 0: not leading
   mutable absl::Mutex mu_;
   std::string leader_ ABSL_GUARDED_BY(mu_);
   absl::Notification stop_;

@@ -41,7 +41,12 @@ class StmtCache {
   void Attach(sqlite3* db) { db_ = db; }
   sqlite3_stmt* Get(const char* sql) {
     auto [it, added] = stmts_.try_emplace(sql, nullptr);
-    if (added) sqlite3_prepare_v2(db_, sql, -1, &it->second, nullptr);
+    if (added && sqlite3_prepare_v2(db_, sql, -1, &it->second, nullptr) != SQLITE_OK) {
+      // Not cached: the next use prepares again (and the step reports misuse).
+      sqlite3_stmt* failed = it->second;
+      stmts_.erase(it);
+      return failed;
+    }
     return it->second;
   }
   void Clear() {

@@ -24,6 +24,7 @@ struct ControllerClient::Impl {
     absl::StatusOr<bridge::v1::DeliverResponse> result;
     bool done = false;
     bool leads = false;  // sends the next group (its own first)
+    bool taken = false;  // in a group being sent: must wait for its result
   };
   absl::Mutex mu;
   std::deque<Waiter*> queue ABSL_GUARDED_BY(mu);
@@ -78,10 +79,23 @@ absl::StatusOr<bridge::v1::DeliverResponse> ControllerClient::Deliver(
       d.sending = true;
       self.leads = true;
     }
-    d.mu.Await(absl::Condition(
-        +[](Impl::Waiter* w) { return w->done || w->leads; }, &self));
+    auto ready = +[](Impl::Waiter* w) { return w->done || w->leads; };
+    if (!d.mu.AwaitWithDeadline(absl::Condition(ready, &self), absl::Now() + deadline) &&
+        !self.taken) {
+      // Still queued behind slow Delivers: give up (503, Meta retries)
+      // rather than answer after the webhook's own deadline.
+      std::erase(d.queue, &self);
+      return absl::UnavailableError("controller: the gateway's queue to it did not move in time");
+    }
+    d.mu.Await(absl::Condition(ready, &self));
     if (self.done) return std::move(self.result);
+    size_t bytes = 0;
     while (!d.queue.empty() && static_cast<int>(group.size()) < kMaxGroup) {
+      const size_t size = d.queue.front()->request->ByteSizeLong();
+      // Well under the controller's receive limit, whatever the POSTs weigh.
+      if (!group.empty() && bytes + size > kMaxGroupBytes) break;
+      bytes += size;
+      d.queue.front()->taken = true;
       group.push_back(d.queue.front());
       d.queue.pop_front();
     }

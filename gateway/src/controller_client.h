@@ -30,6 +30,7 @@ class ControllerClient {
   absl::StatusOr<bridge::v1::DeliverResponse> Deliver(const bridge::v1::DeliverRequest& request,
                                                        absl::Duration deadline);
   static constexpr int kMaxGroup = 64;
+  static constexpr size_t kMaxGroupBytes = 2 << 20;
   absl::Status Check();
 
  private:

@@ -193,7 +193,8 @@ void ControllerLink::Run() {
     if (announced) callbacks_.on_connection(false);
     if (stop_.HasBeenNotified()) break;
     (*targets)->Failed(pick, stream->status());
-    if (auto leader = LeaderNamedIn(stream->status()); leader && !leader->empty()) {
+    if (auto leader = LeaderNamedIn(stream->status());
+        leader && !leader->empty() && *leader != pick.target) {
       LogInfo("controller is a standby; going to the leader", {{"standby", pick.target}, {"leader", *leader}});
       continue;
     }
