@@ -17,7 +17,6 @@ namespace {
 
 namespace pb = ::etcdserverpb;
 
-constexpr absl::Duration kCallDeadline = absl::Seconds(10);
 // One group must fit etcd's defaults: --max-txn-ops 128 (the outer branch's
 // ops plus the largest nested one's) and --max-request-bytes 1.5 MiB.
 constexpr size_t kMaxMembers = 64;
@@ -25,8 +24,8 @@ constexpr size_t kMaxTxnOps = 120;
 constexpr size_t kMaxGroupBytes = 1 << 20;
 // Requests in flight at once: while some commit, the next group fills.
 constexpr int kMaxGroupsInFlight = 4;
-// A marker outlives any resolution of its group (a call deadline plus
-// kResolveFor), then expires by itself.
+// A marker outlives any resolution of its group (a call deadline, 10 s by
+// default, plus kResolveFor), then expires by itself.
 constexpr absl::Duration kMarkerTtl = absl::Minutes(5);
 constexpr absl::Duration kResolveFor = absl::Minutes(1);
 
@@ -112,8 +111,10 @@ struct EtcdGroupCommit::Group {
   std::vector<absl::StatusOr<int64_t>> results;
 };
 
-EtcdGroupCommit::EtcdGroupCommit(std::shared_ptr<grpc::Channel> channel, std::string prefix)
+EtcdGroupCommit::EtcdGroupCommit(std::shared_ptr<grpc::Channel> channel, std::string prefix,
+                                 absl::Duration call_deadline)
     : prefix_(std::move(prefix)),
+      call_deadline_(call_deadline),
       writer_id_(RandomId()),
       kv_(pb::KV::NewStub(channel)),
       lease_(pb::Lease::NewStub(channel)) {}
@@ -256,7 +257,7 @@ void EtcdGroupCommit::Send(const std::shared_ptr<Group>& g) {
   }
   ++g->sends;
   g->ctx = std::make_unique<grpc::ClientContext>();
-  g->ctx->set_deadline(absl::ToChronoTime(absl::Now() + kCallDeadline));
+  g->ctx->set_deadline(absl::ToChronoTime(absl::Now() + call_deadline_));
   kv_->async()->Txn(g->ctx.get(), &g->request, &g->response,
                     [this, g](grpc::Status s) { OnResponse(g, s); });
 }
@@ -302,6 +303,8 @@ void EtcdGroupCommit::OnResponse(const std::shared_ptr<Group>& g, const grpc::St
 void EtcdGroupCommit::Resolve(const std::shared_ptr<Group>& g) {
   const absl::Time give_up = absl::Now() + kResolveFor;
   absl::Status last = EtcdError(g->error, "txn");
+  LogWarn("etcd: a call's outcome is unknown; resolving it through its marker",
+          {{"commits", g->members.size()}, {"error", last}});
   while (g->results.empty() && absl::Now() < give_up) {
     auto lease = LeaseFor(absl::Now() + kMarkerTtl, absl::Now());
     pb::TxnRequest claim;
@@ -313,13 +316,14 @@ void EtcdGroupCommit::Resolve(const std::shared_ptr<Group>& g) {
     claim.add_failure()->mutable_request_range()->set_key(g->marker);
     pb::TxnResponse resp;
     grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + kCallDeadline));
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + call_deadline_));
     if (grpc::Status s = kv_->Txn(&ctx, claim, &resp); !s.ok()) {
       last = EtcdError(s, "resolve");
       absl::SleepFor(absl::Milliseconds(200));  // etcd is away: try again shortly
       continue;
     }
     if (resp.succeeded()) {
+      LogInfo("etcd: resolved: the group did not apply and never will", {{"commits", g->members.size()}});
       g->results.assign(g->members.size(), EtcdError(g->error, "txn (not applied)"));
       break;
     }
@@ -336,7 +340,7 @@ void EtcdGroupCommit::Resolve(const std::shared_ptr<Group>& g) {
       get.set_key(m->probe);
       pb::RangeResponse got;
       grpc::ClientContext get_ctx;
-      get_ctx.set_deadline(absl::ToChronoTime(absl::Now() + kCallDeadline));
+      get_ctx.set_deadline(absl::ToChronoTime(absl::Now() + call_deadline_));
       if (grpc::Status s = kv_->Range(&get_ctx, get, &got); !s.ok()) {
         last = EtcdError(s, "resolve");
         break;
@@ -345,7 +349,10 @@ void EtcdGroupCommit::Resolve(const std::shared_ptr<Group>& g) {
       results.push_back(applied ? absl::StatusOr<int64_t>(rev)
                                 : absl::FailedPreconditionError("etcd: a compare failed"));
     }
-    if (results.size() == g->members.size()) g->results = std::move(results);
+    if (results.size() == g->members.size()) {
+      LogInfo("etcd: resolved: the group applied", {{"commits", g->members.size()}, {"revision", rev}});
+      g->results = std::move(results);
+    }
   }
   if (g->results.empty()) {
     LogError("etcd: cannot tell whether a group of commits applied",
@@ -457,7 +464,7 @@ absl::StatusOr<int64_t> EtcdGroupCommit::LeaseFor(absl::Time expires_at, absl::T
   req.set_ttl(std::max<int64_t>(end - absl::ToUnixSeconds(now), 1));
   pb::LeaseGrantResponse resp;
   grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + kCallDeadline));
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + call_deadline_));
   if (grpc::Status s = lease_->LeaseGrant(&ctx, req, &resp); !s.ok()) {
     return EtcdError(s, "lease grant");
   }

@@ -40,7 +40,9 @@ namespace bridge::controller {
 class EtcdGroupCommit {
  public:
   // `prefix` is the store's namespace ("bridge/"); store keys are under it.
-  EtcdGroupCommit(std::shared_ptr<grpc::Channel> channel, std::string prefix);
+  // `call_deadline` bounds each etcd call (tests shorten it).
+  EtcdGroupCommit(std::shared_ptr<grpc::Channel> channel, std::string prefix,
+                  absl::Duration call_deadline = absl::Seconds(10));
   ~EtcdGroupCommit();  // sends what is queued, waits for every callback
 
   void Start(int64_t revision);
@@ -68,6 +70,7 @@ class EtcdGroupCommit {
   void NoteRevision(int64_t rev);
 
   const std::string prefix_;
+  const absl::Duration call_deadline_;
   const std::string writer_id_;  // random per process: names the markers
   std::unique_ptr<etcdserverpb::KV::Stub> kv_;
   std::unique_ptr<etcdserverpb::Lease::Stub> lease_;

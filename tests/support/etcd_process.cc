@@ -101,6 +101,8 @@ void EtcdProcess::Kill(int member) {
   members_[member].process->Wait();
 }
 
+void EtcdProcess::Signal(int member, int sig) { members_[member].process->Signal(sig); }
+
 bool EtcdProcess::Start(int member) {
   std::vector<std::string> cluster;
   for (const Member& m : members_) cluster.push_back(absl::StrCat(m.name, "=", Url(m.peer_port)));

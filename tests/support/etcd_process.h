@@ -24,6 +24,7 @@ class EtcdProcess {
   std::string StoreSpec(const std::string& stem) const;
 
   void Kill(int member);   // SIGKILL
+  void Signal(int member, int sig);  // e.g. SIGSTOP / SIGCONT: a hung member
   bool Start(int member);  // again, same data and ports; true once it serves
   std::string Logs() const;
 
