@@ -7,13 +7,13 @@
 
 #include <unistd.h>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/grpc_server.h"
 #include "common/log.h"
 #include "common/metrics.h"
-#include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "coordinator.h"
 #include "etcd_store.h"
 #include "leader_election.h"
