@@ -374,13 +374,15 @@ start_controllers() {
     CONTROLLER_LINES+=("controller   grpc $CONTROLLERS   metrics http://$(field "$c" metrics)/metrics")
     return
   fi
-  local etcd_port=${ETCD_PORT:-2379}
+  # Not etcd's 2379/2380: installing Debian's etcd-server starts a system etcd
+  # there (etcd.service), and this one is the cluster's own, in $data/etcd.
+  local etcd_port=${ETCD_PORT:-23790} etcd_peer=${ETCD_PEER_PORT:-23800}
   # Compaction and quota: docs/cluster.md says why these values.
   start etcd etcd --name bridge-etcd --data-dir "$data/etcd" \
     --listen-client-urls "http://$host:$etcd_port" --advertise-client-urls "http://$host:$etcd_port" \
-    --listen-peer-urls "http://127.0.0.1:${ETCD_PEER_PORT:-2380}" \
-    --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER_PORT:-2380}" \
-    --initial-cluster "bridge-etcd=http://127.0.0.1:${ETCD_PEER_PORT:-2380}" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-cluster "bridge-etcd=http://127.0.0.1:$etcd_peer" \
     --auto-compaction-mode=periodic --auto-compaction-retention=1h \
     --quota-backend-bytes=$((2 * 1024 * 1024 * 1024)) --logger=zap --log-outputs=stderr \
     --log-level=warn
