@@ -37,7 +37,8 @@ PID=$!
 PGID=$PID
 
 # Await the banner; tail -F wakes on every line, and the timeout only guards a hang.
-timeout 120 grep -q -m1 'whatsapp-elevenlabs-bridge is up' < <(tail -n +1 -F "$OUT" 2>/dev/null) || fail "the cluster did not come up"
+# The banner's last line (the outbox curl line): the whole banner is written.
+timeout 120 grep -q -m1 'outbox?min_count' < <(tail -n +1 -F "$OUT" 2>/dev/null) || fail "the cluster did not come up"
 
 for name in bridge-controller bridge-worker bridge-gateway elevenlabs-sim whatsapp-sim; do
   grep -q "READY $name" "$OUT" || fail "no READY line from $name"
