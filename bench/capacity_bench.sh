@@ -168,13 +168,14 @@ for p in "${ETCD_PIDS[@]}"; do stop "$p"; done
 # ---- takeover: three controllers on a one-member etcd, kill -9 the leader --
 etcd_up 1
 declare -a CPID CMET
-for i in 0 1 2; do
-  start "c$i" env BRIDGE_CLUSTER_TOKEN=$TOKEN_C BRIDGE_ADMIN_TOKEN=$TOKEN_A \
+start_controller() {  # start_controller INDEX NAME: (re)starts controller INDEX
+  start "$2" env BRIDGE_CLUSTER_TOKEN=$TOKEN_C BRIDGE_ADMIN_TOKEN=$TOKEN_A \
     "$BUILD_DIR/controller/bridge-controller" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
     --store="etcd:$ETCD_EPS/takeover" --leader_lease="$LEASE"
-  CPID[$i]=$PID
-  CMET[$i]=$(field "$READY" metrics)
-done
+  CPID[$1]=$PID
+  CMET[$1]=$(field "$READY" metrics)
+}
+for i in 0 1 2; do start_controller "$i" "c$i"; done
 leader_index() {  # the index whose metrics say it leads, else -1
   local i
   for i in 0 1 2; do
@@ -195,11 +196,7 @@ for round in $(seq "$TAKEOVERS"); do
   t1=$(date +%s%N)
   echo $(( (t1 - t0) / 1000000 )) >>"$TMP/takeover.txt"
   say "takeover $round: $(( (t1 - t0) / 1000000 )) ms"
-  start "c$victim-$round" env BRIDGE_CLUSTER_TOKEN=$TOKEN_C BRIDGE_ADMIN_TOKEN=$TOKEN_A \
-    "$BUILD_DIR/controller/bridge-controller" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
-    --store="etcd:$ETCD_EPS/takeover" --leader_lease="$LEASE"
-  CPID[$victim]=$PID
-  CMET[$victim]=$(field "$READY" metrics)
+  start_controller "$victim" "c$victim-$round"
 done
 
 python3 - "$TMP/rows.tsv" "$TMP/takeover.txt" "$OUT" "$SECS" "$CONNS" "$workers" "$LEASE" \

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/grpc_server.h"
@@ -34,6 +35,16 @@ std::string AdvertiseOf(const std::string& bound) {
   return absl::StrCat(host, ":", hp->second);
 }
 
+// A controller that must not go on (deposed, or unable to load what it was
+// elected to lead) says why and exits at once: the memory it holds belongs
+// to a term that has ended. Its supervisor starts it again as a standby.
+[[noreturn]] void ExitNow(absl::string_view what, const absl::Status& why) {
+  LogError(what, {{"why", why}});
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(1);
+}
+
 class ControllerServerImpl final : public ControllerServer {
  public:
   ~ControllerServerImpl() override { Shutdown(); }
@@ -53,7 +64,7 @@ class ControllerServerImpl final : public ControllerServer {
     coordinator_ = std::make_unique<Coordinator>(store_.get(), co);
     if (!cluster_mode()) {
       if (auto s = coordinator_->Load(); !s.ok()) return s;
-      gate_.Open(nullptr);
+      gate_.Open([this] { return MayAct(); });
       loaded_ = true;
     }
     if (auto s = RequireTokenOffLoopback(
@@ -108,8 +119,13 @@ class ControllerServerImpl final : public ControllerServer {
   // over at once.
   void Shutdown() override {
     if (grpc_) grpc_->Shutdown(absl::Seconds(1));
-    stopping_ = true;
-    if (loader_.joinable()) loader_.join();
+    std::thread loader;
+    {
+      absl::MutexLock lock(&loader_mu_);  // no election starts a loader from here on
+      stopping_ = true;
+      loader.swap(loader_);
+    }
+    if (loader.joinable()) loader.join();
     if (ticker_.joinable()) {
       stop_.Notify();
       ticker_.join();
@@ -160,18 +176,16 @@ class ControllerServerImpl final : public ControllerServer {
     cb.elected = [this](int64_t fence) {
       etcd_->Fence(election_->key(), fence);
       // Loading may outlast a lease: the election thread keeps renewing.
-      loader_ = std::thread([this] { TakeOver(); });
+      absl::MutexLock lock(&loader_mu_);
+      if (!stopping_) loader_ = std::thread([this] { TakeOver(); });
     };
     // A deposed leader's memory belongs to a term that has ended, and a turn
     // it still holds must not go out twice: like Kubernetes' controllers, it
     // exits at once and is restarted (systemd, Kubernetes, bridge.sh) as a
     // fresh standby that reads everything back from etcd.
     cb.deposed = [](const std::string& why) {
-      LogError("lost leadership; exiting so that a fresh standby takes this place",
-               {{"why", why}});
-      std::fflush(stdout);
-      std::fflush(stderr);
-      std::_Exit(1);
+      ExitNow("lost leadership; exiting so that a fresh standby takes this place",
+              absl::AbortedError(why));
     };
     cb.leader_changed = [this, self = eo.advertise](const std::string& leader) {
       // While this controller loads after its election it refuses too, but
@@ -191,10 +205,7 @@ class ControllerServerImpl final : public ControllerServer {
   void TakeOver() {
     const absl::Time start = absl::Now();
     if (auto s = coordinator_->Load(); !s.ok()) {
-      LogError("cannot load the state after the election; exiting", {{"error", s}});
-      std::fflush(stdout);
-      std::fflush(stderr);
-      std::_Exit(1);
+      ExitNow("cannot load the state after the election; exiting", s);
     }
     gate_.Open([this] { return MayAct(); });
     loaded_ = true;
@@ -246,7 +257,10 @@ class ControllerServerImpl final : public ControllerServer {
   std::unique_ptr<LeaderElection> election_;
   std::atomic<LeaderElection*> election_ptr_{nullptr};  // read by gRPC and store threads
   std::atomic<bool> stopping_{false};
-  std::thread loader_;
+  // The elected callback (election thread) starts the loader; Shutdown joins
+  // it. Under loader_mu_, so no loader starts once Shutdown took it.
+  absl::Mutex loader_mu_;
+  std::thread loader_ ABSL_GUARDED_BY(loader_mu_);
   absl::Notification stop_;
   std::thread ticker_;
 };

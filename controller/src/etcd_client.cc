@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/grpc_client.h"
+#include "controller/session_store.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
@@ -78,13 +80,9 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> NewEtcdChannel(const EtcdConfig& 
     if (!r.ok()) return r.status();
     addresses.insert(addresses.end(), r->begin(), r->end());
   }
-  grpc::ChannelArguments args;
   // A member that dies or freezes is noticed within ~2 s and the next one
   // used; the leader lease (default 5 s) outlives that.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 1000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  grpc::ChannelArguments args = KeepaliveChannelArgs(absl::Seconds(1), absl::Seconds(1));
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
@@ -99,6 +97,11 @@ absl::Status EtcdError(const grpc::Status& status, absl::string_view what) {
                       absl::StrCat("etcd ", what, ": ", status.error_message()));
 }
 
+std::string RangeEnd(const std::string& prefix) {
+  std::string end = PrefixEnd(prefix);
+  return end.empty() ? std::string(1, '\0') : end;
+}
+
 etcdserverpb::Compare KeyAbsent(const std::string& key) {
   etcdserverpb::Compare c;
   c.set_key(key);
@@ -106,17 +109,6 @@ etcdserverpb::Compare KeyAbsent(const std::string& key) {
   c.set_result(etcdserverpb::Compare::EQUAL);
   c.set_create_revision(0);
   return c;
-}
-
-std::string PrefixEnd(std::string prefix) {
-  while (!prefix.empty()) {
-    if (static_cast<unsigned char>(prefix.back()) != 0xff) {
-      prefix.back() = static_cast<char>(prefix.back() + 1);
-      return prefix;
-    }
-    prefix.pop_back();
-  }
-  return "";
 }
 
 }  // namespace bridge::controller

@@ -34,11 +34,12 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> NewEtcdChannel(const EtcdConfig& 
 // UNAVAILABLE and DEADLINE_EXCEEDED as "try again", the rest as errors.
 absl::Status EtcdError(const grpc::Status& status, absl::string_view what);
 
+// etcd's range_end for every key starting with `prefix` ("\0", etcd's "to
+// the end of the key space", when no key is greater than all of them).
+std::string RangeEnd(const std::string& prefix);
+
 // A compare that holds while `key` does not exist (its create revision is 0).
 etcdserverpb::Compare KeyAbsent(const std::string& key);
 
-// The smallest key greater than every key starting with `prefix` ("" when
-// there is none: the range is open-ended). etcd's range_end for a prefix.
-std::string PrefixEnd(std::string prefix);
 
 }  // namespace bridge::controller

@@ -107,6 +107,9 @@ struct EtcdGroupCommit::Group {
   grpc::Status error;  // the failed call's, for the members if nothing applied
   std::unique_ptr<grpc::ClientContext> ctx;
   pb::TxnRequest request;
+  // The puts in `request` that expire, for AttachLeases (the marker's is
+  // request.success(0)).
+  std::vector<std::pair<pb::PutRequest*, absl::Time>> expiring;
   pb::TxnResponse response;
   std::vector<absl::StatusOr<int64_t>> results;
 };
@@ -205,15 +208,7 @@ std::shared_ptr<EtcdGroupCommit::Group> EtcdGroupCommit::TakeGroup() {
   }
   g->seq = next_seq_++;
   g->marker = absl::StrCat(prefix_, "w/", writer_id_, "/", g->seq);
-  g->fenced = !fence_key_.empty();
-  g->request = Build(*g);
-  if (g->fenced) {
-    pb::Compare* cmp = g->request.add_compare();
-    cmp->set_key(fence_key_);
-    cmp->set_target(pb::Compare::MOD);
-    cmp->set_result(pb::Compare::EQUAL);
-    cmp->set_mod_revision(fence_revision_);
-  }
+  Build(g.get());
   inflight_.insert(inflight_.end(), g->members.begin(), g->members.end());
   ++groups_in_flight_;
   return g;
@@ -394,15 +389,22 @@ void EtcdGroupCommit::Complete(const std::shared_ptr<Group>& g) {
   }
 }
 
-// The marker, then one nested transaction per member. The caller adds the
-// fence compare.
-pb::TxnRequest EtcdGroupCommit::Build(const Group& g) {
-  pb::TxnRequest outer;
-  *outer.add_compare() = KeyAbsent(g.marker);
-  outer.add_success()->mutable_request_put()->set_key(g.marker);
+// The fence (if any) and the marker, then one nested transaction per member.
+void EtcdGroupCommit::Build(Group* g) {
+  pb::TxnRequest& outer = g->request;
+  g->fenced = !fence_key_.empty();
+  if (g->fenced) {
+    pb::Compare* cmp = outer.add_compare();
+    cmp->set_key(fence_key_);
+    cmp->set_target(pb::Compare::MOD);
+    cmp->set_result(pb::Compare::EQUAL);
+    cmp->set_mod_revision(fence_revision_);
+  }
+  *outer.add_compare() = KeyAbsent(g->marker);
+  outer.add_success()->mutable_request_put()->set_key(g->marker);
   outer.mutable_success(0)->mutable_request_put()->set_value("applied");
   const absl::Time now = absl::Now();
-  for (const auto& m : g.members) {
+  for (const auto& m : g->members) {
     pb::TxnRequest* inner = outer.add_success()->mutable_request_txn();
     for (const auto& c : m->txn.compares) {
       pb::Compare* cmp = inner->add_compare();
@@ -414,20 +416,20 @@ pb::TxnRequest EtcdGroupCommit::Build(const Group& g) {
     for (const auto& op : LastWritePerKey(m->txn.ops)) {
       pb::RequestOp* r = inner->add_success();
       if (op.kind == Txn::Op::kPut && op.expires_at > now) {
-        r->mutable_request_put()->set_key(prefix_ + op.key);
-        r->mutable_request_put()->set_value(op.value);
+        pb::PutRequest* put = r->mutable_request_put();
+        put->set_key(prefix_ + op.key);
+        put->set_value(op.value);
+        if (op.expires_at != absl::InfiniteFuture()) g->expiring.emplace_back(put, op.expires_at);
         if (m->probe.empty()) m->probe = prefix_ + op.key;
       } else {
         // A put that has already expired is a delete: the key is absent.
         r->mutable_request_delete_range()->set_key(prefix_ + op.key);
         if (op.kind == Txn::Op::kDeletePrefix) {
-          std::string end = PrefixEnd(prefix_ + op.key);
-          r->mutable_request_delete_range()->set_range_end(end.empty() ? std::string(1, '\0') : end);
+          r->mutable_request_delete_range()->set_range_end(RangeEnd(prefix_ + op.key));
         }
       }
     }
   }
-  return outer;
 }
 
 // Sets the lease of the marker and of every put that expires.
@@ -436,17 +438,10 @@ absl::Status EtcdGroupCommit::AttachLeases(Group* g) {
   auto marker_lease = LeaseFor(now + kMarkerTtl, now);
   if (!marker_lease.ok()) return marker_lease.status();
   g->request.mutable_success(0)->mutable_request_put()->set_lease(*marker_lease);
-  for (size_t m = 0; m < g->members.size(); ++m) {
-    pb::TxnRequest* inner =
-        g->request.mutable_success(static_cast<int>(m) + 1)->mutable_request_txn();
-    int i = 0;
-    for (const auto& op : LastWritePerKey(g->members[m]->txn.ops)) {
-      pb::RequestOp* r = inner->mutable_success(i++);
-      if (!r->has_request_put() || op.expires_at == absl::InfiniteFuture()) continue;
-      auto lease = LeaseFor(op.expires_at, now);
-      if (!lease.ok()) return lease.status();
-      r->mutable_request_put()->set_lease(*lease);
-    }
+  for (auto& [put, expires_at] : g->expiring) {
+    auto lease = LeaseFor(expires_at, now);
+    if (!lease.ok()) return lease.status();
+    put->set_lease(*lease);
   }
   return absl::OkStatus();
 }

@@ -64,7 +64,7 @@ class EtcdGroupCommit {
   void OnResponse(const std::shared_ptr<Group>& g, const grpc::Status& s);
   void Resolve(const std::shared_ptr<Group>& g);
   void Complete(const std::shared_ptr<Group>& g) ABSL_LOCKS_EXCLUDED(mu_);
-  etcdserverpb::TxnRequest Build(const Group& g);
+  void Build(Group* g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status AttachLeases(Group* g);
   absl::StatusOr<int64_t> LeaseFor(absl::Time expires_at, absl::Time now);
   void NoteRevision(int64_t rev);

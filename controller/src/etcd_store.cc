@@ -22,7 +22,7 @@ class EtcdStoreImpl final : public EtcdStore {
   absl::Status Start() {
     pb::RangeRequest req;
     req.set_key(prefix_);
-    req.set_range_end(PrefixEnd(prefix_));
+    req.set_range_end(RangeEnd(prefix_));
     req.set_count_only(true);
     pb::RangeResponse resp;
     grpc::ClientContext ctx;
@@ -52,12 +52,12 @@ class EtcdStoreImpl final : public EtcdStore {
   absl::StatusOr<std::vector<KeyValue>> Range(const std::string& prefix, size_t limit) override {
     std::vector<KeyValue> out;
     std::string from = FullKey(prefix);
-    const std::string end = PrefixEnd(FullKey(prefix));
+    const std::string end = RangeEnd(FullKey(prefix));
     int64_t at_revision = 0;
     for (;;) {
       pb::RangeRequest req;
       req.set_key(from);
-      req.set_range_end(end.empty() ? std::string(1, '\0') : end);
+      req.set_range_end(end);
       req.set_revision(at_revision);
       const int64_t want = limit == 0 ? kPageSize
                                       : std::min<int64_t>(kPageSize, limit - out.size());

@@ -15,11 +15,11 @@ namespace bridge::controller {
 
 class ServingGate {
  public:
-  // Serving from Open() on; in cluster mode only while `leading()` holds
-  // (false as soon as the lease may have lapsed, e.g. after a long pause).
-  void Open(std::function<bool()> leading) ABSL_LOCKS_EXCLUDED(mu_) {
+  // Serving from Open() on, while `may_serve()` holds (in cluster mode false
+  // as soon as the lease may have lapsed, e.g. after a long pause).
+  void Open(std::function<bool()> may_serve) ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
-    leading_ = std::move(leading);
+    may_serve_ = std::move(may_serve);
     open_ = true;
   }
   void SetLeader(std::string leader) ABSL_LOCKS_EXCLUDED(mu_) {
@@ -29,14 +29,14 @@ class ServingGate {
   // OK to serve; else UNAVAILABLE naming the leader.
   grpc::Status Check() const ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
-    if (open_ && (!leading_ || leading_())) return grpc::Status::OK;
+    if (open_ && may_serve_()) return grpc::Status::OK;
     return NotLeaderStatus(open_ ? "" : leader_);
   }
 
  private:
   mutable absl::Mutex mu_;
   bool open_ ABSL_GUARDED_BY(mu_) = false;
-  std::function<bool()> leading_ ABSL_GUARDED_BY(mu_);
+  std::function<bool()> may_serve_ ABSL_GUARDED_BY(mu_);
   std::string leader_ ABSL_GUARDED_BY(mu_);
 };
 

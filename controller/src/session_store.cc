@@ -9,6 +9,17 @@
 
 namespace bridge::controller {
 
+std::string PrefixEnd(std::string prefix) {
+  while (!prefix.empty()) {
+    if (static_cast<unsigned char>(prefix.back()) != 0xff) {
+      prefix.back() = static_cast<char>(prefix.back() + 1);
+      return prefix;
+    }
+    prefix.pop_back();
+  }
+  return "";
+}
+
 absl::StatusOr<int64_t> SessionStore::Commit(Txn txn) {
   absl::Mutex mu;
   bool done = false;

@@ -19,19 +19,6 @@ int64_t Micros(absl::Time t) {
   return t == absl::InfiniteFuture() ? INT64_MAX : absl::ToUnixMicros(t);
 }
 
-// The smallest string greater than every string starting with `prefix`
-// ("" when there is none: the range is open-ended).
-std::string PrefixEnd(std::string prefix) {
-  while (!prefix.empty()) {
-    if (static_cast<unsigned char>(prefix.back()) != 0xff) {
-      prefix.back() = static_cast<char>(prefix.back() + 1);
-      return prefix;
-    }
-    prefix.pop_back();
-  }
-  return "";
-}
-
 // Statements prepared once per connection: parsing SQL was a third of the
 // store's CPU per webhook when every statement was prepared on each use.
 // Used under the store's db_mu_ only.

@@ -9,6 +9,7 @@
 #include "bridge/v1/ingest.grpc.pb.h"
 #include "common/call_auth.h"
 #include "common/controller_targets.h"
+#include "common/grpc_client.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 
@@ -39,17 +40,13 @@ ControllerClient::~ControllerClient() = default;
 
 absl::StatusOr<std::unique_ptr<ControllerClient>> ControllerClient::Create(
     const std::string& target, std::string cluster_token) {
+  // A hung (paused, partitioned) controller is noticed within ~3 s, after
+  // which webhooks get their 503 at once instead of each waiting the deadline.
+  grpc::ChannelArguments args = KeepaliveChannelArgs(absl::Seconds(2), absl::Seconds(1));
   // Reconnect quickly after a controller restart: the webhook waits for it.
-  grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
-  // A hung (paused, partitioned) controller is noticed within ~3 s, after
-  // which webhooks get their 503 at once instead of each waiting the deadline.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 2000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   auto targets = ControllerTargets::Create(target, args);
   if (!targets.ok()) return targets.status();
   std::unique_ptr<ControllerClient> c(new ControllerClient);

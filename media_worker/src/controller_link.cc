@@ -1,6 +1,7 @@
 #include "controller_link.h"
 
 #include "common/controller_targets.h"
+#include "common/grpc_client.h"
 
 #include <deque>
 
@@ -141,15 +142,11 @@ void ControllerLink::Send(v1::WorkerMessage message) {
 // several controllers (--controller a,b,c) a standby's refusal names the
 // leader, which is tried at once; an unreachable one is left for the next.
 void ControllerLink::Run() {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   // A frozen controller (paused, partitioned: no FIN) is noticed within
   // ~3 s, so that the worker moves to the new leader while its turns are
   // still in the controller's --reattach_grace.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 2000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  grpc::ChannelArguments args = KeepaliveChannelArgs(absl::Seconds(2), absl::Seconds(1));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   auto targets = ControllerTargets::Create(options_.controller, args);
   if (!targets.ok()) {
     LogError("cannot reach any controller", {{"error", targets.status()}});

@@ -55,19 +55,25 @@ void ExpectAnsweredOnce(BridgeCluster& c, int users, const std::vector<std::stri
   }
 }
 
+// Each user's first turn has reached the agent: all are in flight at the
+// leader, whose index is returned through `leader`.
+void FirstTurnsInFlight(BridgeCluster& c, int users, int* leader) {
+  *leader = c.AwaitLeader();
+  ASSERT_NE(*leader, -1) << c.Logs();
+  for (int i = 0; i < users; ++i) {
+    c.UserSays(User(i), "text", absl::StrCat("first ", i), "?retries=30");
+  }
+  ASSERT_GE(c.Conversations(users)["conversations"].size(), static_cast<size_t>(users))
+      << c.Logs();
+}
+
 TEST(ClusterTest, LeaderKilledUnderAStreamOfTextAndVoiceAnswersEachOnce) {
   EtcdProcess etcd;
   REQUIRE_ETCD(etcd);
   constexpr int kUsers = 6;
   BridgeCluster c(ClusterOn(etcd));
-  const int leader = c.AwaitLeader();
-  ASSERT_NE(leader, -1) << c.Logs();
-  for (int i = 0; i < kUsers; ++i) {
-    c.UserSays(User(i), "text", absl::StrCat("first ", i), "?retries=30");
-  }
-  // Every turn has reached the agent: all are in flight when the leader dies.
-  ASSERT_GE(c.Conversations(kUsers)["conversations"].size(), static_cast<size_t>(kUsers))
-      << c.Logs();
+  int leader = -1;
+  ASSERT_NO_FATAL_FAILURE(FirstTurnsInFlight(c, kUsers, &leader));
   const absl::Time killed = absl::Now();
   c.controller(leader).Signal(SIGKILL);
   ASSERT_TRUE(c.controller(leader).Wait().has_value());
@@ -96,13 +102,8 @@ TEST(ClusterTest, LeaderPausedPastItsLeaseStepsDownAndNothingIsAnsweredTwice) {
   REQUIRE_ETCD(etcd);
   constexpr int kUsers = 4;
   BridgeCluster c(ClusterOn(etcd));
-  const int leader = c.AwaitLeader();
-  ASSERT_NE(leader, -1) << c.Logs();
-  for (int i = 0; i < kUsers; ++i) {
-    c.UserSays(User(i), "text", absl::StrCat("first ", i), "?retries=30");
-  }
-  ASSERT_GE(c.Conversations(kUsers)["conversations"].size(), static_cast<size_t>(kUsers))
-      << c.Logs();
+  int leader = -1;
+  ASSERT_NO_FATAL_FAILURE(FirstTurnsInFlight(c, kUsers, &leader));
   c.controller(leader).Signal(SIGSTOP);
   const int next = c.AwaitLeader(leader);
   ASSERT_NE(next, -1) << c.Logs();

@@ -153,7 +153,9 @@ TEST_P(SessionStoreContract, ConcurrentCommitsAllLandAndRevisionsAreTheirs) {
     ASSERT_EQ(revs[t].size(), static_cast<size_t>(kEach)) << "thread " << t;
     for (int i = 0; i < kEach; ++i) {
       // One thread's commits are sequential: strictly increasing revisions.
-      if (i > 0) EXPECT_GT(revs[t][i], revs[t][i - 1]);
+      if (i > 0) {
+        EXPECT_GT(revs[t][i], revs[t][i - 1]);
+      }
       auto kv = store_->Get(absl::StrCat("c/", t, "/", i));
       ASSERT_TRUE(kv.ok() && kv->has_value());
       EXPECT_EQ((*kv)->mod_revision, revs[t][i]);

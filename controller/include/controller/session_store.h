@@ -74,6 +74,11 @@ class SessionStore {
   virtual int64_t revision() const = 0;
 };
 
+// The smallest key greater than every key starting with `prefix` ("" when
+// there is none: the range is open-ended). The end of a prefix range, for
+// the stores (and etcd's range_end).
+std::string PrefixEnd(std::string prefix);
+
 // "sqlite:PATH" (embedded, WAL, group commit) or
 // "etcd:HOST:PORT[,HOST:PORT...][/NAMESPACE]" (docs/cluster.md).
 // InvalidArgument for a malformed spec (exit 2 in main).
