@@ -181,7 +181,9 @@ bool EtcdGroupCommit::Blocked(const Pending& p) {
 
 bool EtcdGroupCommit::Ready() {
   if (!resolve_.empty() || !resend_.empty()) return true;
-  if (stopping_ && queue_.empty() && inflight_.empty()) return true;
+  // Not while a thread runs callbacks: it still holds mu_ and this object
+  // until it finds nothing more to finish.
+  if (stopping_ && queue_.empty() && inflight_.empty() && !finishing_) return true;
   return groups_in_flight_ < kMaxGroupsInFlight && !queue_.empty() && !Blocked(*queue_.front());
 }
 
@@ -233,7 +235,7 @@ void EtcdGroupCommit::WriterLoop() {
                  !Blocked(*queue_.front())) {
         send = TakeGroup();
       } else {
-        return;  // stopping, and nothing is queued or in flight
+        return;  // stopping, nothing queued or in flight, no callback running
       }
     }
     if (resolve) {
@@ -258,6 +260,11 @@ void EtcdGroupCommit::Send(const std::shared_ptr<Group>& g) {
 }
 
 void EtcdGroupCommit::OnResponse(const std::shared_ptr<Group>& g, const grpc::Status& s) {
+  // The context holds the channel. Dropped here, while this object (and its
+  // stubs) surely live: were it the channel's last holder when the callback's
+  // capture goes, the channel would be destroyed on gRPC's own callback
+  // thread, which then joins itself (grpc/grpc#32584) and aborts later.
+  g->ctx.reset();
   if (s.ok()) {
     const int64_t rev = g->response.header().revision();
     NoteRevision(rev);
