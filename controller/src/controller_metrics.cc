@@ -79,6 +79,36 @@ ControllerMetrics::ControllerMetrics() {
                       .Help("Workers declared dead (gone past --reattach_grace, or heartbeats missed)")
                       .Register(r)
                       .Add({});
+  turns_coalesced = &prometheus::BuildCounter()
+                         .Name("bridge_controller_messages_coalesced_total")
+                         .Help("Messages answered together with an earlier one of the same burst")
+                         .Register(r)
+                         .Add({});
+  auto& takeover = prometheus::BuildCounter()
+                       .Name("bridge_controller_takeover_total")
+                       .Help("Human takeover: handoffs the agent asked for, takeovers, "
+                             "operator messages, hand-backs")
+                       .Register(r);
+  handoffs = &takeover.Add({{"event", "handoff_requested"}});
+  takeovers = &takeover.Add({{"event", "taken_over"}});
+  operator_messages = &takeover.Add({{"event", "operator_message"}});
+  handbacks = &takeover.Add({{"event", "handed_back"}});
+  sessions_waiting_for_person = &prometheus::BuildGauge()
+                                     .Name("bridge_controller_sessions_waiting_for_person")
+                                     .Help("Sessions whose agent asked for a person and that no "
+                                           "operator has taken over yet")
+                                     .Register(r)
+                                     .Add({});
+  transcript_entries = &prometheus::BuildCounter()
+                            .Name("bridge_controller_transcript_entries_total")
+                            .Help("Exchanges recorded in the transcript")
+                            .Register(r)
+                            .Add({});
+  erasures = &prometheus::BuildCounter()
+                  .Name("bridge_controller_erasures_total")
+                  .Help("Users forgotten (Sessions.ForgetUser)")
+                  .Register(r)
+                  .Add({});
 }
 
 }  // namespace bridge::controller

@@ -41,6 +41,14 @@ struct ControllerMetrics {
   prometheus::Gauge* turns_pending;
   prometheus::Gauge* workers_serving;
   prometheus::Counter* workers_dead;
+  prometheus::Counter* turns_coalesced;
+  prometheus::Counter* handoffs;
+  prometheus::Counter* takeovers;
+  prometheus::Counter* operator_messages;
+  prometheus::Counter* handbacks;
+  prometheus::Gauge* sessions_waiting_for_person;
+  prometheus::Counter* transcript_entries;
+  prometheus::Counter* erasures;
 };
 
 }  // namespace bridge::controller

@@ -1,5 +1,6 @@
 #include "controller/controller_server.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -15,8 +16,11 @@
 #include "common/grpc_server.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "conversation_eraser.h"
 #include "coordinator.h"
 #include "etcd_store.h"
+#include "google/protobuf/util/json_util.h"
+#include "transcript_export.h"
 #include "leader_election.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
@@ -61,6 +65,17 @@ class ControllerServerImpl final : public ControllerServer {
     co.max_pending_turns = opts.max_pending_turns;
     co.ended_retention = opts.ended_retention;
     co.may_dispatch = [this] { return MayAct(); };
+    co.memory_turns = opts.memory_turns;
+    co.memory_ttl = opts.memory_ttl;
+    co.transcript_retention = opts.transcript_retention;
+    co.coalesce = opts.coalesce;
+    co.handoff_tool = opts.handoff_tool;
+    if (!opts.handoff_message.empty()) co.handoff_message = opts.handoff_message;
+    if (opts.memory_turns < 0) return absl::InvalidArgumentError("--memory_turns must be >= 0");
+    if (auto s = StartOutbound(opts, &co); !s.ok()) return s;
+    // Expired records leave the store at least 4 times per retention, so
+    // that a short one (tests, strict policies) is kept to the letter.
+    expire_every_ = std::clamp(opts.transcript_retention / 4, absl::Seconds(1), absl::Minutes(1));
     coordinator_ = std::make_unique<Coordinator>(store_.get(), co);
     if (!cluster_mode()) {
       if (auto s = coordinator_->Load(); !s.ok()) return s;
@@ -83,7 +98,8 @@ class ControllerServerImpl final : public ControllerServer {
     worker_link_ = NewWorkerLinkService(
         coordinator_.get(), Admission(CallAuth(opts.cluster_token, "worker_link"), &gate_));
     sessions_ = NewSessionsService(coordinator_.get(),
-                                   Admission(CallAuth(opts.admin_token, "sessions"), &gate_));
+                                   Admission(CallAuth(opts.admin_token, "sessions"), &gate_),
+                                   eraser_.get());
 
     auto metrics = MetricsServer::Start(opts.metrics_listen);
     if (!metrics.ok()) return metrics.status();
@@ -130,6 +146,7 @@ class ControllerServerImpl final : public ControllerServer {
       stop_.Notify();
       ticker_.join();
     }
+    if (exporter_) exporter_->Stop();
     // The store first: its last commits call back into the coordinator.
     store_.reset();
     coordinator_.reset();
@@ -145,6 +162,38 @@ class ControllerServerImpl final : public ControllerServer {
     if (stopping_) return false;
     LeaderElection* e = election_ptr_.load();
     return !cluster_mode() || (e != nullptr && e->Leading());
+  }
+
+  // What the controller itself sends out: the transcript webhook (each
+  // exchange, from a durable outbox) and erasures at ElevenLabs.
+  absl::Status StartOutbound(const ControllerOptions& opts, CoordinatorOptions* co) {
+    if (!opts.elevenlabs_api_key.empty()) {
+      auto eraser = NewElevenLabsConversationEraser(opts.elevenlabs_base_url, opts.elevenlabs_api_key);
+      if (!eraser.ok()) return eraser.status();
+      eraser_ = *std::move(eraser);
+    }
+    if (opts.transcript_webhook_url.empty()) return absl::OkStatus();
+    if (opts.transcript_webhook_secret.empty()) {
+      return absl::InvalidArgumentError(
+          "--transcript_webhook_url needs --transcript_webhook_secret "
+          "(BRIDGE_TRANSCRIPT_WEBHOOK_SECRET): the receiver checks what it gets with it");
+    }
+    TranscriptExportOptions eo;
+    eo.url = opts.transcript_webhook_url;
+    eo.secret = opts.transcript_webhook_secret;
+    eo.may_act = [this] { return loaded_ && MayAct(); };
+    exporter_ = std::make_unique<TranscriptExporter>(store_.get(), eo);
+    if (auto s = exporter_->Start(); !s.ok()) return s;
+    co->export_entry = [](const v1::TranscriptEntry& e, Txn* txn) {
+      std::string json;
+      google::protobuf::util::JsonPrintOptions o;
+      o.preserve_proto_field_names = true;
+      (void)google::protobuf::util::MessageToJsonString(e, &json, o);
+      TranscriptExporter::Enqueue(txn, absl::StrCat(e.session_id(), "-", e.turn_id()), json,
+                                  absl::Now());
+    };
+    co->exported = [this] { exporter_->Kick(); };
+    return absl::OkStatus();
   }
 
   absl::Status OpenStore(const std::string& spec) {
@@ -225,7 +274,7 @@ class ControllerServerImpl final : public ControllerServer {
       coordinator_->Tick(absl::Now());
       // Dedup keys, ended sessions and sent-message records expire in the
       // store too (a blocking statement: this thread, not a gRPC one).
-      if (absl::Now() - expired > absl::Minutes(1)) {
+      if (absl::Now() - expired > expire_every_) {
         expired = absl::Now();
         if (auto n = store_->ExpireNow(); !n.ok()) {
           LogWarn("cannot expire old records", {{"error", n.status()}});
@@ -239,6 +288,8 @@ class ControllerServerImpl final : public ControllerServer {
   EtcdConfig etcd_config_;
   std::shared_ptr<grpc::Channel> etcd_channel_;
   std::unique_ptr<Coordinator> coordinator_;
+  std::unique_ptr<ConversationEraser> eraser_;  // null without ELEVENLABS_API_KEY
+  std::unique_ptr<TranscriptExporter> exporter_;  // null without --transcript_webhook_url
   ServingGate gate_;
   std::atomic<bool> loaded_{false};
   prometheus::Gauge* is_leader_ = &prometheus::BuildGauge()
@@ -263,6 +314,7 @@ class ControllerServerImpl final : public ControllerServer {
   std::thread loader_ ABSL_GUARDED_BY(loader_mu_);
   absl::Notification stop_;
   std::thread ticker_;
+  absl::Duration expire_every_ = absl::Minutes(1);
 };
 
 }  // namespace

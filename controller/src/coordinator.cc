@@ -49,6 +49,8 @@ absl::Status Coordinator::Load() {
   if (!turns.ok()) return turns.status();
   auto sent = store_->Range("m/");
   if (!sent.ok()) return sent.status();
+  auto memory = store_->Range("r/");
+  if (!memory.ok()) return memory.status();
   Locked lock(this);
   // Turn ids must never repeat, even across restarts: a worker remembers the
   // turns it ran (to never run one twice) by id. The clock seeds them.
@@ -66,7 +68,7 @@ absl::Status Coordinator::Load() {
     e->durable = true;
     if (e->session.state() != v1::SESSION_STATE_ENDED) {
       Index(*e);  // by BSUID and by phone, whichever it has
-      e->session.set_state(v1::SESSION_STATE_PENDING);
+      SetRunState(e.get(), v1::SESSION_STATE_PENDING);
       // Its worker may still be running its turn: it gets the grace to
       // re-attach and say so before anything moves (Reconcile).
       if (const std::string& wid = e->session.worker_id(); !wid.empty()) {
@@ -101,6 +103,7 @@ absl::Status Coordinator::Load() {
       w->second.worker.set_active_sessions(w->second.worker.active_sessions() + 1);
     }
   }
+  LoadMemory(*memory);
   LogInfo("controller state restored", {{"sessions", sessions_.size()},
                                         {"pending_turns", restored},
                                         {"sent_messages", sent_.size()}});
@@ -160,7 +163,49 @@ void Coordinator::Unassign(SessionEntry* s) {
     it->second.worker.set_active_sessions(std::max(0, it->second.worker.active_sessions() - 1));
   }
   s->session.set_worker_id("");
-  if (s->session.state() != v1::SESSION_STATE_ENDED) s->session.set_state(v1::SESSION_STATE_PENDING);
+  if (s->session.state() != v1::SESSION_STATE_ENDED) SetRunState(s, v1::SESSION_STATE_PENDING);
+}
+
+// Messages that queued while the previous turn ran join the next one, so a
+// burst gets one answer. Only plain replies to what the user wrote or said:
+// a welcome, an apology or an operator's text stays a turn of its own.
+void Coordinator::Coalesce(SessionEntry* s, v1::Turn* turn) {
+  constexpr int kMaxCoalesced = 20;  // one agent message stays readable
+  auto joins = [](const v1::Turn& t) {
+    return (t.action() == v1::TURN_ACTION_REPLY || t.action() == v1::TURN_ACTION_UNSPECIFIED) &&
+           t.message().type() != v1::MESSAGE_TYPE_REQUEST_WELCOME &&
+           t.message().type() != v1::MESSAGE_TYPE_SYSTEM;
+  };
+  if (!options_.coalesce || turn->action() != v1::TURN_ACTION_REPLY || !joins(*turn)) return;
+  while (!s->pending.empty() && joins(s->pending.front()) &&
+         turn->coalesced_size() < kMaxCoalesced) {
+    v1::Turn& next = s->pending.front();
+    *turn->add_coalesced() = std::move(*next.mutable_message());
+    turn->add_coalesced_turn_ids(next.turn_id());
+    s->pending.pop_front();
+    s->enqueued_at.pop_front();
+  }
+  if (turn->coalesced_size() > 0) metrics_.turns_coalesced->Increment(turn->coalesced_size());
+}
+
+// Back in the queue as it arrived: the turn, then the ones that had joined it
+// (they may join again, or not, at the next dispatch).
+void Coordinator::Split(SessionEntry* s, v1::Turn turn) {
+  std::vector<v1::Turn> parts;
+  for (int i = 0; i < turn.coalesced_size(); ++i) {
+    v1::Turn& t = parts.emplace_back();
+    t.set_session_id(turn.session_id());
+    t.set_turn_id(turn.coalesced_turn_ids(i));
+    t.set_action(v1::TURN_ACTION_REPLY);
+    *t.mutable_message() = std::move(*turn.mutable_coalesced(i));
+  }
+  turn.clear_coalesced();
+  turn.clear_coalesced_turn_ids();
+  for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+    s->pending.push_front(std::move(*it));
+    s->enqueued_at.push_front(absl::Now());
+  }
+  Requeue(s, std::move(turn));
 }
 
 void Coordinator::Requeue(SessionEntry* s, v1::Turn turn) {
@@ -199,19 +244,29 @@ void Coordinator::Dispatch(SessionEntry* s) {
       a->set_user_id(s->session.user_id());
       a->set_profile_name(s->session.profile_name());
       a->set_conversation_id(s->session.conversation_id());
-      for (const std::string& line : s->recent) a->add_recent_transcript(line);
+      a->set_handoff_tool(options_.handoff_tool);
+      a->set_handoff_message(options_.handoff_message);
+      FillMemory(s, a);
       w->channel->Send(std::move(assign));
       // Durable, so that after a controller restart the session waits for
       // this worker to say what it ran (Reconcile) instead of running twice.
       PersistAsync(*s);
     }
-    s->session.set_state(v1::SESSION_STATE_ACTIVE);
+    SetRunState(s, v1::SESSION_STATE_ACTIVE);
     v1::Turn turn = std::move(next);
     s->pending.pop_front();
-    metrics_.queue_wait_seconds->Observe(absl::ToDoubleSeconds(absl::Now() - s->enqueued_at.front()));
+    const absl::Duration waited = absl::Now() - s->enqueued_at.front();
+    metrics_.queue_wait_seconds->Observe(absl::ToDoubleSeconds(waited));
+    s->inflight_queue_ms = absl::ToDoubleMilliseconds(waited);
     s->enqueued_at.pop_front();
     turn.set_attempt(turn.attempt() + 1);
     if (turn.action() == v1::TURN_ACTION_UNSPECIFIED) turn.set_action(v1::TURN_ACTION_REPLY);
+    // While a person holds the conversation (or is asked for), what the
+    // user says is recorded for them, never answered by the agent.
+    if (turn.action() == v1::TURN_ACTION_REPLY && HeldForPerson(s->session)) {
+      turn.set_action(v1::TURN_ACTION_RECORD);
+    }
+    Coalesce(s, &turn);
     // Resolved now, not at arrival: the phone may have appeared or changed.
     v1::UserRef* to = turn.mutable_reply_to();
     to->set_wa_id(s->session.wa_id());
@@ -284,7 +339,6 @@ void Coordinator::End(SessionEntry* s, const std::string& reason) {
   s->pending.clear();
   s->enqueued_at.clear();
   s->inflight.reset();
-  s->recent.clear();
   LogInfo("session ended", {{"session_id", s->session.session_id()}, {"reason", reason}});
   Notify(v1::SESSION_EVENT_TYPE_ENDED, *s);
   UpdateGauges();
@@ -293,6 +347,7 @@ void Coordinator::End(SessionEntry* s, const std::string& reason) {
 void Coordinator::Tick(absl::Time now) {
   Locked lock(this);
   Prune(now);
+  PruneMemory(now);
   Evict(now);  // before ending more: what ends now is listed until the next tick
   for (auto& [id, s] : sessions_) {
     if (s->session.state() == v1::SESSION_STATE_ENDED || s->inflight || !s->pending.empty() ||
@@ -356,9 +411,10 @@ void Coordinator::UpdateGauges(bool force) {
   }
   gauges_at_ = now;
   gauges_stale_ = false;
-  int64_t active = 0, pending = 0, serving = 0;
+  int64_t active = 0, pending = 0, serving = 0, waiting = 0;
   for (const auto& [id, s] : sessions_) {
     active += s->session.state() != v1::SESSION_STATE_ENDED;
+    waiting += s->session.state() == v1::SESSION_STATE_NEEDS_HUMAN;
     pending += static_cast<int64_t>(s->pending.size()) + (s->inflight ? 1 : 0);
   }
   for (const auto& [id, w] : workers_) serving += w.worker.state() == v1::WORKER_STATE_SERVING;
@@ -366,6 +422,7 @@ void Coordinator::UpdateGauges(bool force) {
   metrics_.sessions_active->Set(static_cast<double>(active));
   metrics_.turns_pending->Set(static_cast<double>(pending));
   metrics_.workers_serving->Set(static_cast<double>(serving));
+  metrics_.sessions_waiting_for_person->Set(static_cast<double>(waiting));
 }
 
 }  // namespace bridge::controller

@@ -63,6 +63,24 @@ struct CoordinatorOptions {
   // may have lapsed). Its writes are fenced by etcd; this stops what needs no
   // write: sending a turn it holds in memory to a worker. Null: always.
   std::function<bool()> may_dispatch;
+
+  // Memory: a user's next agent conversation gets their last `memory_turns`
+  // exchanges within `memory_ttl` as context (0 turns: none).
+  int memory_turns = 10;
+  absl::Duration memory_ttl = absl::Hours(24 * 30);
+  // Every exchange is kept this long in the transcript, then expires.
+  absl::Duration transcript_retention = absl::Hours(24 * 30);
+  // Messages that queue while a turn runs are answered together.
+  bool coalesce = true;
+  // The agent's client tool for asking for a person, and what the user is
+  // told then (sent by the worker with the assignment).
+  std::string handoff_tool = "transfer_to_human";
+  std::string handoff_message =
+      "I'm passing this conversation to a member of our team. They will reply here shortly.";
+  // Adds an exchange's export to the transaction that records it (the
+  // transcript webhook's outbox), and hears when such a commit landed.
+  std::function<void(const v1::TranscriptEntry&, Txn*)> export_entry;
+  std::function<void()> exported;
 };
 
 // Failed voice notes whose text would fail just the same (the window is
@@ -111,6 +129,18 @@ class Coordinator {
   int Watch(std::function<void(const v1::SessionEvent&)> fn, bool reveal_ids);
   void Unwatch(int id);
 
+  // Transcript (coordinator_transcript.cc): read from the store, oldest first.
+  absl::StatusOr<v1::GetTranscriptResponse> GetTranscript(const v1::GetTranscriptRequest& req);
+  // Human takeover (coordinator_takeover.cc).
+  absl::StatusOr<v1::Session> TakeOver(const std::string& id, const std::string& op);
+  absl::StatusOr<v1::SayResponse> Say(const std::string& id, const std::string& text);
+  absl::StatusOr<v1::Session> HandBack(const std::string& id);
+  // Erasure of what this controller keeps of a user (their sessions end);
+  // the ElevenLabs conversations to delete go to `conversations`.
+  absl::StatusOr<v1::ForgetUserResponse> ForgetUser(const std::string& phone_number_id,
+                                                    const std::string& user,
+                                                    std::vector<std::string>* conversations);
+
   // Periodic housekeeping: dead and lost workers, idle and over-long
   // sessions, ended sessions past their retention, expired records.
   void Tick(absl::Time now);
@@ -132,11 +162,8 @@ class Coordinator {
     std::deque<absl::Time> enqueued_at;  // parallel to pending (queue-wait metric)
     std::optional<v1::Turn> inflight;
     absl::Time inflight_since;
+    double inflight_queue_ms = 0;  // how long it waited (its transcript's latency)
     bool durable = false;  // the session record has been committed
-    // The last lines of the exchange (TurnResult.transcript), for a new
-    // worker's first conversation. In memory only: user content is not
-    // written to the store, so a controller restart forgets it.
-    std::deque<std::string> recent;
   };
   struct WorkerEntry {
     // Null once the stream ended. Valid while mu_ is held: the stream's
@@ -188,6 +215,9 @@ class Coordinator {
   void Index(const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unindex(const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SessionEntry* Find(const std::string& session_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The live session of a user named by phone or BSUID (operators say either).
+  SessionEntry* FindUser(const std::string& phone_number_id, const std::string& user)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Ingest planning (coordinator_ingest.cc).
   v1::Turn NewTurn(const SessionEntry& s, const v1::InboundMessage& m, v1::TurnAction action)
@@ -244,8 +274,26 @@ class Coordinator {
   // the destructor waits for it.
   void CommitAsync(Txn txn, std::function<void(absl::StatusOr<int64_t>)> done);
 
+  // Transcript and memory (coordinator_transcript.cc).
+  void Record(SessionEntry* s, v1::TranscriptEntry entry, Txn* txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A worker's result as a transcript entry (its lines, latency, outcome).
+  void RecordExchange(SessionEntry* s, const v1::Turn& turn, const v1::TurnResult& r,
+                      double queue_ms, Txn* txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FillMemory(SessionEntry* s, v1::SessionAssignment* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PruneMemory(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LoadMemory(const std::vector<KeyValue>& records) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takeover (coordinator_takeover.cc): the state a session shows while a
+  // person holds it or is asked for, else `run_state`.
+  void SetRunState(SessionEntry* s, v1::SessionState run_state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyHandoff(SessionEntry* s, const v1::TurnResult& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Coalescing (coordinator.cc): the turns queued behind `turn` join it.
+  void Coalesce(SessionEntry* s, v1::Turn* turn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A dispatched turn back in the queue as the turns it was made of.
+  void Split(SessionEntry* s, v1::Turn turn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // Watchers and masking (coordinator_sessions_api.cc).
-  void Notify(v1::SessionEventType type, const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Notify(v1::SessionEventType type, const SessionEntry& s,
+              const v1::TranscriptEntry* entry = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Emit() ABSL_LOCKS_EXCLUDED(mu_, emit_mu_);
   v1::Session Public(const v1::Session& s, bool reveal_ids) const;
 
@@ -273,6 +321,9 @@ class Coordinator {
   std::deque<std::pair<absl::Time, std::string>> sent_expiry_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, UnmatchedFailure> unmatched_failures_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
+  // A user's last exchanges (memory), by user key (BSUID, else phone): a
+  // copy of the store's "r/" records, bounded by memory_turns and memory_ttl.
+  std::map<std::string, std::deque<v1::TranscriptEntry>> memory_ ABSL_GUARDED_BY(mu_);
   std::map<int, std::shared_ptr<const Watcher>> watchers_ ABSL_GUARDED_BY(mu_);
   // Watchers Emit may still call: Unwatch removes one under emit_mu_, so
   // none is called after Unwatch returned.

@@ -13,14 +13,9 @@
 namespace bridge::controller {
 namespace {
 
-// One session per business number and user. A user has up to two keys: the
-// business-scoped id (BSUID, stable) and the phone (shared only sometimes).
-std::string BsuidKey(const std::string& phone_number_id, const std::string& user_id) {
-  return absl::StrCat(phone_number_id, "/u:", user_id);
-}
-std::string PhoneKey(const std::string& phone_number_id, const std::string& wa_id) {
-  return absl::StrCat(phone_number_id, "/", wa_id);
-}
+// One session per business number and user. A user has up to two keys
+// (coordinator_internal.h): the business-scoped id (BSUID, stable) and the
+// phone (shared only sometimes).
 
 std::string NewSessionId() {
   static std::atomic<uint64_t> counter{0};
@@ -47,6 +42,15 @@ void Coordinator::Unindex(const SessionEntry& e) {
 Coordinator::SessionEntry* Coordinator::Find(const std::string& session_id) {
   auto it = sessions_.find(session_id);
   return it == sessions_.end() ? nullptr : it->second.get();
+}
+
+Coordinator::SessionEntry* Coordinator::FindUser(const std::string& phone_number_id,
+                                                 const std::string& user) {
+  for (const std::string& key : {BsuidKey(phone_number_id, user), PhoneKey(phone_number_id, user)}) {
+    auto it = by_key_.find(key);
+    if (it != by_key_.end()) return Find(it->second);
+  }
+  return nullptr;
 }
 
 Coordinator::SessionEntry* Coordinator::FindSession(const v1::UserRef& from,

@@ -29,13 +29,43 @@ inline std::string DedupKey(const std::string& message_id) {
 inline std::string SentKey(const std::string& wamid) { return absl::StrCat("m/", wamid); }
 inline std::string FailedKey(const std::string& wamid) { return absl::StrCat("f/", wamid); }
 
+// A user's exchanges (transcript: "h/<user>/<turn id>") and memory
+// ("r/<user>"), by the user's key within a business number: the BSUID when
+// known (stable), else the phone.
+inline std::string BsuidKey(const std::string& phone_number_id, const std::string& user_id) {
+  return absl::StrCat(phone_number_id, "/u:", user_id);
+}
+inline std::string PhoneKey(const std::string& phone_number_id, const std::string& wa_id) {
+  return absl::StrCat(phone_number_id, "/", wa_id);
+}
+inline std::string UserKey(const ::bridge::v1::Session& s) {
+  return s.user_id().empty() ? PhoneKey(s.phone_number_id(), s.wa_id())
+                             : BsuidKey(s.phone_number_id(), s.user_id());
+}
+inline std::string TranscriptPrefix(const std::string& user_key) {
+  return absl::StrCat("h/", user_key, "/");
+}
+inline std::string MemoryKey(const std::string& user_key) { return absl::StrCat("r/", user_key); }
+// An erasure, recorded without content (audit).
+inline std::string ErasureKey(const std::string& id) { return absl::StrCat("e/", id); }
+
 inline google::protobuf::Timestamp Ts(absl::Time t) {
   return google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
 }
 
-// Turns that end with something sent to the user (not INFORM).
+inline absl::Time FromTs(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixMicros(google::protobuf::util::TimeUtil::TimestampToMicroseconds(t));
+}
+
+// A person holds the conversation, or the agent asked for one.
+inline bool HeldForPerson(const ::bridge::v1::Session& s) {
+  return !s.operator_().empty() || !s.handoff_reason().empty();
+}
+
+// Turns that end with something sent to the user (not INFORM, not RECORD).
 inline bool SendsToUser(const ::bridge::v1::Turn& t) {
-  return t.action() != ::bridge::v1::TURN_ACTION_INFORM;
+  return t.action() != ::bridge::v1::TURN_ACTION_INFORM &&
+         t.action() != ::bridge::v1::TURN_ACTION_RECORD;
 }
 
 }  // namespace bridge::controller

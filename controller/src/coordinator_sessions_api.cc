@@ -99,12 +99,21 @@ void Coordinator::Unwatch(int id) {
 
 // Queued under mu_, delivered by Emit once it is released: a watcher may be
 // slow or call back in, and must not do either under the coordinator's lock.
-void Coordinator::Notify(v1::SessionEventType type, const SessionEntry& s) {
+void Coordinator::Notify(v1::SessionEventType type, const SessionEntry& s,
+                         const v1::TranscriptEntry* entry) {
   for (const auto& [id, w] : watchers_) {
     QueuedEvent& q = events_.emplace_back();
     q.watcher = w;
     q.event.set_type(type);
     *q.event.mutable_session() = Public(s.session, w->reveal_ids);
+    if (entry != nullptr) {
+      v1::TranscriptEntry* e = q.event.mutable_transcript();
+      *e = *entry;
+      if (!w->reveal_ids) {
+        e->set_wa_id(MaskId(e->wa_id()));
+        e->set_user_id(MaskId(e->user_id()));
+      }
+    }
   }
 }
 

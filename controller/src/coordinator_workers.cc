@@ -13,7 +13,6 @@ namespace bridge::controller {
 
 // Lines of the exchange a session keeps for the next worker's context (the
 // worker keeps as many).
-constexpr size_t kRecentLines = 10;
 
 absl::Status Coordinator::Attach(WorkerChannel* channel, const v1::WorkerHello& hello) {
   if (hello.worker_id().empty()) return absl::InvalidArgumentError("hello without worker_id");
@@ -67,7 +66,7 @@ void Coordinator::Reconcile(WorkerEntry* w, const v1::WorkerHello& hello) {
       if (!s->session.worker_id().empty()) Unassign(s);
       s->session.set_worker_id(id);
     }
-    s->session.set_state(v1::SESSION_STATE_ACTIVE);
+    SetRunState(s, v1::SESSION_STATE_ACTIVE);
     s->inflight = std::move(s->pending.front());
     s->inflight->set_attempt(s->inflight->attempt() + 1);
     s->inflight_since = absl::Now();
@@ -153,26 +152,34 @@ bool Coordinator::ApplyResult(const v1::TurnResult& r, const std::string& acked_
     s->enqueued_at.pop_front();
   }
   Txn txn;
-  switch (r.outcome()) {
-    case v1::TURN_OUTCOME_HANDED_BACK:
-      Requeue(s, std::move(turn));
-      Unassign(s);
-      break;
-    case v1::TURN_OUTCOME_DONE:
+  if (r.outcome() == v1::TURN_OUTCOME_HANDED_BACK) {
+    Split(s, std::move(turn));
+    Unassign(s);
+  } else {
+    if (r.outcome() == v1::TURN_OUTCOME_DONE) {
       ss.set_turns_done(ss.turns_done() + 1);
       metrics_.turns_done->Increment();
-      txn.Delete(TurnKey(ss.session_id(), r.turn_id()));
-      break;
-    default:
+    } else {
       ss.set_turns_failed(ss.turns_failed() + 1);
       ss.set_last_error(r.reason());
       metrics_.turns_failed->Increment();
       LogWarn("turn failed", {{"session_id", ss.session_id()}, {"reason", r.reason()}});
-      txn.Delete(TurnKey(ss.session_id(), r.turn_id()));
-      break;
+    }
+    txn.Delete(TurnKey(ss.session_id(), r.turn_id()));
+    // The turns that joined it are settled with it; after a controller
+    // restart they may still sit in the queue on their own.
+    for (const std::string& id : r.coalesced_turn_ids()) {
+      txn.Delete(TurnKey(ss.session_id(), id));
+      for (size_t i = 0; i < s->pending.size(); ++i) {
+        if (s->pending[i].turn_id() != id) continue;
+        s->pending.erase(s->pending.begin() + static_cast<long>(i));
+        s->enqueued_at.erase(s->enqueued_at.begin() + static_cast<long>(i));
+        break;
+      }
+    }
+    RecordExchange(s, turn, r, inflight ? s->inflight_queue_ms : 0, &txn);
+    if (r.handoff_requested()) ApplyHandoff(s, r);
   }
-  for (const std::string& line : r.transcript()) s->recent.push_back(line);
-  while (s->recent.size() > kRecentLines) s->recent.pop_front();
   RecordSent(r, &txn);
   Persist(*s, &txn);
   CommitAsync(std::move(txn), [this, acked_by, r](absl::StatusOr<int64_t> res) {
@@ -182,6 +189,7 @@ bool Coordinator::ApplyResult(const v1::TurnResult& r, const std::string& acked_
       LogError("cannot record a turn result", {{"error", res.status()}});
       return;
     }
+    if (options_.exported) options_.exported();
     Locked lock(this);
     Ack(acked_by, r);
   });

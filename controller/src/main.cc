@@ -43,12 +43,42 @@ ABSL_FLAG(int64_t, max_pending_turns, 10000,
           "503 + Retry-After and Meta retries) instead of queueing without bound");
 ABSL_FLAG(absl::Duration, ended_retention, absl::Minutes(10),
           "Ended sessions stay listed this long, then leave memory");
+ABSL_FLAG(int, memory_turns, 10,
+          "A user's new agent conversation gets their last this many exchanges as context "
+          "(0: none); ten exchanges are about a page, well inside an agent's prompt");
+ABSL_FLAG(absl::Duration, memory_ttl, absl::Hours(24 * 30),
+          "Exchanges older than this are not given as context (a month: a customer who comes "
+          "back next week is remembered)");
+ABSL_FLAG(absl::Duration, transcript_retention, absl::Hours(24 * 30),
+          "Each exchange stays in the transcript this long, then is purged by itself");
+ABSL_FLAG(bool, coalesce, true,
+          "Messages that arrive while a user's turn runs are answered together in the next "
+          "turn: one reply per burst, not one per message");
+ABSL_FLAG(std::string, handoff_tool, "transfer_to_human",
+          "The agent's client tool for asking for a person (empty: none)");
+ABSL_FLAG(std::string, handoff_message, "",
+          "What the user is told when the agent asks for a person (default: a short note that "
+          "a member of the team will reply)");
+ABSL_FLAG(std::string, transcript_webhook_url, "",
+          "Each finished exchange is POSTed here as JSON, at least once, signed with "
+          "--transcript_webhook_secret (X-Bridge-Signature-256)");
+ABSL_FLAG(std::string, transcript_webhook_secret, "",
+          "HMAC-SHA256 key of the transcript webhook's signature "
+          "(env BRIDGE_TRANSCRIPT_WEBHOOK_SECRET)");
+ABSL_FLAG(std::string, elevenlabs_api_key, "",
+          "ElevenLabs API key, for deleting a forgotten user's conversations "
+          "(env ELEVENLABS_API_KEY)");
+ABSL_FLAG(std::string, elevenlabs_base_url, "https://api.elevenlabs.io",
+          "ElevenLabs API base URL (env ELEVENLABS_BASE_URL)");
 
 int main(int argc, char** argv) {
   bridge::BlockShutdownSignals();
   bridge::LoadConfig(argc, argv, "bridge-controller",
                      {{"BRIDGE_CLUSTER_TOKEN", "cluster_token", true},
-                      {"BRIDGE_ADMIN_TOKEN", "admin_token", true}});
+                      {"BRIDGE_ADMIN_TOKEN", "admin_token", true},
+                      {"BRIDGE_TRANSCRIPT_WEBHOOK_SECRET", "transcript_webhook_secret", true},
+                      {"ELEVENLABS_API_KEY", "elevenlabs_api_key", true},
+                      {"ELEVENLABS_BASE_URL", "elevenlabs_base_url"}});
   bridge::controller::ControllerOptions opts;
   opts.listen = absl::GetFlag(FLAGS_listen);
   opts.cluster_token = absl::GetFlag(FLAGS_cluster_token);
@@ -64,5 +94,15 @@ int main(int argc, char** argv) {
   opts.reattach_grace = absl::GetFlag(FLAGS_reattach_grace);
   opts.max_pending_turns = absl::GetFlag(FLAGS_max_pending_turns);
   opts.ended_retention = absl::GetFlag(FLAGS_ended_retention);
+  opts.memory_turns = absl::GetFlag(FLAGS_memory_turns);
+  opts.memory_ttl = absl::GetFlag(FLAGS_memory_ttl);
+  opts.transcript_retention = absl::GetFlag(FLAGS_transcript_retention);
+  opts.coalesce = absl::GetFlag(FLAGS_coalesce);
+  opts.handoff_tool = absl::GetFlag(FLAGS_handoff_tool);
+  opts.handoff_message = absl::GetFlag(FLAGS_handoff_message);
+  opts.transcript_webhook_url = absl::GetFlag(FLAGS_transcript_webhook_url);
+  opts.transcript_webhook_secret = absl::GetFlag(FLAGS_transcript_webhook_secret);
+  opts.elevenlabs_api_key = absl::GetFlag(FLAGS_elevenlabs_api_key);
+  opts.elevenlabs_base_url = absl::GetFlag(FLAGS_elevenlabs_base_url);
   return bridge::RunUntilSignal("bridge-controller", bridge::controller::ControllerServer::Start(opts));
 }

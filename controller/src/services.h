@@ -20,7 +20,11 @@ std::unique_ptr<v1::Ingest::CallbackService> NewIngestService(Coordinator* coord
                                                               Admission auth);
 std::unique_ptr<v1::WorkerLink::CallbackService> NewWorkerLinkService(Coordinator* coordinator,
                                                                       Admission auth);
+class ConversationEraser;
+// Sessions.ForgetUser deletes conversations through `eraser` (null: none
+// configured, they are reported as not deleted).
 std::unique_ptr<v1::Sessions::CallbackService> NewSessionsService(Coordinator* coordinator,
-                                                                  Admission auth);
+                                                                  Admission auth,
+                                                                  ConversationEraser* eraser);
 
 }  // namespace bridge::controller

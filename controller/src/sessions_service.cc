@@ -1,6 +1,9 @@
 #include <deque>
+#include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "common/log.h"
+#include "conversation_eraser.h"
 #include "services.h"
 
 namespace bridge::controller {
@@ -8,10 +11,51 @@ namespace {
 
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(absl::IsNotFound(s) ? grpc::StatusCode::NOT_FOUND
-                                          : grpc::StatusCode::FAILED_PRECONDITION,
-                      std::string(s.message()));
+  grpc::StatusCode code = grpc::StatusCode::FAILED_PRECONDITION;
+  if (absl::IsNotFound(s)) code = grpc::StatusCode::NOT_FOUND;
+  if (absl::IsInvalidArgument(s)) code = grpc::StatusCode::INVALID_ARGUMENT;
+  if (absl::IsUnavailable(s)) code = grpc::StatusCode::UNAVAILABLE;
+  return grpc::Status(code, std::string(s.message()));
 }
+
+// Calls that read or write the store and the network while they run
+// (transcripts, erasure) go to this one thread, never a gRPC one.
+class SlowCalls {
+ public:
+  SlowCalls() : thread_([this] { Loop(); }) {}
+  ~SlowCalls() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    thread_.join();
+  }
+  void Run(std::function<void()> job) {
+    absl::MutexLock lock(&mu_);
+    jobs_.push_back(std::move(job));
+  }
+
+ private:
+  void Loop() {
+    for (;;) {
+      std::function<void()> job;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](SlowCalls* c) ABSL_NO_THREAD_SAFETY_ANALYSIS { return c->stopping_ || !c->jobs_.empty(); },
+            this));
+        if (jobs_.empty()) return;
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      job();
+    }
+  }
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> jobs_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
 
 // WatchSessions: the Coordinator's change notifications, queued and written
 // one at a time; a slow watcher is cut off rather than growing memory.
@@ -81,7 +125,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::SessionEvent> {
 
 class SessionsService final : public v1::Sessions::CallbackService {
  public:
-  SessionsService(Coordinator* c, Admission auth) : c_(c), auth_(std::move(auth)) {}
+  SessionsService(Coordinator* c, Admission auth, ConversationEraser* eraser)
+      : c_(c), auth_(std::move(auth)), eraser_(eraser) {}
 
   grpc::ServerUnaryReactor* ListSessions(grpc::CallbackServerContext* ctx,
                                          const v1::ListSessionsRequest* req,
@@ -128,6 +173,61 @@ class SessionsService final : public v1::Sessions::CallbackService {
     }
     return new WatchReactor(c_, *req);
   }
+  grpc::ServerUnaryReactor* GetTranscript(grpc::CallbackServerContext* ctx,
+                                          const v1::GetTranscriptRequest* req,
+                                          v1::GetTranscriptResponse* resp) override {
+    if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) return Refused(ctx, refused);
+    auto* r = ctx->DefaultReactor();
+    slow_.Run([this, r, req, resp] {
+      auto t = c_->GetTranscript(*req);
+      if (t.ok()) *resp = *std::move(t);
+      r->Finish(ToGrpc(t.status()));
+    });
+    return r;
+  }
+  grpc::ServerUnaryReactor* TakeOver(grpc::CallbackServerContext* ctx,
+                                     const v1::TakeOverRequest* req,
+                                     v1::TakeOverResponse* resp) override {
+    if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) return Refused(ctx, refused);
+    auto s = c_->TakeOver(req->session_id(), req->operator_());
+    if (s.ok()) *resp->mutable_session() = *std::move(s);
+    return Done(ctx, s.status());
+  }
+  grpc::ServerUnaryReactor* Say(grpc::CallbackServerContext* ctx, const v1::SayRequest* req,
+                                v1::SayResponse* resp) override {
+    if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) return Refused(ctx, refused);
+    auto* r = ctx->DefaultReactor();
+    slow_.Run([this, r, req, resp] {  // a synchronous commit
+      auto s = c_->Say(req->session_id(), req->text());
+      if (s.ok()) *resp = *std::move(s);
+      r->Finish(ToGrpc(s.status()));
+    });
+    return r;
+  }
+  grpc::ServerUnaryReactor* HandBack(grpc::CallbackServerContext* ctx,
+                                     const v1::HandBackRequest* req,
+                                     v1::HandBackResponse* resp) override {
+    if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) return Refused(ctx, refused);
+    auto s = c_->HandBack(req->session_id());
+    if (s.ok()) *resp->mutable_session() = *std::move(s);
+    return Done(ctx, s.status());
+  }
+  grpc::ServerUnaryReactor* ForgetUser(grpc::CallbackServerContext* ctx,
+                                       const v1::ForgetUserRequest* req,
+                                       v1::ForgetUserResponse* resp) override {
+    if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) return Refused(ctx, refused);
+    auto* r = ctx->DefaultReactor();
+    slow_.Run([this, r, req, resp] {
+      std::vector<std::string> conversations;
+      auto f = c_->ForgetUser(req->phone_number_id(), req->user(), &conversations);
+      if (f.ok()) {
+        *resp = *std::move(f);
+        DeleteConversations(conversations, resp);
+      }
+      r->Finish(ToGrpc(f.status()));
+    });
+    return r;
+  }
 
  private:
   static grpc::ServerUnaryReactor* Refused(grpc::CallbackServerContext* ctx,
@@ -141,15 +241,35 @@ class SessionsService final : public v1::Sessions::CallbackService {
     r->Finish(ToGrpc(s));
     return r;
   }
+  // At ElevenLabs; what cannot be deleted now is reported (and was
+  // recorded in the erasure record) for the operator to follow up.
+  void DeleteConversations(const std::vector<std::string>& ids, v1::ForgetUserResponse* resp) {
+    for (const std::string& id : ids) {
+      absl::Status s = eraser_ == nullptr
+                           ? absl::FailedPreconditionError("no ELEVENLABS_API_KEY on the controller")
+                           : eraser_->Delete(id);
+      if (s.ok()) {
+        resp->add_conversations_deleted(id);
+      } else {
+        resp->add_conversations_failed(absl::StrCat(id, ": ", s.message()));
+        LogWarn("cannot delete a forgotten user's conversation at ElevenLabs",
+                {{"conversation_id", id}, {"error", s}});
+      }
+    }
+  }
+
   Coordinator* c_;
   const Admission auth_;
+  ConversationEraser* eraser_;
+  SlowCalls slow_;  // last: its thread stops before what its jobs use
 };
 
 }  // namespace
 
 std::unique_ptr<v1::Sessions::CallbackService> NewSessionsService(Coordinator* coordinator,
-                                                                  Admission auth) {
-  return std::make_unique<SessionsService>(coordinator, std::move(auth));
+                                                                  Admission auth,
+                                                                  ConversationEraser* eraser) {
+  return std::make_unique<SessionsService>(coordinator, std::move(auth), eraser);
 }
 
 }  // namespace bridge::controller

@@ -544,14 +544,26 @@ void Core::OnInterruption(const json& msg) {
   });
 }
 
+// The owner decides (e.g. the handoff tool); anything it does not take is
+// answered as unsupported, since an agent waiting for a result waits forever.
 void Core::OnToolCall(const json& msg) {
   const json& ev = EventOf(msg, "client_tool_call");
-  const std::string name = StringField(ev, "tool_name");
-  LogInfo("agent asked for a client tool we do not have", {{"tool", name}, {"host", host_}});
-  // Answer anyway: an agent waiting for a tool result waits forever.
-  SendNow(ai::ToolResultMessage(StringField(ev, "tool_call_id"),
-                                absl::StrCat("Client tool '", name, "' is not supported"),
-                                /*is_error=*/true));
+  ClientToolCall call;
+  call.tool_name = StringField(ev, "tool_name");
+  call.tool_call_id = StringField(ev, "tool_call_id");
+  auto params = ev.find("parameters");
+  call.parameters = params != ev.end() && !params->is_null() ? params->dump() : "{}";
+  std::optional<ClientToolResult> answer;
+  Emit([&](AgentEvents& e) {
+    if (e.on_client_tool_call) answer = e.on_client_tool_call(call);
+  });
+  if (!answer) {
+    LogInfo("agent asked for a client tool we do not have",
+            {{"tool", call.tool_name}, {"host", host_}});
+    answer = ClientToolResult{absl::StrCat("Client tool '", call.tool_name, "' is not supported"),
+                              /*is_error=*/true};
+  }
+  SendNow(ai::ToolResultMessage(call.tool_call_id, answer->result, answer->is_error));
 }
 
 void Core::OnError(const json& msg) {

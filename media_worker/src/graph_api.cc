@@ -253,7 +253,13 @@ class GraphApiImpl final : public GraphApi {
                                             const Recipient& to, const std::string& media_id,
                                             const std::string& reply_to) override;
   absl::Status MarkReadTyping(const std::string& phone_number_id,
-                              const std::string& message_id) override;
+                              const std::string& message_id) override {
+    return Read(phone_number_id, message_id, /*typing=*/true);
+  }
+  absl::Status MarkRead(const std::string& phone_number_id,
+                        const std::string& message_id) override {
+    return Read(phone_number_id, message_id, /*typing=*/false);
+  }
 
  private:
   std::string GraphUrl(absl::string_view path) const { return absl::StrCat(prefix_, path); }
@@ -263,6 +269,8 @@ class GraphApiImpl final : public GraphApi {
   absl::StatusOr<std::string> SendMessage(const std::string& phone_number_id, const Recipient& to,
                                           json message,
                                           const std::string& reply_to);
+  absl::Status Read(const std::string& phone_number_id, const std::string& message_id,
+                    bool typing);
   void Backoff(const std::string& what, const Reply& reply,
                const std::optional<DecodedError>& err, int attempt);
 
@@ -478,11 +486,11 @@ absl::StatusOr<std::string> GraphApiImpl::SendVoiceNote(const std::string& phone
   return SendMessage(phone_number_id, to, std::move(m), reply_to);
 }
 
-absl::Status GraphApiImpl::MarkReadTyping(const std::string& phone_number_id,
-                                          const std::string& message_id) {
+absl::Status GraphApiImpl::Read(const std::string& phone_number_id,
+                                const std::string& message_id, bool typing) {
   if (!graph_internal::IsSafeId(phone_number_id)) return BadId("phone number id", phone_number_id);
-  json m = {{"messaging_product", "whatsapp"}, {"status", "read"}, {"message_id", message_id},
-            {"typing_indicator", {{"type", "text"}}}};
+  json m = {{"messaging_product", "whatsapp"}, {"status", "read"}, {"message_id", message_id}};
+  if (typing) m["typing_indicator"] = {{"type", "text"}};
   absl::StatusOr<std::string> body =
       Call({"POST", GraphUrl("/" + phone_number_id + "/messages"), Dump(m)});
   if (!body.ok()) return body.status();

@@ -1,21 +1,22 @@
+// SessionRunner, part one: a turn from start to result — what each action
+// does, the messages of a burst and what the agent hears of them, delivery,
+// the turn's lines and latency. The agent conversation and the user's voice
+// are in session_runner_agent.cc.
 #include "session_runner.h"
 
 #include <openssl/sha.h>
 
-#include <cmath>
-#include <thread>
+#include <utility>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "audio/ogg_opus_decoder.h"
-#include "audio/ogg_opus_encoder.h"
 #include "common/log.h"
 #include "common/redact.h"
 #include "message_description.h"
+#include "turn_lines.h"
 
 namespace bridge::media_worker {
 namespace {
@@ -28,32 +29,12 @@ constexpr char kAgentDown[] =
     "Sorry, I'm having trouble answering right now. Please try again in a moment.";
 constexpr char kNoSpeech[] =
     "Sorry, I couldn't hear any words in that voice note. Could you record it again?";
+// The transcript's words for a voice note whose own words are not known.
+constexpr char kVoiceNote[] = "[a voice note]";
+constexpr char kUnplayableNote[] = "[a voice note that could not be played]";
+constexpr char kSilentNote[] = "[a voice note without words]";
+constexpr char kWelcome[] = "[opened the chat]";
 constexpr size_t kRecentLines = 10;
-// While a turn waits on the agent, user_activity this often keeps its turn
-// timeout from firing a re-engagement into our reply (PROTOCOLS.md B2).
-constexpr absl::Duration kActivityEvery = absl::Seconds(5);
-// Silence is streamed in chunks of this length, at real time.
-constexpr absl::Duration kSilenceChunk = absl::Milliseconds(100);
-
-double Since(absl::Time t) { return absl::ToDoubleSeconds(absl::Now() - t); }
-
-// Shortens silences longer than `max_pause` in place: a long pause inside a
-// note would end the agent's turn early.
-std::vector<int16_t> ShortenPauses(const std::vector<int16_t>& pcm, int rate,
-                                   absl::Duration max_pause, size_t* silence_run) {
-  const size_t limit = static_cast<size_t>(absl::ToDoubleSeconds(max_pause) * rate);
-  std::vector<int16_t> out;
-  out.reserve(pcm.size());
-  for (int16_t s : pcm) {
-    if (std::abs(s) < 300) {
-      if (++*silence_run > limit) continue;
-    } else {
-      *silence_run = 0;
-    }
-    out.push_back(s);
-  }
-  return out;
-}
 
 // A Graph call that may have been carried out although it failed (sent, no
 // answer): following it with another message could say the same thing twice.
@@ -62,36 +43,49 @@ bool MaybeSent(const absl::Status& s) {
   return e && e->maybe_sent;
 }
 
-// A file name whose extension matches the audio WhatsApp sent (A3's types),
-// for services that look at it.
-std::string FileNameFor(const std::string& mime) {
-  static const std::pair<const char*, const char*> kTypes[] = {
-      {"audio/ogg", "voice.ogg"}, {"audio/mpeg", "audio.mp3"}, {"audio/mp4", "audio.m4a"},
-      {"audio/aac", "audio.aac"}, {"audio/amr", "audio.amr"}};
-  for (const auto& [type, name] : kTypes) {
-    if (absl::StartsWith(mime, type)) return name;
+bool HasUser(const v1::UserRef& u) { return !u.wa_id().empty() || !u.user_id().empty(); }
+
+// Not turns (PROTOCOLS.md A2), whatever the action says: context for the agent.
+bool IsContext(const v1::InboundMessage& m) {
+  switch (m.type()) {
+    case v1::MESSAGE_TYPE_REACTION:
+    case v1::MESSAGE_TYPE_EDIT:
+    case v1::MESSAGE_TYPE_REVOKE:
+    case v1::MESSAGE_TYPE_SYSTEM:
+      return true;
+    default:
+      return false;
   }
-  return "audio";
 }
 
-// What a decode outcome means for the turn: a note cut short still says
-// something; anything else unreadable is answered with a polite text
-// (*unplayable) and the session carries on. Other errors are returned.
-absl::Status JudgeDecode(const absl::Status& s, double heard_s, const std::string& session_id,
-                         WorkerMetrics* metrics, bool* unplayable) {
-  const audio::DecodeProblem problem = audio::ProblemOf(s);
-  if (problem == audio::DecodeProblem::kTruncated && heard_s >= 0.5) {
-    LogWarn("voice note truncated; answering what arrived",
-            {{"session_id", session_id}, {"seconds", heard_s}});
-    return absl::OkStatus();
+// Actions that answer the user's message (and so never stay silent).
+bool IsReply(v1::TurnAction action) {
+  switch (action) {
+    case v1::TURN_ACTION_INFORM:
+    case v1::TURN_ACTION_RESEND_AS_TEXT:
+    case v1::TURN_ACTION_APOLOGIZE:
+    case v1::TURN_ACTION_RECORD:
+    case v1::TURN_ACTION_OPERATOR_SAY:
+      return false;
+    default:
+      return true;
   }
-  if (problem != audio::DecodeProblem::kNone) {
-    metrics->Error("decode").Increment();
-    LogWarn("voice note unplayable", {{"session_id", session_id}, {"error", s}});
-    *unplayable = true;
-    return absl::OkStatus();
-  }
-  return s;
+}
+
+// What a message says in the transcript when its own words are not at hand
+// (a voice note not transcribed) or it has none (described content).
+std::string Described(const v1::InboundMessage& m) {
+  if (m.type() == v1::MESSAGE_TYPE_AUDIO && m.media().voice()) return kVoiceNote;
+  if (m.type() == v1::MESSAGE_TYPE_REQUEST_WELCOME) return kWelcome;
+  const std::string described = IsContext(m) ? "" : DescribeForAgent(m);
+  return described.empty() ? absl::StrCat("[", ContextForAgent(m), "]") : described;
+}
+
+// The message and those coalesced with it, in arrival order.
+std::vector<const v1::InboundMessage*> MessagesOf(const v1::Turn& turn) {
+  std::vector<const v1::InboundMessage*> out = {&turn.message()};
+  for (const v1::InboundMessage& m : turn.coalesced()) out.push_back(&m);
+  return out;
 }
 
 }  // namespace
@@ -131,414 +125,290 @@ SessionRunner::SessionRunner(const v1::SessionAssignment& assignment, const Turn
                              TurnServices services)
     : assignment_(assignment), settings_(settings), services_(services) {
   for (const auto& line : assignment.recent_transcript()) recent_.push_back(line);
-  had_conversation_ = !recent_.empty();
 }
 
 SessionRunner::~SessionRunner() { Close(); }
 
-void SessionRunner::Close() {
-  absl::MutexLock lock(&agent_mu_);
-  if (agent_) agent_->Close();
-  agent_.reset();
-}
-
-void SessionRunner::End() {
-  {
-    absl::MutexLock lock(&mu_);
-    ended_ = true;  // wakes every wait below: each also waits for ended_
-  }
-  // Close() detaches the callbacks, so no on_closed will come: ended_ is the
-  // running turn's signal. The session object stays for the turn to drop.
-  absl::MutexLock lock(&agent_mu_);
-  if (agent_) agent_->Close();
-}
-
-std::string SessionRunner::conversation_id() {
+void SessionRunner::Remember(const std::vector<v1::TranscriptLine>& lines) {
   absl::MutexLock lock(&mu_);
-  return conversation_id_;
-}
-
-void SessionRunner::Remember(const std::string& who, const std::string& text) {
-  absl::MutexLock lock(&mu_);
-  turn_lines_.push_back(absl::StrCat(who, ": ", text));
-  recent_.push_back(turn_lines_.back());
-  while (recent_.size() > kRecentLines) recent_.pop_front();
-}
-
-// Everything here runs on the ws io thread: only the mailbox, under mu_.
-// Nothing outside a turn (collecting_ false) is kept or remembered.
-AgentEvents SessionRunner::Events() {
-  AgentEvents ev;
-  ev.on_started = [this](const std::string& id, int in_rate, int out_rate) {
-    absl::MutexLock lock(&mu_);
-    started_ = true;
-    conversation_id_ = id;
-    input_rate_ = in_rate;
-    output_rate_ = out_rate;
-  };
-  ev.on_agent_response = [this](const std::string& t) {
-    absl::MutexLock lock(&mu_);
-    if (!collecting_) return;
-    absl::StrAppend(&reply_.text, reply_.text.empty() ? "" : " ", t);
-    reply_.heard = true;
-  };
-  ev.on_agent_correction = [this](const std::string& original, const std::string& corrected) {
-    absl::MutexLock lock(&mu_);
-    if (!collecting_) return;
-    const size_t at = reply_.text.rfind(original);
-    if (at != std::string::npos && !original.empty()) {
-      reply_.text.replace(at, original.size(), corrected);
-    }
-  };
-  ev.on_audio = [this](std::vector<int16_t> pcm, int64_t) {
-    absl::MutexLock lock(&mu_);
-    if (!collecting_) return;
-    reply_.audio.push_back(std::move(pcm));
-    reply_.heard = true;
-  };
-  ev.on_reply_end = [this](ReplyEnd why) {
-    absl::MutexLock lock(&mu_);
-    if (collecting_ && reply_.heard) {
-      reply_.ended = true;
-      reply_.end = why;
-    }
-  };
-  ev.on_closed = [this](int code, const std::string& reason, bool retryable) {
-    absl::MutexLock lock(&mu_);
-    closed_ = true;
-    retryable_ = retryable;
-    close_reason_ = absl::StrCat(code, " ", reason);
-  };
-  return ev;
-}
-
-absl::Status SessionRunner::ConnectOnce() {
-  {
-    absl::MutexLock lock(&mu_);
-    started_ = closed_ = false;
-    retryable_ = true;
+  for (const v1::TranscriptLine& line : lines) {
+    std::string context = ContextLine(line);
+    if (context.empty()) continue;
+    recent_.push_back(std::move(context));
+    while (recent_.size() > kRecentLines) recent_.pop_front();
   }
-  AgentOptions opts = settings_.agent;
-  // The BSUID is the stable key of a user (PROTOCOLS.md A2); the phone may come and go.
-  const std::string user = assignment_.user_id().empty() ? assignment_.wa_id() : assignment_.user_id();
-  opts.user_id = DeriveUserId(settings_.user_id_salt, assignment_.phone_number_id(), user);
-  if (!assignment_.profile_name().empty()) {
-    opts.dynamic_variables["user_name"] = assignment_.profile_name();
+}
+
+SessionRunner::TurnCtx SessionRunner::NewTurn(const v1::Turn& turn) {
+  TurnCtx t;
+  t.turn = &turn;
+  t.m = turn.coalesced().empty() ? &turn.message() : &turn.coalesced(turn.coalesced_size() - 1);
+  t.phone_number_id = !t.m->phone_number_id().empty()         ? t.m->phone_number_id()
+                      : !turn.message().phone_number_id().empty() ? turn.message().phone_number_id()
+                                                                  : assignment_.phone_number_id();
+  t.quote = t.m->message_id();
+  const v1::UserRef& who = HasUser(turn.reply_to()) ? turn.reply_to() : turn.message().from();
+  t.to = HasUser(who) ? Recipient{who.wa_id(), who.user_id()}
+                      : Recipient{assignment_.wa_id(), assignment_.user_id()};
+  return t;
+}
+
+// ---- REPLY: the message and those coalesced with it, in one agent turn ----
+
+// Each message gets its USER line now (in order, before anything the agent
+// says), with the words the agent will hear; a voice note's are filled in
+// once known.
+std::vector<SessionRunner::Part> SessionRunner::PartsOf(TurnCtx* t) {
+  const bool transcribing =
+      settings_.voice_input == VoiceInput::kTranscribe && services_.stt != nullptr;
+  std::vector<Part> parts;
+  for (const v1::InboundMessage* m : MessagesOf(*t->turn)) {
+    Part p{m, Part::kText, "", t->lines.size()};
+    const std::string& mime = m->media().mime_type();
+    if (m->type() == v1::MESSAGE_TYPE_AUDIO &&
+        // Streaming decodes Ogg/Opus only; other audio is described.
+        (transcribing || mime.empty() || absl::StartsWith(mime, "audio/ogg"))) {
+      p.kind = Part::kVoice;
+    } else {
+      p.text = IsContext(*m) ? absl::StrCat("[", ContextForAgent(*m), "]") : DescribeForAgent(*m);
+      if (p.text.empty()) p.kind = Part::kNothing;
+    }
+    t->lines.push_back(UserLine(*m, p.text.empty() ? Described(*m) : p.text));
+    parts.push_back(std::move(p));
   }
-  // A greeting comes right after the metadata: listen before connecting.
+  return parts;
+}
+
+// What the agent is asked: the texts, descriptions and transcripts, in order.
+std::string SessionRunner::Joined(const std::vector<Part>& parts, bool with_voice) {
+  std::vector<std::string> texts;
+  for (const Part& p : parts) {
+    if (p.kind == Part::kNothing || (p.kind == Part::kVoice && !with_voice)) continue;
+    if (!p.text.empty()) texts.push_back(p.text);
+  }
+  return absl::StrJoin(texts, "\n");
+}
+
+absl::Status SessionRunner::RunReply(TurnCtx* t, std::string* type) {
+  const v1::Turn& turn = *t->turn;
+  const v1::InboundMessage& m = turn.message();
+  if (turn.coalesced().empty() && m.type() == v1::MESSAGE_TYPE_REQUEST_WELCOME) {
+    *type = "welcome";
+    t->lines.push_back(UserLine(m, kWelcome));
+    return RunWelcome(t);
+  }
+  if (turn.coalesced().empty() && IsContext(m)) {
+    *type = "inform";
+    return Inform(t, m);
+  }
+  std::vector<Part> parts = PartsOf(t);
+  bool voice = false;
+  for (const Part& p : parts) voice = voice || p.kind == Part::kVoice;
+  if (!turn.coalesced().empty()) {
+    *type = "coalesced";
+  } else if (m.type() == v1::MESSAGE_TYPE_TEXT) {
+    *type = "text";
+  } else if (m.type() == v1::MESSAGE_TYPE_AUDIO) {
+    *type = m.media().voice() ? "voice" : "audio";
+  } else {
+    *type = parts[0].kind == Part::kNothing ? "unsupported" : "described";
+  }
+  if (voice && settings_.voice_input == VoiceInput::kTranscribe && services_.stt != nullptr) {
+    return RunTranscribed(t, parts);
+  }
+  if (voice) return RunStreamed(t, parts);
+  const std::string text = Joined(parts, /*with_voice=*/false);
+  if (text.empty()) return DeliverText(t, kUnsupported, v1::SPEAKER_SYSTEM);
+  return RunText(t, text, /*voice=*/false);
+}
+
+// Every note transcribed, then one user_message with everything in order. A
+// note without words drops out; only when nothing is left is the user told.
+absl::Status SessionRunner::RunTranscribed(TurnCtx* t, std::vector<Part>& parts) {
+  const char* nothing_left = kUnsupported;
+  bool heard_voice = false;
+  for (Part& p : parts) {
+    if (p.kind != Part::kVoice) continue;
+    bool unplayable = false;
+    absl::StatusOr<std::string> words = TranscribeNote(t, *p.m, &unplayable);
+    if (!words.ok()) return words.status();
+    if (words->empty()) {
+      nothing_left = unplayable ? kUnplayable : kNoSpeech;
+      t->lines[p.line].set_text(unplayable ? kUnplayableNote : kSilentNote);
+      p.kind = Part::kNothing;
+      continue;
+    }
+    p.text = *words;
+    t->lines[p.line].set_text(*words);
+    heard_voice = true;
+  }
+  const std::string text = Joined(parts, /*with_voice=*/true);
+  if (text.empty()) return DeliverText(t, nothing_left, v1::SPEAKER_SYSTEM);
+  return RunText(t, text, /*voice=*/heard_voice);  // a voice conversation answers with audio
+}
+
+// Stream mode: the burst's texts as one contextual_update first (the agent
+// answers the audio's turn, so the words must be there before it), then the
+// notes back to back, then real-time silence until the agent answers.
+absl::Status SessionRunner::RunStreamed(TurnCtx* t, std::vector<Part>& parts) {
+  if (auto s = EnsureAgent(t, /*welcome=*/false); !s.ok()) return s;
   BeginReply();
-  auto agent = services_.start_agent(opts, Events());
-  if (!agent.ok()) return agent.status();
+  agent_->BeginTurn();
+  const std::string written = Joined(parts, /*with_voice=*/false);
+  if (!written.empty()) {
+    agent_->SendContextualUpdate(absl::StrCat("The user also wrote: ", written));
+  }
+  std::vector<size_t> played;  // the lines of the notes the agent heard
+  for (Part& p : parts) {
+    if (p.kind != Part::kVoice) continue;
+    bool unplayable = false;
+    if (auto s = StreamVoiceNote(t, *p.m, &unplayable); !s.ok()) return s;
+    if (unplayable) {
+      t->lines[p.line].set_text(kUnplayableNote);
+    } else {
+      played.push_back(p.line);
+    }
+  }
+  if (played.empty()) {
+    {
+      absl::MutexLock lock(&mu_);
+      collecting_ = false;  // the agent heard nothing to answer
+    }
+    if (!written.empty()) return RunText(t, written, /*voice=*/false);
+    return DeliverText(t, kUnplayable, v1::SPEAKER_SYSTEM);
+  }
+  t->handed = Steady::now();
+  if (auto s = StreamSilenceUntilAnswered(); !s.ok()) return s;
+  auto reply = CollectReply(/*want_audio=*/true, settings_.reply_timeout);
+  if (!reply.ok()) return reply.status();
+  NoteHeardWords(t, played, reply->user_transcripts);
+  NoteAgentLatency(t, *reply);
+  return DeliverReply(t, *reply, /*voice=*/true);
+}
+
+// What the agent heard of the streamed notes (its user_transcript): one per
+// note when the counts match; otherwise it cannot be told apart, and all of
+// it goes on the first note's line.
+void SessionRunner::NoteHeardWords(TurnCtx* t, const std::vector<size_t>& lines,
+                                   const std::vector<std::string>& transcripts) {
+  if (transcripts.empty()) return;
+  if (transcripts.size() == lines.size()) {
+    for (size_t i = 0; i < lines.size(); ++i) t->lines[lines[i]].set_text(transcripts[i]);
+    return;
+  }
+  t->lines[lines[0]].set_text(absl::StrJoin(transcripts, " "));
+}
+
+absl::Status SessionRunner::RunText(TurnCtx* t, const std::string& text, bool voice) {
+  if (auto s = EnsureAgent(t, /*welcome=*/false); !s.ok()) return s;
+  BeginReply();
+  agent_->BeginTurn();
+  t->handed = Steady::now();  // before: the reply may start before SendText returns
+  agent_->SendText(text);
+  auto reply = CollectReply(voice, settings_.reply_timeout);
+  if (!reply.ok()) return reply.status();
+  NoteAgentLatency(t, *reply);
+  return DeliverReply(t, *reply, voice);
+}
+
+void SessionRunner::NoteAgentLatency(TurnCtx* t, const Collected& reply) {
+  if (reply.first_heard != Steady::time_point()) {
+    // Streamed audio may be answered before its last note was through.
+    t->latency.set_agent_first_audio_ms(
+        std::max(0.0, std::chrono::duration<double, std::milli>(reply.first_heard - t->handed)
+                          .count()));
+  }
+  t->latency.set_agent_done_ms(
+      std::max(0.0, std::chrono::duration<double, std::milli>(reply.done - t->handed).count()));
+  t->latency.set_encode_ms(t->latency.encode_ms() + reply.encode_ms);
+}
+
+// The user opened the chat for the first time: the agent's greeting is the
+// answer (nothing when the agent has none).
+absl::Status SessionRunner::RunWelcome(TurnCtx* t) {
   {
-    absl::MutexLock lock(&agent_mu_);
-    agent_ = *std::move(agent);
+    absl::MutexLock lock(&mu_);
+    if (agent_ && started_ && !closed_) return absl::OkStatus();  // already talking
   }
-  services_.metrics->agent_connects->Increment();
-  absl::MutexLock lock(&mu_);
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return started_ || closed_ || ended_;
-  };
-  if (!mu_.AwaitWithTimeout(absl::Condition(&ready), settings_.connect_timeout)) {
-    return absl::DeadlineExceededError("the agent did not start the conversation in time");
+  agent_has_greeting_ = true;  // a welcome always listens for one
+  return EnsureAgent(t, /*welcome=*/true);
+}
+
+// Context for the agent, no reply: told now if a conversation is open, and
+// remembered (the turn's line) so the next conversation hears it too.
+absl::Status SessionRunner::Inform(TurnCtx* t, const v1::InboundMessage& m) {
+  const std::string context = ContextForAgent(m);
+  t->lines.push_back(UserLine(m, absl::StrCat("[", context, "]")));
+  {
+    absl::MutexLock lock(&mu_);
+    t->agent_took_part = agent_ && started_ && !closed_;
   }
-  if (ended_) return absl::CancelledError("the session ended");
-  if (closed_) {
-    return retryable_ ? absl::UnavailableError(absl::StrCat("agent closed: ", close_reason_))
-                      : absl::FailedPreconditionError(absl::StrCat("agent refused: ", close_reason_));
-  }
+  if (t->agent_took_part) agent_->SendContextualUpdate(context);
   return absl::OkStatus();
 }
 
-// Connects when there is no live conversation, retrying with backoff where a
-// retry can help. A new conversation is heard out (its greeting) before the
-// user speaks, then hears the recent exchange as context.
-absl::Status SessionRunner::EnsureAgent(TurnCtx* t, bool welcome) {
-  {
-    absl::MutexLock lock(&mu_);
-    if (ended_) return absl::CancelledError("the session ended");
-    if (agent_ && started_ && !closed_) return absl::OkStatus();
-  }
+// ---- a person holds the conversation ----
+
+// The message is seen (read receipt, no typing: nobody here is about to
+// answer) and reported, never told to the agent; an open conversation
+// closes, and the next one hears these lines as context.
+absl::Status SessionRunner::Record(TurnCtx* t) {
+  MarkRead(*t, /*typing=*/false);
   Close();
-  absl::Duration backoff = absl::Milliseconds(250);
+  for (const v1::InboundMessage* m : MessagesOf(*t->turn)) {
+    t->lines.push_back(UserLine(*m, RecordedText(t, *m)));
+  }
+  return absl::OkStatus();
+}
+
+// A voice note's words when speech-to-text is configured (the person reads
+// the transcript); what cannot be transcribed is described.
+std::string SessionRunner::RecordedText(TurnCtx* t, const v1::InboundMessage& m) {
+  if (m.type() != v1::MESSAGE_TYPE_AUDIO || services_.stt == nullptr) return Described(m);
+  bool unplayable = false;
+  absl::StatusOr<std::string> words = TranscribeNote(t, m, &unplayable);
+  if (!words.ok()) {
+    LogWarn("recorded voice note not transcribed",
+            {{"session_id", session_id()}, {"error", words.status()}});
+    return Described(m);
+  }
+  if (unplayable) return kUnplayableNote;
+  return words->empty() ? kSilentNote : *words;
+}
+
+// The operator's words go out as the business's own message (not a reply
+// quoting the user's); the agent is not part of it.
+absl::Status SessionRunner::OperatorSay(TurnCtx* t) {
+  Close();
+  if (t->turn->text().empty()) return absl::InvalidArgumentError("the operator's text is empty");
+  t->quote.clear();
+  return DeliverText(t, t->turn->text(), v1::SPEAKER_OPERATOR);
+}
+
+// ---- delivery ----
+
+absl::Status SessionRunner::DeliverText(TurnCtx* t, const std::string& text,
+                                        v1::Speaker speaker) {
+  const Steady::time_point t0 = Steady::now();
   absl::Status s;
-  for (int attempt = 1; attempt <= settings_.connect_attempts; ++attempt) {
-    s = ConnectOnce();
-    if (s.ok() || absl::IsFailedPrecondition(s) || absl::IsCancelled(s)) break;
-    LogWarn("agent connect failed", {{"session_id", session_id()}, {"attempt", attempt},
-                                     {"error", s}});
-    Close();
-    absl::SleepFor(backoff);  // a pool thread: nothing else waits on it
-    backoff = std::min(backoff * 2, absl::Seconds(8));
-  }
-  if (!s.ok()) {
-    services_.metrics->Error("agent").Increment();
-    return s;
-  }
-  const bool deliver = welcome || (settings_.deliver_greeting && !greeting_delivered_);
-  if (absl::Status g = HearGreeting(t, deliver); !g.ok()) return g;
-  std::string context;
-  {
-    absl::MutexLock lock(&mu_);
-    if (had_conversation_ && !recent_.empty()) {
-      context = absl::StrCat("Earlier in this WhatsApp conversation:\n", absl::StrJoin(recent_, "\n"));
-    }
-    had_conversation_ = true;
-  }
-  if (!context.empty()) agent_->SendContextualUpdate(context);
-  return absl::OkStatus();
-}
-
-// The greeting is listened to to its end (never talked over), then sent or
-// dropped. An agent that said nothing within greeting_wait is taken to have
-// no greeting, and later conversations of the session do not wait for one.
-absl::Status SessionRunner::HearGreeting(TurnCtx* t, bool deliver) {
-  if (!agent_has_greeting_ && !deliver) {
-    absl::MutexLock lock(&mu_);
-    collecting_ = false;
-    return absl::OkStatus();
-  }
-  {
-    absl::MutexLock lock(&mu_);
-    auto spoke = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return reply_.heard || closed_ || ended_;
-    };
-    if (!mu_.AwaitWithTimeout(absl::Condition(&spoke), settings_.greeting_wait) ||
-        !reply_.heard) {
-      collecting_ = false;
-      agent_has_greeting_ = false;
-      return absl::OkStatus();
-    }
-  }
-  agent_has_greeting_ = true;
-  auto greeting = CollectReply(/*want_audio=*/false, settings_.reply_timeout);
-  if (!greeting.ok()) return greeting.status();
-  if (!deliver || greeting->text.empty()) return absl::OkStatus();
-  greeting_delivered_ = true;
-  return DeliverReply(t, *greeting, /*voice=*/false);
-}
-
-void SessionRunner::BeginReply() {
-  absl::MutexLock lock(&mu_);
-  reply_ = Reply();
-  collecting_ = true;
-}
-
-absl::StatusOr<SessionRunner::Collected> SessionRunner::CollectReply(bool want_audio,
-                                                                    absl::Duration timeout) {
-  const absl::Time start = absl::Now();
-  absl::Time last_activity = start;
-  std::unique_ptr<audio::OggOpusEncoder> encoder;
-  bool first_audio = true;
-  absl::Duration encode_time;
-  Collected out;
-  ReplyEnd end = ReplyEnd::kQuietGap;
-  for (;;) {
-    std::vector<std::vector<int16_t>> chunks;
-    bool ended, closed, heard;
-    int rate;
-    {
-      absl::MutexLock lock(&mu_);
-      auto progress = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return reply_.ended || closed_ || ended_ || !reply_.audio.empty();
-      };
-      mu_.AwaitWithTimeout(absl::Condition(&progress), absl::Milliseconds(500));
-      if (ended_) {
-        collecting_ = false;
-        return absl::CancelledError("the session ended");
-      }
-      chunks.swap(reply_.audio);
-      heard = reply_.heard;
-      // A close ends the reply: what was said before it is delivered.
-      ended = reply_.ended || (closed_ && heard);
-      end = reply_.ended ? reply_.end : ReplyEnd::kClosed;
-      closed = closed_;
-      rate = output_rate_;
-      if (ended || closed) {
-        collecting_ = false;
-        out.text = reply_.text;
-      }
-    }
-    if (want_audio && !chunks.empty()) {
-      if (first_audio) {
-        services_.metrics->Stage("first_agent_audio").Observe(Since(start));
-        first_audio = false;
-      }
-      const absl::Time t0 = absl::Now();
-      if (!encoder) {
-        audio::EncoderOptions eo;
-        eo.input_rate = rate;
-        eo.bitrate_bps = settings_.reply_bitrate_bps;
-        auto e = audio::OggOpusEncoder::Create(eo);
-        if (!e.ok()) return e.status();
-        encoder = *std::move(e);
-      }
-      for (const auto& c : chunks) {
-        if (auto s = encoder->Write(c); !s.ok()) return s;
-      }
-      out.ogg += encoder->TakeBytes();
-      encode_time += absl::Now() - t0;
-    }
-    if (ended) break;
-    if (closed) return absl::UnavailableError("the agent closed the conversation before answering");
-    const absl::Time now = absl::Now();
-    if (now - start > timeout) {
-      absl::MutexLock lock(&mu_);
-      collecting_ = false;
-      if (!reply_.heard) return absl::DeadlineExceededError("the agent did not answer in time");
-      // Better what was said than nothing: the rest never came.
-      LogWarn("agent reply did not end in time; sending what arrived",
-              {{"session_id", session_id()}});
-      out.text = reply_.text;
-      end = ReplyEnd::kQuietGap;
-      break;
-    }
-    if (!heard && now - last_activity >= kActivityEvery && agent_) {
-      agent_->SendUserActivity();
-      last_activity = now;
-    }
-  }
-  services_.metrics->ReplyEnd(ReplyEndName(end)).Increment();
-  services_.metrics->Stage("reply_complete").Observe(Since(start));
-  if (encoder) {
-    const absl::Time t0 = absl::Now();
-    if (auto s = encoder->Finish(); !s.ok()) return s;
-    out.ogg += encoder->TakeBytes();
-    encode_time += absl::Now() - t0;
-    services_.metrics->Stage("encode").Observe(absl::ToDoubleSeconds(encode_time));
-  }
-  return out;
-}
-
-absl::Status SessionRunner::SendPcm(const std::vector<int16_t>& pcm) {
-  if (pcm.empty()) return absl::OkStatus();
-  int rate;
-  {
-    absl::MutexLock lock(&mu_);
-    if (ended_) return absl::CancelledError("the session ended");
-    if (closed_) return absl::UnavailableError("the agent closed the conversation");
-    rate = input_rate_;
-  }
-  // 100 ms per message, like the SDKs; paced when asked to.
-  const size_t chunk = static_cast<size_t>(rate) / 10;
-  for (size_t off = 0; off < pcm.size(); off += chunk) {
-    const size_t n = std::min(chunk, pcm.size() - off);
-    agent_->SendAudio(absl::MakeConstSpan(pcm).subspan(off, n));
-    if (settings_.input_pace > 0) {
-      absl::SleepFor(absl::Seconds(static_cast<double>(n) / rate / settings_.input_pace));
-    }
-  }
-  return absl::OkStatus();
-}
-
-// Real-time silence after the note until the agent answers (the agent's VAD
-// ends a turn on silence it hears at the pace of speech), capped.
-absl::Status SessionRunner::StreamSilenceUntilAnswered(int rate) {
-  const std::vector<int16_t> chunk(
-      static_cast<size_t>(absl::ToDoubleSeconds(kSilenceChunk) * rate), 0);
-  for (absl::Duration sent; sent < settings_.silence_tail_max; sent += kSilenceChunk) {
-    {
-      absl::MutexLock lock(&mu_);
-      auto answered = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return reply_.heard || closed_ || ended_;
-      };
-      if (mu_.AwaitWithTimeout(absl::Condition(&answered), kSilenceChunk)) return absl::OkStatus();
-    }
-    agent_->SendAudio(chunk);
-  }
-  return absl::OkStatus();
-}
-
-// Decodes while downloading (both overlap) and streams the PCM to the agent.
-absl::Status SessionRunner::StreamVoiceNote(const v1::InboundMessage& m, bool* unplayable) {
-  int rate;
-  {
-    absl::MutexLock lock(&mu_);
-    rate = input_rate_;
-  }
-  auto decoder = audio::OggOpusDecoder::Create(rate);
-  if (!decoder.ok()) return decoder.status();
-  const absl::Time start = absl::Now();
-  absl::Duration decode_time;
-  bool first = true;
-  size_t silence_run = 0;
-  std::vector<int16_t> pcm;
-  auto sink = [&](absl::string_view bytes) -> absl::Status {
-    const absl::Time t0 = absl::Now();
-    absl::Status pushed = (*decoder)->Push(
-        {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
-    pcm.clear();
-    (*decoder)->Pull(&pcm);
-    decode_time += absl::Now() - t0;
-    if (!pcm.empty() && first) {
-      first = false;
-      services_.metrics->Stage("first_audio_to_agent").Observe(Since(start));
-    }
-    if (auto s = SendPcm(ShortenPauses(pcm, rate, settings_.max_pause, &silence_run)); !s.ok()) {
-      return s;
-    }
-    return pushed;
-  };
-  absl::Status s = services_.graph->DownloadMedia(m.media().media_id(), m.media().url(),
-                                                  m.media().sha256_b64(), sink);
-  services_.metrics->Stage("download").Observe(Since(start));
-  if (s.ok()) s = (*decoder)->Finish();
-  pcm.clear();
-  (*decoder)->Pull(&pcm);
-  (void)SendPcm(pcm);
-  services_.metrics->Stage("decode").Observe(absl::ToDoubleSeconds(decode_time));
-  const double heard = static_cast<double>((*decoder)->samples()) / rate;
-  if (absl::Status judged = JudgeDecode(s, heard, session_id(), services_.metrics, unplayable);
-      !judged.ok() || *unplayable) {
-    return judged;
-  }
-  return StreamSilenceUntilAnswered(rate);
-}
-
-// The whole note, checked to be playable audio before anyone pays to
-// transcribe it. Returns the bytes as WhatsApp sent them.
-absl::StatusOr<std::string> SessionRunner::DownloadNote(const v1::InboundMessage& m,
-                                                        bool* unplayable) {
-  const absl::Time start = absl::Now();
-  std::string bytes;
-  absl::Status s = services_.graph->DownloadMedia(
-      m.media().media_id(), m.media().url(), m.media().sha256_b64(),
-      [&](absl::string_view chunk) {
-        bytes.append(chunk.data(), chunk.size());
-        return absl::OkStatus();
-      });
-  services_.metrics->Stage("download").Observe(Since(start));
-  if (!s.ok()) return s;
-  if (!absl::StartsWith(m.media().mime_type(), "audio/ogg")) return bytes;  // STT takes it as is
-  const absl::Time t0 = absl::Now();
-  auto decoder = audio::OggOpusDecoder::Create(16000);
-  if (!decoder.ok()) return decoder.status();
-  absl::Status d = (*decoder)->Push({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
-  if (d.ok()) d = (*decoder)->Finish();
-  std::vector<int16_t> pcm;
-  (*decoder)->Pull(&pcm);
-  services_.metrics->Stage("decode").Observe(Since(t0));
-  const double heard = static_cast<double>((*decoder)->samples()) / 16000;
-  if (absl::Status judged = JudgeDecode(d, heard, session_id(), services_.metrics, unplayable);
-      !judged.ok()) {
-    return judged;
-  }
-  return bytes;
-}
-
-absl::Status SessionRunner::DeliverText(TurnCtx* t, const std::string& text) {
-  const absl::Time t0 = absl::Now();
   for (const std::string& part : SplitForWhatsApp(text)) {
     auto id = WithinBudget([&] {
-      return services_.graph->SendText(t->m->phone_number_id(), t->to, part, t->m->message_id());
+      return services_.graph->SendText(t->phone_number_id, t->to, part, t->quote);
     });
-    if (!id.ok()) return id.status();
+    if (!id.ok()) {
+      s = id.status();
+      break;
+    }
     v1::SentMessage* sent = &t->sent.emplace_back();
     sent->set_message_id(*id);
     sent->set_kind(v1::SENT_KIND_TEXT);
     sent->set_text(part);
+    t->lines.push_back(SentLine(speaker, part, *id, "text"));
   }
-  services_.metrics->Stage("send").Observe(Since(t0));
-  return absl::OkStatus();
+  const double ms = MsSince(t0);
+  t->latency.set_send_ms(t->latency.send_ms() + ms);
+  if (s.ok()) services_.metrics->Stage("send").Observe(ms / 1000);
+  return s;
 }
 
 absl::StatusOr<std::string> SessionRunner::WithinBudget(
@@ -565,156 +435,128 @@ absl::StatusOr<std::string> SessionRunner::WithinBudget(
   }
 }
 
+// The reply, and its line: what the agent said is the next conversation's
+// context whether or not it reached the user (a line without a wamid).
+absl::Status SessionRunner::DeliverReply(TurnCtx* t, const Collected& reply, bool voice) {
+  if (reply.handoff_only) return absl::OkStatus();  // the turn tells the user
+  const size_t lines_before = t->lines.size();
+  absl::Status s = SendReply(t, reply, voice);
+  if (t->lines.size() == lines_before && !reply.text.empty()) {
+    t->lines.push_back(SentLine(v1::SPEAKER_AGENT, reply.text, "", ""));
+  }
+  return s;
+}
+
 // A voice note when there is audio, else (or when the voice note cannot be
 // sent: upload refused, 131062 for a BSUID-only user) the reply's text.
-absl::Status SessionRunner::DeliverReply(TurnCtx* t, const Collected& reply, bool voice) {
-  // The exchange as the user saw it is the next conversation's context.
-  if (!reply.text.empty()) Remember("agent", reply.text);
+absl::Status SessionRunner::SendReply(TurnCtx* t, const Collected& reply, bool voice) {
   if (!voice || reply.ogg.empty()) {
     if (reply.text.empty()) return absl::InternalError("the agent answered without text");
-    return DeliverText(t, reply.text);
+    return DeliverText(t, reply.text, v1::SPEAKER_AGENT);
   }
-  const absl::Time t0 = absl::Now();
-  auto media = services_.graph->UploadMedia(t->m->phone_number_id(), reply.ogg, "audio/ogg",
-                                            "reply.ogg");
-  services_.metrics->Stage("upload").Observe(Since(t0));
-  absl::StatusOr<std::string> id = absl::UnknownError("not sent");
-  if (media.ok()) {
-    const absl::Time t1 = absl::Now();
-    id = WithinBudget([&] {
-      return services_.graph->SendVoiceNote(t->m->phone_number_id(), t->to, *media,
-                                            t->m->message_id());
-    });
-    services_.metrics->Stage("send").Observe(Since(t1));
-  } else {
-    id = media.status();
-  }
+  absl::StatusOr<std::string> id = UploadAndSend(t, reply.ogg);
   if (id.ok()) {
     v1::SentMessage* sent = &t->sent.emplace_back();
     sent->set_message_id(*id);
     sent->set_kind(v1::SENT_KIND_VOICE);
     sent->set_text(reply.text);  // the controller's text fallback if delivery fails later
+    t->lines.push_back(SentLine(v1::SPEAKER_AGENT, reply.text, *id, "audio"));
     return absl::OkStatus();
   }
   if (reply.text.empty() || MaybeSent(id.status())) return id.status();
   LogWarn("voice reply could not be sent; sending its text",
           {{"session_id", session_id()}, {"error", id.status()}});
   services_.metrics->Error("voice_fallback_text").Increment();
-  return DeliverText(t, reply.text);
+  return DeliverText(t, reply.text, v1::SPEAKER_AGENT);
 }
 
-absl::Status SessionRunner::RunVoice(TurnCtx* t) {
-  if (settings_.voice_input == VoiceInput::kTranscribe && services_.stt != nullptr) {
-    return RunTranscribed(t);
-  }
-  const v1::InboundMessage& m = *t->m;
-  if (!absl::StartsWith(m.media().mime_type(), "audio/ogg") && !m.media().mime_type().empty()) {
-    return RunText(t, DescribeForAgent(m), /*voice=*/false);  // only Ogg/Opus is decoded here
-  }
-  if (auto s = EnsureAgent(t, /*welcome=*/false); !s.ok()) return s;
-  BeginReply();
-  agent_->BeginTurn();
-  bool unplayable = false;
-  if (auto s = StreamVoiceNote(m, &unplayable); !s.ok()) return s;
-  if (unplayable) {
-    {
-      absl::MutexLock lock(&mu_);
-      collecting_ = false;  // the agent heard nothing to answer
-    }
-    return DeliverText(t, kUnplayable);
-  }
-  auto reply = CollectReply(/*want_audio=*/true, settings_.reply_timeout);
-  if (!reply.ok()) return reply.status();
-  return DeliverReply(t, *reply, /*voice=*/true);
+absl::StatusOr<std::string> SessionRunner::UploadAndSend(TurnCtx* t, const std::string& ogg) {
+  const Steady::time_point t0 = Steady::now();
+  auto media = services_.graph->UploadMedia(t->phone_number_id, ogg, "audio/ogg", "reply.ogg");
+  const double upload_ms = MsSince(t0);
+  services_.metrics->Stage("upload").Observe(upload_ms / 1000);
+  t->latency.set_upload_ms(t->latency.upload_ms() + upload_ms);
+  if (!media.ok()) return media.status();
+  const Steady::time_point t1 = Steady::now();
+  auto id = WithinBudget([&] {
+    return services_.graph->SendVoiceNote(t->phone_number_id, t->to, *media, t->quote);
+  });
+  const double send_ms = MsSince(t1);
+  services_.metrics->Stage("send").Observe(send_ms / 1000);
+  t->latency.set_send_ms(t->latency.send_ms() + send_ms);
+  return id;
 }
 
-absl::Status SessionRunner::RunTranscribed(TurnCtx* t) {
-  const v1::InboundMessage& m = *t->m;
-  bool unplayable = false;
-  absl::StatusOr<std::string> note = DownloadNote(m, &unplayable);
-  if (!note.ok()) return note.status();
-  if (unplayable) return DeliverText(t, kUnplayable);
-  const absl::Time t0 = absl::Now();
-  const std::string mime = m.media().mime_type().empty() ? "audio/ogg" : m.media().mime_type();
-  auto transcript = services_.stt->Transcribe(*note, mime, FileNameFor(mime));
-  services_.metrics->Stage("transcribe").Observe(Since(t0));
-  if (!transcript.ok()) {
-    services_.metrics->Error("transcribe").Increment();
-    return transcript.status();
-  }
-  const std::string text(absl::StripAsciiWhitespace(transcript->text));
-  if (text.empty()) return DeliverText(t, kNoSpeech);
-  return RunText(t, text, /*voice=*/true);  // a voice conversation answers it with audio
+// One receipt, for the newest message: WhatsApp marks the earlier ones read with it.
+void SessionRunner::MarkRead(const TurnCtx& t, bool typing) {
+  if (!settings_.read_receipts || t.m->message_id().empty()) return;
+  absl::Status r = typing ? services_.graph->MarkReadTyping(t.phone_number_id, t.m->message_id())
+                          : services_.graph->MarkRead(t.phone_number_id, t.m->message_id());
+  if (!r.ok()) LogWarn("read receipt failed", {{"session_id", session_id()}, {"error", r}});
 }
 
-absl::Status SessionRunner::RunText(TurnCtx* t, const std::string& text, bool voice) {
-  if (auto s = EnsureAgent(t, /*welcome=*/false); !s.ok()) return s;
-  BeginReply();
-  agent_->BeginTurn();
-  Remember("user", text);
-  agent_->SendText(text);
-  auto reply = CollectReply(voice, settings_.reply_timeout);
-  if (!reply.ok()) return reply.status();
-  return DeliverReply(t, *reply, voice);
+// ---- the turn ----
+
+absl::Status SessionRunner::RunAction(TurnCtx* t, std::string* type) {
+  const v1::Turn& turn = *t->turn;
+  switch (turn.action()) {
+    case v1::TURN_ACTION_INFORM:
+      *type = "inform";
+      return Inform(t, turn.message());
+    case v1::TURN_ACTION_RESEND_AS_TEXT:
+      // The agent's words again, by the bridge's decision: its line is the
+      // bridge's, so the conversation does not hear them twice.
+      *type = "resend";
+      return DeliverText(t, turn.fallback_text(), v1::SPEAKER_SYSTEM);
+    case v1::TURN_ACTION_APOLOGIZE:  // the turn kept losing its worker: no agent, no media
+      *type = "apology";
+      return DeliverText(t, kAgentDown, v1::SPEAKER_SYSTEM);
+    case v1::TURN_ACTION_RECORD:
+      *type = "record";
+      return Record(t);
+    case v1::TURN_ACTION_OPERATOR_SAY:
+      *type = "operator";
+      return OperatorSay(t);
+    default:
+      MarkRead(*t, /*typing=*/true);
+      return RunReply(t, type);
+  }
 }
 
-// The user opened the chat for the first time: the agent's greeting is the
-// answer (nothing when the agent has none).
-absl::Status SessionRunner::RunWelcome(TurnCtx* t) {
-  {
-    absl::MutexLock lock(&mu_);
-    if (agent_ && started_ && !closed_) return absl::OkStatus();  // already talking
+// Never silent: a turn that failed before anything reached the user gets an
+// apology (the controller does not retry a failed turn). An ended session is
+// not apologised for (the operator or the drain meant it), nor a reply that
+// may have reached the user after all: neither re-posted nor apologised for,
+// either could be a second message (docs/delivery-contract.md, "unknown
+// outcome").
+void SessionRunner::ApologizeIfSilent(TurnCtx* t, const absl::Status& s) {
+  if (MaybeSent(s)) {
+    services_.metrics->Error("maybe_sent").Increment();
+  } else if (!s.ok() && t->sent.empty() && !absl::IsCancelled(s)) {
+    (void)DeliverText(t, kAgentDown, v1::SPEAKER_SYSTEM);
   }
-  agent_has_greeting_ = true;  // a welcome always listens for one
-  return EnsureAgent(t, /*welcome=*/true);
 }
 
-// Context for the agent, no reply: told now if a conversation is open, and
-// remembered so the next conversation hears it too.
-absl::Status SessionRunner::Inform(const v1::InboundMessage& m) {
-  const std::string context = ContextForAgent(m);
-  Remember("user", absl::StrCat("[", context, "]"));
-  bool open;
-  {
-    absl::MutexLock lock(&mu_);
-    open = agent_ && started_ && !closed_;
-  }
-  if (open) agent_->SendContextualUpdate(context);
-  return absl::OkStatus();
+// The agent asked for a person: after its reply (if any), the user is told,
+// once; that is also their answer when the reply failed.
+absl::Status SessionRunner::TellHandoff(TurnCtx* t, const absl::Status& s) {
+  if (MaybeSent(s) || absl::IsCancelled(s) || assignment_.handoff_message().empty()) return s;
+  absl::Status told = DeliverText(t, assignment_.handoff_message(), v1::SPEAKER_SYSTEM);
+  return s.ok() ? told : s;
 }
 
-absl::Status SessionRunner::RunReply(TurnCtx* t, std::string* type) {
-  const v1::InboundMessage& m = *t->m;
-  switch (m.type()) {
-    case v1::MESSAGE_TYPE_TEXT:
-      *type = "text";
-      return RunText(t, m.text(), /*voice=*/false);
-    case v1::MESSAGE_TYPE_AUDIO:
-      *type = m.media().voice() ? "voice" : "audio";
-      return RunVoice(t);
-    case v1::MESSAGE_TYPE_REQUEST_WELCOME:
-      *type = "welcome";
-      return RunWelcome(t);
-    case v1::MESSAGE_TYPE_REACTION:
-    case v1::MESSAGE_TYPE_EDIT:
-    case v1::MESSAGE_TYPE_REVOKE:
-    case v1::MESSAGE_TYPE_SYSTEM:
-      *type = "inform";  // not turns (PROTOCOLS.md A2), whatever the action says
-      return Inform(m);
-    default: {
-      const std::string described = DescribeForAgent(m);
-      *type = described.empty() ? "unsupported" : "described";
-      return described.empty() ? DeliverText(t, kUnsupported)
-                              : RunText(t, described, /*voice=*/false);
-    }
-  }
+std::optional<SessionRunner::Handoff> SessionRunner::EndOfTurn() {
+  absl::MutexLock lock(&mu_);
+  in_turn_ = false;
+  return std::exchange(handoff_, std::nullopt);
 }
 
 // The conversation lingers a little for a quick follow-up, then closes:
-// an idle agent re-engages and costs (PROTOCOLS.md B4).
-void SessionRunner::AfterTurn() {
+// an idle agent re-engages and costs (PROTOCOLS.md B4). After a handoff it
+// closes at once: a person answers next.
+void SessionRunner::AfterTurn(bool handoff) {
   if (!agent_) return;
-  if (settings_.agent_linger <= absl::ZeroDuration()) {
+  if (handoff || settings_.agent_linger <= absl::ZeroDuration()) {
     Close();
   } else {
     agent_->CloseWhenIdle(settings_.agent_linger);
@@ -722,67 +564,49 @@ void SessionRunner::AfterTurn() {
 }
 
 v1::TurnResult SessionRunner::RunTurn(const v1::Turn& turn) {
-  const absl::Time start = absl::Now();
-  const v1::InboundMessage& m = turn.message();
-  v1::TurnResult result;
-  result.set_session_id(turn.session_id());
-  result.set_turn_id(turn.turn_id());
-  TurnCtx t{&m, {}, {}};
-  const v1::UserRef& who =
-      turn.reply_to().wa_id().empty() && turn.reply_to().user_id().empty() ? m.from()
-                                                                             : turn.reply_to();
-  t.to = Recipient{who.wa_id(), who.user_id()};
-  absl::Status s;
-  std::string type;
-  switch (turn.action()) {
-    case v1::TURN_ACTION_INFORM:
-      type = "inform";
-      s = Inform(m);
-      break;
-    case v1::TURN_ACTION_RESEND_AS_TEXT:
-      type = "resend";
-      s = DeliverText(&t, turn.fallback_text());
-      break;
-    case v1::TURN_ACTION_APOLOGIZE:  // the turn kept losing its worker: no agent, no media
-      type = "apology";
-      s = DeliverText(&t, kAgentDown);
-      break;
-    default:
-      if (settings_.read_receipts && !m.message_id().empty()) {
-        if (auto r = services_.graph->MarkReadTyping(m.phone_number_id(), m.message_id());
-            !r.ok()) {
-          LogWarn("read receipt failed", {{"session_id", session_id()}, {"error", r}});
-        }
-      }
-      s = RunReply(&t, &type);
-      // Never silent: a turn that failed before anything reached the user
-      // gets an apology (the controller does not retry a failed turn).
-      // An ended session is not apologised for (the operator or the drain
-      // meant it), nor a reply that may have reached the user after all.
-      if (MaybeSent(s)) {
-        // Neither re-posted nor apologised for: either could be a second
-        // message (docs/delivery-contract.md, "unknown outcome").
-        services_.metrics->Error("maybe_sent").Increment();
-      } else if (!s.ok() && t.sent.empty() && type != "inform" && !absl::IsCancelled(s)) {
-        (void)DeliverText(&t, kAgentDown);
-      }
-      AfterTurn();
-      break;
-  }
-  result.set_conversation_id(conversation_id());
-  for (auto& sent : t.sent) *result.add_sent() = std::move(sent);
+  const Steady::time_point start = Steady::now();
   {
     absl::MutexLock lock(&mu_);
-    for (std::string& line : turn_lines_) result.add_transcript(std::move(line));
-    turn_lines_.clear();
+    in_turn_ = true;
+    handoff_.reset();
   }
+  TurnCtx t = NewTurn(turn);
+  std::string type;
+  absl::Status s = RunAction(&t, &type);
+  const std::optional<Handoff> handoff = EndOfTurn();
+  if (handoff) {
+    s = TellHandoff(&t, s);
+  } else if (IsReply(turn.action()) && type != "inform") {
+    ApologizeIfSilent(&t, s);
+  }
+  AfterTurn(handoff.has_value());
+  return Finish(&t, s, type, handoff, start);
+}
+
+v1::TurnResult SessionRunner::Finish(TurnCtx* t, const absl::Status& s, const std::string& type,
+                                     const std::optional<Handoff>& handoff,
+                                     Steady::time_point start) {
+  v1::TurnResult result;
+  result.set_session_id(t->turn->session_id());
+  result.set_turn_id(t->turn->turn_id());
+  if (t->agent_took_part) result.set_conversation_id(conversation_id());
+  for (v1::SentMessage& sent : t->sent) *result.add_sent() = std::move(sent);
+  Remember(t->lines);
+  for (v1::TranscriptLine& line : t->lines) *result.add_lines() = std::move(line);
+  if (handoff) {
+    result.set_handoff_requested(true);
+    result.set_handoff_reason(handoff->reason);
+  }
+  const double total_ms = MsSince(start);
+  t->latency.set_total_ms(total_ms);
+  *result.mutable_latency() = t->latency;
   result.set_outcome(s.ok() ? v1::TURN_OUTCOME_DONE : v1::TURN_OUTCOME_FAILED);
   if (!s.ok()) {
     result.set_reason(std::string(RedactStatus(s).message()));
     LogWarn("turn failed", {{"session_id", session_id()}, {"type", type}, {"error", s}});
   }
   services_.metrics->Turn(type, s.ok() ? "done" : "failed").Increment();
-  services_.metrics->Stage("end_to_end").Observe(Since(start));
+  services_.metrics->Stage("end_to_end").Observe(total_ms / 1000);
   return result;
 }
 

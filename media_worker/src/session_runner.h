@@ -1,14 +1,34 @@
 // One WhatsApp session on this worker: its agent conversation and the turns
 // the controller sends it, one at a time. A turn runs on a pool thread from
 // start to end. What it does depends on the turn's action:
-//  - REPLY: read receipt + typing, then a voice note (transcribed by
-//    speech-to-text, or decoded and streamed to the agent; the reply encoded
-//    as it arrives, uploaded and sent as a voice note, its text as a fallback),
-//    a text (sent as user_message, answered as text split at 4096 characters),
-//    other content described to the agent as text, the welcome (the agent's
-//    greeting), or a polite note about what cannot be represented;
+//  - REPLY: read receipt + typing (for the newest message), then the message
+//    and those coalesced with it (Turn.coalesced, in arrival order) answered
+//    in one agent turn: texts and other content's descriptions joined into
+//    one user_message; voice notes transcribed by speech-to-text and joined
+//    in, or (--voice_input=stream) decoded and streamed back to back after
+//    the texts went as one contextual_update. The reply is encoded as it
+//    arrives, uploaded and sent as a voice note when a voice note was
+//    answered (its text as a fallback), else as text split at 4096
+//    characters. Also the welcome (the agent's greeting), and a polite note
+//    about what cannot be represented;
 //  - INFORM: a reaction, edit or revoke told to the agent as context;
-//  - RESEND_AS_TEXT: a voice reply WhatsApp failed to deliver, sent as text.
+//  - RESEND_AS_TEXT: a voice reply WhatsApp failed to deliver, sent as text;
+//  - APOLOGIZE: the short apology, nothing else;
+//  - RECORD (a person holds the conversation): marked read, reported (a
+//    voice note transcribed when speech-to-text is configured), never told
+//    to the agent; an open agent conversation is closed;
+//  - OPERATOR_SAY: the operator's text sent to the user; the agent
+//    conversation is closed, the next one hears it as context.
+// Every turn reports its lines (TurnResult.lines: one per user message, one
+// per message the agent, an operator or the bridge itself sent, with its
+// wamid; an agent reply that could not be delivered is one line without. The
+// bridge's own (apology, notices, resends, the handoff message) are SYSTEM
+// lines) and where its time went (TurnResult.latency, steady clock).
+// The user, agent and operator lines are also the context ("user: …") the
+// session's next agent conversation hears.
+// The agent may ask for a person through the assignment's handoff client
+// tool: the call is answered, the reply delivered, the user told the
+// assignment's handoff_message, and the result says handoff_requested.
 // The agent conversation is held only around turns: closed after
 // --agent_linger, reopened on the next message with the recent exchange as
 // context (docs/agent-protocol.md). Agent events arrive on the ws io thread
@@ -16,8 +36,11 @@
 // whatever the agent says outside a turn (re-engagement, fillers) is dropped.
 #pragma once
 
+#include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -95,54 +118,128 @@ class SessionRunner {
   const std::string& session_id() const { return assignment_.session_id(); }
 
  private:
+  using Steady = std::chrono::steady_clock;
+
   struct Reply {
     std::vector<std::vector<int16_t>> audio;  // chunks not yet encoded
     std::string text;
+    std::vector<std::string> user_transcripts;  // what the agent heard (streamed voice)
     bool heard = false;  // any audio or text since BeginReply (the mailbox drains)
     bool ended = false;
     ReplyEnd end = ReplyEnd::kQuietGap;
+    Steady::time_point first_heard{};  // when `heard` became true
+    Steady::time_point ended_at{};
   };
   // What one reply came to: the voice note (empty for text) and its text.
   struct Collected {
     std::string ogg;
     std::string text;
+    std::vector<std::string> user_transcripts;
+    bool handoff_only = false;  // the agent asked for a person and said nothing
+    Steady::time_point first_heard{};  // unset: nothing was heard
+    Steady::time_point done{};
+    double encode_ms = 0;
   };
-  // One turn's context: where replies go and what was sent.
+  // The agent asked for a person (the handoff client tool).
+  struct Handoff {
+    std::string reason;  // the call's parameters, compact JSON
+    Steady::time_point at;
+  };
+  // One turn's context: where replies go, what was sent and said, and the
+  // time each stage took.
   struct TurnCtx {
-    const v1::InboundMessage* m;
+    const v1::Turn* turn = nullptr;
+    const v1::InboundMessage* m = nullptr;  // the newest message: read receipt, quoted
+    std::string phone_number_id;
     Recipient to;
+    std::string quote;  // the wamid replies quote; empty: none
     std::vector<v1::SentMessage> sent;
+    std::vector<v1::TranscriptLine> lines;
+    v1::TurnLatency latency;
+    Steady::time_point handed{};  // the user's words were through to the agent
+    bool agent_took_part = false;
+  };
+  // One message of a REPLY turn and what the agent hears of it.
+  struct Part {
+    enum Kind { kText, kVoice, kNothing };
+    const v1::InboundMessage* m;
+    Kind kind;
+    std::string text;  // what the agent hears: the text, a description, a transcript
+    size_t line;       // its USER line in TurnCtx::lines
   };
 
+  static double MsSince(Steady::time_point t);
+  TurnCtx NewTurn(const v1::Turn& turn);
+  absl::Status RunAction(TurnCtx* t, std::string* type);
+
+  // The agent conversation (session_runner_agent.cc).
   absl::Status EnsureAgent(TurnCtx* t, bool welcome);
   absl::Status ConnectOnce();
   absl::Status HearGreeting(TurnCtx* t, bool deliver);
   AgentEvents Events();
+  void Heard() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::optional<ClientToolResult> OnToolCall(const ClientToolCall& call);
   void BeginReply();
   // Waits for the end of the agent's reply, encoding audio as it arrives.
   absl::StatusOr<Collected> CollectReply(bool want_audio, absl::Duration timeout);
-  absl::StatusOr<std::string> DownloadNote(const v1::InboundMessage& m, bool* unplayable);
-  absl::Status StreamVoiceNote(const v1::InboundMessage& m, bool* unplayable);
-  absl::Status StreamSilenceUntilAnswered(int rate);
+  void TakeReply(Collected* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool OnlyHandoff() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Closes and destroys the agent session: the turn's thread or the destructor.
+  void Close();
+
+  // The user's voice on its way to the agent (session_runner_agent.cc);
+  // each adds its stages to t->latency.
+  absl::StatusOr<std::string> DownloadNote(TurnCtx* t, const v1::InboundMessage& m,
+                                           bool* unplayable);
+  // The note's words by speech-to-text; empty when it has none or cannot be
+  // played (*unplayable).
+  absl::StatusOr<std::string> TranscribeNote(TurnCtx* t, const v1::InboundMessage& m,
+                                             bool* unplayable);
+  absl::Status StreamVoiceNote(TurnCtx* t, const v1::InboundMessage& m, bool* unplayable);
+  absl::Status StreamSilenceUntilAnswered();
   absl::Status SendPcm(const std::vector<int16_t>& pcm);
-  absl::Status DeliverText(TurnCtx* t, const std::string& text);
+
+  // REPLY: the message and those coalesced with it.
+  std::vector<Part> PartsOf(TurnCtx* t);
+  static std::string Joined(const std::vector<Part>& parts, bool with_voice);
+  absl::Status RunReply(TurnCtx* t, std::string* type);
+  absl::Status RunTranscribed(TurnCtx* t, std::vector<Part>& parts);
+  absl::Status RunStreamed(TurnCtx* t, std::vector<Part>& parts);
+  void NoteHeardWords(TurnCtx* t, const std::vector<size_t>& lines,
+                      const std::vector<std::string>& transcripts);
+  // Sends `text` as a user_message; answers with a voice note when `voice`.
+  absl::Status RunText(TurnCtx* t, const std::string& text, bool voice);
+  void NoteAgentLatency(TurnCtx* t, const Collected& reply);
+  absl::Status RunWelcome(TurnCtx* t);
+  absl::Status Inform(TurnCtx* t, const v1::InboundMessage& m);
+
+  // A person holds the conversation.
+  absl::Status Record(TurnCtx* t);
+  std::string RecordedText(TurnCtx* t, const v1::InboundMessage& m);
+  absl::Status OperatorSay(TurnCtx* t);
+
+  // Delivery: each adds what it sent to t->sent and its lines to t->lines.
+  // Sends `text` (split for WhatsApp), a line per message sent.
+  absl::Status DeliverText(TurnCtx* t, const std::string& text, v1::Speaker speaker);
   // `send` again while it fails transiently, within delivery_budget.
   absl::StatusOr<std::string> WithinBudget(
       const std::function<absl::StatusOr<std::string>()>& send);
   absl::Status DeliverReply(TurnCtx* t, const Collected& reply, bool voice);
-  absl::Status RunVoice(TurnCtx* t);
-  absl::Status RunTranscribed(TurnCtx* t);
-  // Sends `text` as a user_message; answers with a voice note when `voice`.
-  absl::Status RunText(TurnCtx* t, const std::string& text, bool voice);
-  absl::Status RunWelcome(TurnCtx* t);
-  absl::Status Inform(const v1::InboundMessage& m);
-  // Closes and destroys the agent session: the turn's thread or the destructor.
-  void Close();
-  absl::Status RunReply(TurnCtx* t, std::string* type);
-  void AfterTurn();
-  // Adds a line to the exchange (the next conversation's context) and to
-  // this turn's TurnResult.transcript.
-  void Remember(const std::string& who, const std::string& text);
+  absl::Status SendReply(TurnCtx* t, const Collected& reply, bool voice);
+  absl::StatusOr<std::string> UploadAndSend(TurnCtx* t, const std::string& ogg);
+  void MarkRead(const TurnCtx& t, bool typing);
+
+  // The end of a turn.
+  void ApologizeIfSilent(TurnCtx* t, const absl::Status& s);
+  absl::Status TellHandoff(TurnCtx* t, const absl::Status& s);
+  // The handoff the agent asked for during this turn, if any; from here on
+  // tool calls are refused (no turn would tell the user).
+  std::optional<Handoff> EndOfTurn();
+  void AfterTurn(bool handoff);
+  // The turn's lines become the next conversation's context.
+  void Remember(const std::vector<v1::TranscriptLine>& lines);
+  v1::TurnResult Finish(TurnCtx* t, const absl::Status& s, const std::string& type,
+                        const std::optional<Handoff>& handoff, Steady::time_point start);
 
   const v1::SessionAssignment assignment_;
   const TurnSettings settings_;
@@ -165,9 +262,12 @@ class SessionRunner {
   int output_rate_ ABSL_GUARDED_BY(mu_) = 16000;
   bool collecting_ ABSL_GUARDED_BY(mu_) = false;  // false: outside a turn, dropped
   Reply reply_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> recent_ ABSL_GUARDED_BY(mu_);  // context for a new conversation
-  std::vector<std::string> turn_lines_ ABSL_GUARDED_BY(mu_);  // added by the running turn
-  bool had_conversation_ ABSL_GUARDED_BY(mu_) = false;    // recent_ belongs to an earlier one
+  bool in_turn_ ABSL_GUARDED_BY(mu_) = false;  // a handoff call is heard only then
+  std::optional<Handoff> handoff_ ABSL_GUARDED_BY(mu_);
+  // Context for a new conversation: earlier turns' lines ("user: …"); the
+  // running turn's join at its end, so a conversation opened during it
+  // never hears the turn's own message twice.
+  std::deque<std::string> recent_ ABSL_GUARDED_BY(mu_);
 };
 
 // Splits text into WhatsApp-sized messages (≤ limit characters, UTF-8 safe,

@@ -7,6 +7,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,6 +26,22 @@ struct FakeAgentScript {
   bool close_mid_reply = false;  // half the reply, then 1006
   bool with_audio = true;      // the reply is spoken (100 ms of PCM) as well as written
   std::string reply_prefix = "You said: ";
+  // After the reply (or instead of it, with tool_call_only) the agent calls
+  // this client tool with these parameters (JSON), as the real session
+  // hands a client_tool_call to AgentEvents::on_client_tool_call.
+  std::string tool_call;
+  std::string tool_parameters = "{}";
+  bool tool_call_only = false;
+  // Streamed audio (--voice_input=stream): at its first chunk in a turn the
+  // agent "hears" this (user_transcript) and answers it like a text.
+  std::string audio_transcript;
+};
+
+// A client_tool_result the session sent, as the real one would.
+struct FakeToolResult {
+  std::string tool_call_id;
+  std::string result;
+  bool is_error = false;
 };
 
 // The agent "service": counts conversations and what it heard.
@@ -46,6 +63,32 @@ class FakeAgent {
     absl::MutexLock l(&mu_);
     heard_.push_back(text);
   }
+  // Contextual updates, in order.
+  std::vector<std::string> context() {
+    absl::MutexLock l(&mu_);
+    return context_;
+  }
+  void Context(const std::string& text) {
+    absl::MutexLock l(&mu_);
+    context_.push_back(text);
+  }
+  std::vector<FakeToolResult> tool_results() {
+    absl::MutexLock l(&mu_);
+    return tool_results_;
+  }
+  void ToolResult(FakeToolResult r) {
+    absl::MutexLock l(&mu_);
+    tool_results_.push_back(std::move(r));
+  }
+  // Conversations closed by the client (Close(), or destroyed).
+  int closes() {
+    absl::MutexLock l(&mu_);
+    return closes_;
+  }
+  void Closed() {
+    absl::MutexLock l(&mu_);
+    ++closes_;
+  }
   const FakeAgentScript& script() const { return script_; }
 
  private:
@@ -54,6 +97,9 @@ class FakeAgent {
   int starts_ ABSL_GUARDED_BY(mu_) = 0;
   int failures_left_ ABSL_GUARDED_BY(mu_) = -1;
   std::vector<std::string> heard_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> context_ ABSL_GUARDED_BY(mu_);
+  std::vector<FakeToolResult> tool_results_ ABSL_GUARDED_BY(mu_);
+  int closes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class FakeAgentSession final : public AgentSession {
@@ -65,7 +111,18 @@ class FakeAgentSession final : public AgentSession {
   }
   ~FakeAgentSession() override { Close(); }
 
-  void SendAudio(absl::Span<const int16_t>) override {}
+  void SendAudio(absl::Span<const int16_t>) override {
+    const FakeAgentScript& s = agent_->script();
+    if (s.audio_transcript.empty() || answered_audio_) return;
+    answered_audio_ = true;
+    agent_->Heard(s.audio_transcript);
+    Post([this, s] {
+      if (events_.on_user_transcript) events_.on_user_transcript(s.audio_transcript);
+      if (s.with_audio) events_.on_audio(std::vector<int16_t>(1600, 1000), 1);
+      events_.on_agent_response(s.reply_prefix + s.audio_transcript);
+      events_.on_reply_end(ReplyEnd::kAligned);
+    });
+  }
   void SendText(const std::string& text) override {
     agent_->Heard(text);
     const FakeAgentScript& s = agent_->script();
@@ -82,15 +139,18 @@ class FakeAgentSession final : public AgentSession {
       });
       return;
     }
-    Post([this, reply, audio = s.with_audio] {
-      if (audio) events_.on_audio(std::vector<int16_t>(1600, 1000), 1);
-      events_.on_agent_response(reply);
-      events_.on_reply_end(ReplyEnd::kAligned);
+    Post([this, reply, s] {
+      if (!s.tool_call_only) {
+        if (s.with_audio) events_.on_audio(std::vector<int16_t>(1600, 1000), 1);
+        events_.on_agent_response(reply);
+      }
+      if (!s.tool_call.empty()) CallTool(s.tool_call, s.tool_parameters);
+      if (!s.tool_call_only) events_.on_reply_end(ReplyEnd::kAligned);
     });
   }
-  void SendContextualUpdate(const std::string& text) override {}
+  void SendContextualUpdate(const std::string& text) override { agent_->Context(text); }
   void SendUserActivity() override {}
-  void BeginTurn() override {}
+  void BeginTurn() override { answered_audio_ = false; }
   void CloseWhenIdle(absl::Duration) override {}
   void Close() override {
     {
@@ -98,6 +158,7 @@ class FakeAgentSession final : public AgentSession {
       if (loop_->closed) return;
       loop_->closed = true;
     }
+    agent_->Closed();
     if (std::this_thread::get_id() == thread_.get_id()) {
       // From a callback, which may go on to destroy this session (as the
       // real one allows): the loop owns its state and ends on its own.
@@ -111,6 +172,15 @@ class FakeAgentSession final : public AgentSession {
   int output_rate() const override { return 16000; }
 
  private:
+  // Answered as the real session answers: what the owner says, else unsupported.
+  void CallTool(const std::string& name, const std::string& parameters) {
+    const std::string id = absl::StrCat("call_", ++tool_calls_);
+    std::optional<ClientToolResult> answer;
+    if (events_.on_client_tool_call) answer = events_.on_client_tool_call({name, id, parameters});
+    if (!answer) answer = ClientToolResult{absl::StrCat("Client tool '", name, "' is not supported"), true};
+    agent_->ToolResult({id, answer->result, answer->is_error});
+  }
+
   // The event thread's state, shared so that it outlives a session
   // destroyed from one of its own callbacks.
   struct Loop {
@@ -144,6 +214,8 @@ class FakeAgentSession final : public AgentSession {
   FakeAgent* agent_;
   AgentEvents events_;
   const std::string id_;
+  int tool_calls_ = 0;           // event thread only
+  bool answered_audio_ = false;  // the caller's thread only
   const std::shared_ptr<Loop> loop_ = std::make_shared<Loop>();
   std::thread thread_;  // after loop_: it starts with it
 };

@@ -1,6 +1,7 @@
 // The Graph API behind its interface, for unit tests of the turn pipeline:
 // records what was sent, serves one media file, and fails uploads, text
-// sends or voice sends on demand (retryable, permanent, or "maybe sent").
+// sends or voice sends on demand (retryable, permanent, or "maybe sent"),
+// and records read receipts.
 #pragma once
 
 #include <string>
@@ -19,6 +20,8 @@ class FakeGraphApi final : public GraphApi {
   struct Sent {
     std::string kind;  // "text" or "voice"
     std::string body;  // the text, or the media id
+    std::string id;    // the wamid it got
+    std::string quote; // the wamid it replies to
   };
 
   void ForgetSent() {
@@ -42,6 +45,15 @@ class FakeGraphApi final : public GraphApi {
   void TimeOutNextText() {
     absl::MutexLock l(&mu_);
     text_timeouts_ = 1;
+  }
+  // Read receipts, in order: the message and whether typing was shown.
+  struct Read {
+    std::string message_id;
+    bool typing = false;
+  };
+  std::vector<Read> reads() {
+    absl::MutexLock l(&mu_);
+    return reads_;
   }
   std::vector<Sent> sent() {
     absl::MutexLock l(&mu_);
@@ -75,7 +87,8 @@ class FakeGraphApi final : public GraphApi {
     return absl::StrCat("media_", ++seq_);
   }
   absl::StatusOr<std::string> SendText(const std::string&, const Recipient&,
-                                       const std::string& text, const std::string&) override {
+                                       const std::string& text,
+                                       const std::string& quote) override {
     absl::MutexLock l(&mu_);
     if (text_failures_ > 0) {
       --text_failures_;
@@ -85,17 +98,26 @@ class FakeGraphApi final : public GraphApi {
       --text_timeouts_;
       return MaybeSent();
     }
-    sent_.push_back({"text", text});
-    return absl::StrCat("wamid.out", ++seq_);
+    std::string id = absl::StrCat("wamid.out", ++seq_);
+    sent_.push_back({"text", text, id, quote});
+    return id;
   }
   absl::StatusOr<std::string> SendVoiceNote(const std::string&, const Recipient&,
                                             const std::string& media_id,
-                                            const std::string&) override {
+                                            const std::string& quote) override {
     absl::MutexLock l(&mu_);
-    sent_.push_back({"voice", media_id});
-    return absl::StrCat("wamid.out", ++seq_);
+    std::string id = absl::StrCat("wamid.out", ++seq_);
+    sent_.push_back({"voice", media_id, id, quote});
+    return id;
   }
-  absl::Status MarkReadTyping(const std::string&, const std::string&) override {
+  absl::Status MarkReadTyping(const std::string&, const std::string& message_id) override {
+    absl::MutexLock l(&mu_);
+    reads_.push_back({message_id, true});
+    return absl::OkStatus();
+  }
+  absl::Status MarkRead(const std::string&, const std::string& message_id) override {
+    absl::MutexLock l(&mu_);
+    reads_.push_back({message_id, false});
     return absl::OkStatus();
   }
 
@@ -117,6 +139,7 @@ class FakeGraphApi final : public GraphApi {
   int uploads_tried_ ABSL_GUARDED_BY(mu_) = 0;
   int seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<Sent> sent_ ABSL_GUARDED_BY(mu_);
+  std::vector<Read> reads_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace bridge::media_worker::testing

@@ -277,7 +277,7 @@ class ElevenLabsSimTest : public ::testing::Test {
     if (!ca_file_.empty()) cli.set_ca_cert_path(ca_file_.c_str());
     httplib::Result r = method == "GET"    ? cli.Get(path.c_str(), headers)
                         : method == "POST" ? cli.Post(path.c_str(), headers, body, "application/json")
-                                           : cli.Delete(path.c_str());
+                                           : cli.Delete(path.c_str(), headers);
     if (status) *status = r ? r->status : -1;
     return r ? json::parse(r->body, nullptr, false) : json();
   }
@@ -726,6 +726,164 @@ TEST_F(ElevenLabsSimTest, TlsWithATestCaForBothTheSignedUrlAndTheSocket) {
   ca_file_.clear();
   auto untrusted = ConnectPublic();
   EXPECT_FALSE(untrusted->WaitOpenOrFail());
+}
+
+// ---- erasure, what a conversation received, the handoff tool ----
+
+std::string ConversationIdOf(AgentClient& c) {
+  auto meta = c.WaitFor("conversation_initiation_metadata");
+  return meta ? (*meta)["conversation_initiation_metadata_event"]["conversation_id"]
+                    .get<std::string>()
+              : "";
+}
+
+TEST_F(ElevenLabsSimTest, DeleteConversationNeedsTheKeyAndAnswers404Afterwards) {
+  SimOptions o = Fast();
+  o.api_key = "sk_sim_delete_key";
+  Start(o);
+  auto c = Connect(absl::StrCat(sim_->ws_base_url(), "/v1/convai/conversation?agent_id=a"),
+                   true, {{"xi-api-key", "sk_sim_delete_key"}});
+  const std::string id = ConversationIdOf(*c);
+  ASSERT_FALSE(id.empty()) << c->failure();
+  c->conn_->Close(ws::kCloseNormal, "");
+  ASSERT_NE(c->WaitClosed(), 0);
+
+  const std::string path = absl::StrCat("/v1/convai/conversations/", id);
+  const httplib::Headers key = {{"xi-api-key", "sk_sim_delete_key"}};
+  int status = 0;
+  Http("DELETE", path, "", {}, &status);
+  EXPECT_EQ(status, 401);
+  Http("DELETE", path, "", {{"xi-api-key", "wrong"}}, &status);
+  EXPECT_EQ(status, 401);
+  json unknown = Http("DELETE", "/v1/convai/conversations/conv_unknown", "", key, &status);
+  EXPECT_EQ(status, 404);
+  EXPECT_EQ(unknown["detail"]["status"], "conversation_not_found");
+  EXPECT_FALSE(Conversations(1)["conversations"][0]["deleted"].get<bool>());
+
+  json ok = Http("DELETE", path, "", key, &status);
+  EXPECT_EQ(status, 200);
+  EXPECT_TRUE(ok.is_object()) << ok.dump();
+  Http("DELETE", path, "", key, &status);
+  EXPECT_EQ(status, 404);  // already gone
+
+  json rec = Conversations(1)["conversations"][0];
+  EXPECT_EQ(rec["conversation_id"], id);
+  EXPECT_TRUE(rec["deleted"].get<bool>());
+  EXPECT_TRUE(rec.contains("deleted_at"));
+}
+
+TEST_F(ElevenLabsSimTest, RecordsInitiationDataContextAndMessagesInOrder) {
+  Start(Fast());
+  auto c = ConnectPublic();
+  c->Send({{"type", "conversation_initiation_client_data"},
+           {"user_id", "u-42"},
+           {"dynamic_variables", {{"customer_name", "Ana"}, {"tier", "gold"}}}});
+  c->Send({{"type", "contextual_update"}, {"text", "Earlier: the user asked about prices."}});
+  c->Send({{"type", "user_message"}, {"text", "and the delivery?"}});
+  ASSERT_TRUE(c->WaitFor("agent_response").has_value()) << c->failure();
+  c->conn_->Close(ws::kCloseNormal, "");
+  json rec = Conversations(1)["conversations"][0];
+  EXPECT_EQ(rec["initiation_client_data"]["user_id"], "u-42");
+  EXPECT_EQ(rec["initiation_client_data"]["dynamic_variables"]["tier"], "gold");
+  EXPECT_EQ(rec["dynamic_variables"]["customer_name"], "Ana");
+  EXPECT_TRUE(rec["conversation_config_override"].is_null());
+  EXPECT_EQ(rec["contextual_updates"], json::array({"Earlier: the user asked about prices."}));
+  EXPECT_EQ(rec["user_messages"], json::array({"and the delivery?"}));
+  // The history reached the agent before the user's words.
+  ASSERT_EQ(rec["timeline"].size(), 2u) << rec["timeline"].dump();
+  EXPECT_EQ(rec["timeline"][0]["type"], "contextual_update");
+  EXPECT_EQ(rec["timeline"][1]["type"], "user_message");
+  EXPECT_EQ(rec["timeline"][1]["text"], "and the delivery?");
+}
+
+TEST_F(ElevenLabsSimTest, OverridesAreRecordedRefusedOrAllowed) {
+  const json override = {{"agent", {{"prompt", {{"prompt", "You remember: likes tea."}}}}}};
+  Start(Fast());
+  auto refused = ConnectPublic();
+  refused->Send({{"type", "conversation_initiation_client_data"},
+                 {"conversation_config_override", override}});
+  EXPECT_EQ(refused->WaitClosed(), 1008);
+  EXPECT_EQ(Conversations(1)["conversations"][0]["conversation_config_override"], override);
+  sim_->Shutdown();
+
+  SimOptions o = Fast();
+  o.allow_overrides = true;
+  Start(o);
+  auto allowed = ConnectPublic();
+  allowed->Send({{"type", "conversation_initiation_client_data"},
+                 {"conversation_config_override", override}});
+  allowed->Send({{"type", "user_message"}, {"text", "hi"}});
+  ASSERT_TRUE(allowed->WaitFor("agent_response").has_value()) << allowed->failure();
+  allowed->conn_->Close(ws::kCloseNormal, "");
+  json rec = Conversations(1)["conversations"][0];
+  EXPECT_EQ(rec["conversation_config_override"], override);
+  EXPECT_EQ(rec["close_code"], 1000);
+}
+
+// client_tool_call as the live agent sends it (PROTOCOLS.md B3); the contract
+// table lists server messages without it, so its shape is checked here.
+void ExpectToolCallShape(const json& m, const std::string& tool_name) {
+  ASSERT_TRUE(m.contains("client_tool_call")) << m.dump();
+  const json& call = m["client_tool_call"];
+  EXPECT_EQ(call["tool_name"], tool_name);
+  EXPECT_TRUE(call["tool_call_id"].is_string());
+  EXPECT_TRUE(call["parameters"].is_object());
+  EXPECT_TRUE(call["event_id"].is_number());
+}
+
+TEST_F(ElevenLabsSimTest, AskingForAHumanCallsTheHandoffToolAndWaitsForItsResult) {
+  Start(Fast());
+  auto c = ConnectPublic();
+  c->Send({{"type", "user_message"}, {"text", "Can I talk to a HUMAN please?"}});
+  auto call = c->WaitFor("client_tool_call");
+  ASSERT_TRUE(call.has_value()) << c->failure();
+  ExpectToolCallShape(*call, "transfer_to_human");
+  const json& ev = (*call)["client_tool_call"];
+  EXPECT_THAT(ev["parameters"]["reason"].get<std::string>(), HasSubstr("HUMAN"));
+  // Nothing is said until the tool answers.
+  EXPECT_THAT(c->Types(), Not(Contains("agent_response")));
+
+  c->Send({{"type", "client_tool_result"}, {"tool_call_id", "toolu_not_ours"},
+           {"result", "?"}, {"is_error", false}});
+  c->Send({{"type", "client_tool_result"}, {"tool_call_id", ev["tool_call_id"]},
+           {"result", "queued for a person"}, {"is_error", false}});
+  auto r = c->WaitFor("agent_response");
+  ASSERT_TRUE(r.has_value()) << c->failure();
+  EXPECT_EQ((*r)["agent_response_event"]["agent_response"], "Connecting you to a person.");
+  c->conn_->Close(ws::kCloseNormal, "");
+  json rec = Conversations(1)["conversations"][0];
+  ASSERT_EQ(rec["client_tool_calls"].size(), 1u);
+  const json& done = rec["client_tool_calls"][0];
+  EXPECT_EQ(done["tool_call_id"], ev["tool_call_id"]);
+  EXPECT_EQ(done["tool_name"], "transfer_to_human");
+  EXPECT_EQ(done["status"], "answered");
+  EXPECT_EQ(done["result"], "queued for a person");
+  EXPECT_FALSE(done["is_error"].get<bool>());
+  EXPECT_EQ(rec["timeline"].back()["tool_call_id"], ev["tool_call_id"]);
+  for (const json& m : c->Messages()) {
+    if (m.value("type", "") != "client_tool_call") EXPECT_EQ(ContractProblems(m), "") << m.dump();
+  }
+}
+
+TEST_F(ElevenLabsSimTest, UnansweredHandoffToolTimesOutAndTheAgentSaysSo) {
+  SimOptions o = Fast();
+  o.handoff_tool_name = "escalate";
+  o.client_tool_timeout_ms = 200;
+  Start(o);
+  auto c = ConnectPublic();
+  c->Send({{"type", "user_message"}, {"text", "human"}});
+  auto call = c->WaitFor("client_tool_call");
+  ASSERT_TRUE(call.has_value()) << c->failure();
+  ExpectToolCallShape(*call, "escalate");
+  auto r = c->WaitFor("agent_response");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ((*r)["agent_response_event"]["agent_response"],
+            "Sorry, I could not reach a person right now.");
+  c->conn_->Close(ws::kCloseNormal, "");
+  json rec = Conversations(1)["conversations"][0];
+  ASSERT_EQ(rec["client_tool_calls"].size(), 1u);
+  EXPECT_EQ(rec["client_tool_calls"][0]["status"], "timed_out");
+  EXPECT_EQ(rec["client_tool_calls"][0]["tool_name"], "escalate");
 }
 
 }  // namespace

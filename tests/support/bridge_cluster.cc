@@ -113,7 +113,11 @@ void BridgeCluster::StartControllerAt(int i, const std::string& listen) {
   args.insert(args.end(), options_.controller_args.begin(), options_.controller_args.end());
   controllers_[i].reset();  // a killed one's output goes with it
   controllers_[i] = Spawn(BRIDGE_CONTROLLER_BIN, args,
-                          {{"BRIDGE_CLUSTER_TOKEN", cluster_token_}, {"BRIDGE_ADMIN_TOKEN", admin_token_}});
+                          {{"BRIDGE_CLUSTER_TOKEN", cluster_token_},
+                           {"BRIDGE_ADMIN_TOKEN", admin_token_},
+                           // Erasure deletes conversations at ElevenLabs.
+                           {"ELEVENLABS_BASE_URL", absl::StrCat("http://", el_http_)},
+                           {"ELEVENLABS_API_KEY", kElevenLabsKey}});
   auto ready = Ready(*controllers_[i], "grpc");
   controller_grpcs_[i] = ready["grpc"];
   controller_metrics_[i] = ready["metrics"];

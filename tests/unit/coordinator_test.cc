@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -115,7 +116,7 @@ class CoordinatorTest : public ::testing::Test {
     coordinator_.reset();
     store_.reset();
     store_ = *OpenSessionStore(spec_);
-    coordinator_ = std::make_unique<Coordinator>(store_.get(), CoordinatorOptions());
+    coordinator_ = std::make_unique<Coordinator>(store_.get(), options_);
     ASSERT_TRUE(coordinator_->Load().ok());
   }
   v1::DeliverResponse Deliver(std::vector<v1::WebhookEvent> events) {
@@ -178,7 +179,12 @@ class CoordinatorTest : public ::testing::Test {
     r.set_turn_id(t.turn_id());
     r.set_outcome(o);
     for (auto& m : sent) *r.add_sent() = std::move(m);
-    for (auto& line : transcript) r.add_transcript(std::move(line));
+    for (const std::string& line : transcript) {  // "user: …" / "agent: …"
+      v1::TranscriptLine* l = r.add_lines();
+      const bool user = absl::StartsWith(line, "user: ");
+      l->set_speaker(user ? v1::SPEAKER_USER : v1::SPEAKER_AGENT);
+      l->set_text(line.substr(line.find(": ") + 2));
+    }
     r.set_conversation_id("conv_1");
     coordinator_->OnTurnResult(ch, r);
     Flush();  // its acknowledgement is sent before `ch` goes out of scope
@@ -193,6 +199,7 @@ class CoordinatorTest : public ::testing::Test {
   }
 
   std::string spec_;
+  CoordinatorOptions options_;  // Open() uses it
   std::unique_ptr<SessionStore> store_;
   std::unique_ptr<Coordinator> coordinator_;
 };
@@ -281,10 +288,18 @@ TEST_F(CoordinatorTest, RestartKeepsSessionsAndPendingTurns) {
   EXPECT_EQ(sessions[0].turns_pending(), 2);
   RecordingChannel w;
   AttachWorker(&w, "w1");
+  // Both waited: they are answered together (coalescing).
   ASSERT_EQ(w.Turns().size(), 1u);
   EXPECT_EQ(w.Turns()[0].message().text(), "one");
-  Done(&w, w.Turns()[0]);
-  EXPECT_EQ(w.Turns()[1].message().text(), "two");
+  ASSERT_EQ(w.Turns()[0].coalesced_size(), 1);
+  EXPECT_EQ(w.Turns()[0].coalesced(0).text(), "two");
+  v1::TurnResult r = Result(w.Turns()[0]);
+  *r.mutable_coalesced_turn_ids() = w.Turns()[0].coalesced_turn_ids();
+  coordinator_->OnTurnResult(&w, r);
+  Flush();
+  EXPECT_EQ(Only().turns_pending(), 0);
+  Open();  // both settled durably
+  EXPECT_EQ(Only().turns_pending(), 0);
   // And dedup survives the restart too.
   EXPECT_EQ(Deliver({Text("wamid.r1", "111111111", "one")}).duplicates(), 1);
 }
@@ -464,12 +479,10 @@ TEST_F(CoordinatorTest, AnEditOfAWaitingMessageReplacesItsTextDurably) {
   EXPECT_EQ(Only().turns_pending(), 2);
   RecordingChannel w2;
   AttachWorker(&w2, "w1");  // its worker, back after the restart
-  Done(&w2, w2.Turns()[0]);
-  ASSERT_EQ(w2.Turns().size(), 2u);
-  EXPECT_EQ(w2.Turns()[1].message().text(), "typo");
-  EXPECT_EQ(w2.Turns()[1].action(), v1::TURN_ACTION_REPLY);
-  Done(&w2, w2.Turns()[1]);
-  EXPECT_EQ(w2.Turns().size(), 2u);
+  ASSERT_EQ(w2.Turns().size(), 1u);  // both waited: answered together
+  ASSERT_EQ(w2.Turns()[0].coalesced_size(), 1);
+  EXPECT_EQ(w2.Turns()[0].coalesced(0).text(), "typo");
+  EXPECT_EQ(w2.Turns()[0].action(), v1::TURN_ACTION_REPLY);
 }
 
 TEST_F(CoordinatorTest, AnEditOfARunningOrAnsweredMessageTellsTheAgent) {
@@ -785,6 +798,253 @@ TEST(ResendPolicy, OnlyFailuresThatATextWouldSurviveAreResent) {
   EXPECT_TRUE(ResendsVoiceAsText(131062));
   EXPECT_FALSE(ResendsVoiceAsText(131047));
   EXPECT_FALSE(ResendsVoiceAsText(190));
+}
+
+
+// --- Issue #13: coalescing, transcript, memory, takeover, erasure ---------
+
+v1::TurnResult Said(const v1::Turn& t, const std::string& user, const std::string& agent) {
+  v1::TurnResult r;
+  r.set_session_id(t.session_id());
+  r.set_turn_id(t.turn_id());
+  r.set_outcome(v1::TURN_OUTCOME_DONE);
+  r.set_conversation_id("conv_" + t.turn_id());
+  *r.mutable_coalesced_turn_ids() = t.coalesced_turn_ids();
+  v1::TranscriptLine* u = r.add_lines();
+  u->set_speaker(v1::SPEAKER_USER);
+  u->set_text(user);
+  u->set_message_id(t.message().message_id());
+  v1::TranscriptLine* a = r.add_lines();
+  a->set_speaker(v1::SPEAKER_AGENT);
+  a->set_text(agent);
+  r.mutable_latency()->set_agent_done_ms(120);
+  return r;
+}
+
+std::vector<std::string> ContextOf(RecordingChannel* ch) {
+  std::vector<std::string> context;
+  for (const auto& m : ch->Messages()) {
+    if (m.has_assign()) context.assign(m.assign().recent_transcript().begin(),
+                                       m.assign().recent_transcript().end());
+  }
+  return context;
+}
+
+TEST_F(CoordinatorTest, MessagesThatArriveDuringATurnAreAnsweredTogether) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.c1", "111111111", "one")});
+  Deliver({Text("wamid.c2", "111111111", "two")});
+  Deliver({Text("wamid.c3", "111111111", "three")});
+  ASSERT_EQ(w.Turns().size(), 1u);  // one runs; two wait
+  coordinator_->OnTurnResult(&w, Said(w.Turns()[0], "one", "1"));
+  ASSERT_EQ(w.Turns().size(), 2u);
+  const v1::Turn both = w.Turns()[1];
+  EXPECT_EQ(both.message().text(), "two");
+  ASSERT_EQ(both.coalesced_size(), 1);
+  EXPECT_EQ(both.coalesced(0).text(), "three");
+  // Handed back: the two go back as they came, and join again.
+  v1::TurnResult back = Result(both);
+  back.set_outcome(v1::TURN_OUTCOME_HANDED_BACK);
+  coordinator_->OnTurnResult(&w, back);
+  ASSERT_EQ(w.Turns().size(), 3u);
+  EXPECT_EQ(w.Turns()[2].coalesced_turn_ids(0), both.coalesced_turn_ids(0));
+  coordinator_->OnTurnResult(&w, Said(w.Turns()[2], "two\nthree", "2+3"));
+  Flush();
+  EXPECT_EQ(Only().turns_pending(), 0);
+  EXPECT_EQ(Only().turns_done(), 2);
+}
+
+TEST_F(CoordinatorTest, WithoutCoalescingEachMessageIsATurn) {
+  options_.coalesce = false;
+  Open();
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.n1", "111111111", "one"), Text("wamid.n2", "111111111", "two")});
+  coordinator_->OnTurnResult(&w, Said(w.Turns()[0], "one", "1"));
+  ASSERT_EQ(w.Turns().size(), 2u);
+  EXPECT_EQ(w.Turns()[1].coalesced_size(), 0);
+  Flush();  // the result's acknowledgement goes to `w` before it goes
+}
+
+// Exchanges are recorded durably per user, with their latency, and the
+// user's next conversation (a new session, after a restart) gets them.
+TEST_F(CoordinatorTest, TheTranscriptAndTheMemoryOutliveTheSessionAndARestart) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.m1", "111111111", "my name is Ana")});
+  coordinator_->OnTurnResult(&w, Said(w.Turns()[0], "my name is Ana", "Hello Ana"));
+  Flush();
+  const std::string sid = Only().session_id();
+  ASSERT_TRUE(coordinator_->EndSession(sid, "test").ok());
+  Flush();
+  Open();  // a restart: memory comes back from the store
+  RecordingChannel w2;
+  AttachWorker(&w2, "w2");
+  Deliver({Text("wamid.m2", "111111111", "what is my name?")});
+  EXPECT_THAT(ContextOf(&w2), ::testing::ElementsAre("user: my name is Ana", "agent: Hello Ana"));
+  v1::ListSessionsRequest live;
+  auto sessions = coordinator_->ListSessions(live);
+  ASSERT_EQ(sessions.size(), 1u);
+  EXPECT_EQ(sessions[0].memory_turns_used(), 1);
+
+  v1::GetTranscriptRequest by_session;
+  by_session.set_session_id(sid);
+  auto t = coordinator_->GetTranscript(by_session);
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->entries_size(), 1);
+  const v1::TranscriptEntry& e = t->entries(0);
+  EXPECT_EQ(e.lines(0).text(), "my name is Ana");
+  EXPECT_EQ(e.lines(0).message_id(), "wamid.m1");
+  EXPECT_EQ(e.lines(1).speaker(), v1::SPEAKER_AGENT);
+  EXPECT_EQ(e.outcome(), v1::TURN_OUTCOME_DONE);
+  EXPECT_EQ(e.latency().agent_done_ms(), 120);
+  EXPECT_GE(e.latency().queue_ms(), 0);
+  EXPECT_EQ(e.wa_id(), "1111**111");  // masked unless revealed
+  v1::GetTranscriptRequest by_user;
+  by_user.set_phone_number_id("106540352242922");
+  by_user.set_user("111111111");
+  auto u = coordinator_->GetTranscript(by_user);
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->entries_size(), 1);
+}
+
+TEST_F(CoordinatorTest, MemoryKeepsTheLastTurnsOnly) {
+  options_.memory_turns = 2;
+  Open();
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  for (int i = 0; i < 3; ++i) {
+    Deliver({Text(absl::StrCat("wamid.k", i), "111111111", absl::StrCat("q", i))});
+    coordinator_->OnTurnResult(&w, Said(w.Turns().back(), absl::StrCat("q", i), "a"));
+  }
+  Flush();
+  ASSERT_TRUE(coordinator_->EndSession(Only().session_id(), "test").ok());
+  Deliver({Text("wamid.k9", "111111111", "again")});  // a new session
+  EXPECT_EQ(w.Count(v1::ControllerMessage::kAssign), 2);
+  EXPECT_THAT(ContextOf(&w), ::testing::ElementsAre("user: q1", "agent: a", "user: q2", "agent: a"));
+}
+
+TEST_F(CoordinatorTest, ExchangesExpireAfterTheRetention) {
+  options_.transcript_retention = absl::Microseconds(1);
+  Open();
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.x1", "111111111", "hi")});
+  coordinator_->OnTurnResult(&w, Said(w.Turns()[0], "hi", "hello"));
+  Flush();
+  ASSERT_TRUE(store_->ExpireNow().ok());
+  v1::GetTranscriptRequest req;
+  req.set_session_id(Only().session_id());
+  auto t = coordinator_->GetTranscript(req);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->entries_size(), 0);
+}
+
+TEST_F(CoordinatorTest, ATakenOverSessionRecordsUserMessagesAndSendsTheOperatorsText) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  std::vector<v1::SessionEvent> events;
+  absl::Mutex mu;
+  int watch = coordinator_->Watch([&](const v1::SessionEvent& ev) {
+    absl::MutexLock l(&mu);
+    events.push_back(ev);
+  }, false);
+  Deliver({Text("wamid.t1", "111111111", "hi")});
+  coordinator_->OnTurnResult(&w, Said(w.Turns()[0], "hi", "hello"));
+  const std::string sid = Only().session_id();
+  EXPECT_FALSE(coordinator_->Say(sid, "not yet").ok());  // not taken over
+  auto taken = coordinator_->TakeOver(sid, "maria");
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_EQ(taken->state(), v1::SESSION_STATE_HUMAN);
+  EXPECT_EQ(taken->operator_(), "maria");
+  EXPECT_FALSE(coordinator_->TakeOver(sid, "john").ok());  // held by maria
+  Deliver({Text("wamid.t2", "111111111", "are you a person?")});
+  ASSERT_EQ(w.Turns().size(), 2u);
+  EXPECT_EQ(w.Turns()[1].action(), v1::TURN_ACTION_RECORD);
+  coordinator_->OnTurnResult(&w, Said(w.Turns()[1], "are you a person?", ""));
+  auto said = coordinator_->Say(sid, "Yes, I am Maria.");
+  ASSERT_TRUE(said.ok()) << said.status();
+  ASSERT_EQ(w.Turns().size(), 3u);
+  EXPECT_EQ(w.Turns()[2].action(), v1::TURN_ACTION_OPERATOR_SAY);
+  EXPECT_EQ(w.Turns()[2].text(), "Yes, I am Maria.");
+  EXPECT_EQ(w.Turns()[2].operator_(), "maria");
+  EXPECT_EQ(w.Turns()[2].turn_id(), said->turn_id());
+  coordinator_->OnTurnResult(&w, Result(w.Turns()[2]));
+  auto back = coordinator_->HandBack(sid);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->operator_(), "");
+  Deliver({Text("wamid.t3", "111111111", "thanks")});
+  EXPECT_EQ(w.Turns()[3].action(), v1::TURN_ACTION_REPLY);
+  coordinator_->Unwatch(watch);
+  absl::MutexLock l(&mu);
+  int transcripts = 0;
+  for (const auto& ev : events) {
+    if (ev.type() != v1::SESSION_EVENT_TYPE_TRANSCRIPT) continue;
+    ++transcripts;
+    EXPECT_EQ(ev.transcript().wa_id(), "1111**111");
+  }
+  EXPECT_EQ(transcripts, 2);  // the operator's send has no lines here (Result)
+}
+
+TEST_F(CoordinatorTest, TheAgentsHandoffHoldsTheSessionForAPerson) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.h1", "111111111", "I want a human")});
+  ASSERT_EQ(w.Count(v1::ControllerMessage::kAssign), 1);
+  EXPECT_EQ(w.Messages()[0].assign().handoff_tool(), "transfer_to_human");
+  v1::TurnResult r = Said(w.Turns()[0], "I want a human", "Connecting you");
+  r.set_handoff_requested(true);
+  r.set_handoff_reason(R"({"reason":"asked"})");
+  coordinator_->OnTurnResult(&w, r);
+  EXPECT_EQ(Only().state(), v1::SESSION_STATE_NEEDS_HUMAN);
+  EXPECT_EQ(Only().handoff_reason(), R"({"reason":"asked"})");
+  Deliver({Text("wamid.h2", "111111111", "hello?")});
+  EXPECT_EQ(w.Turns()[1].action(), v1::TURN_ACTION_RECORD);
+  Flush();
+  Open();  // it survives a restart
+  EXPECT_EQ(Only().state(), v1::SESSION_STATE_NEEDS_HUMAN);
+  ASSERT_TRUE(coordinator_->TakeOver(Only().session_id(), "maria").ok());
+  EXPECT_EQ(Only().state(), v1::SESSION_STATE_HUMAN);
+  EXPECT_EQ(Only().handoff_reason(), "");
+}
+
+TEST_F(CoordinatorTest, ForgetUserErasesEverythingButTheDedupKeys) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({From("wamid.g1", "US.123", "111111111", v1::MESSAGE_TYPE_TEXT, "my name is Ana")});
+  coordinator_->OnTurnResult(&w, Said(w.Turns()[0], "my name is Ana", "Hello Ana"));
+  Deliver({From("wamid.g2", "US.123", "111111111")});  // queued behind nothing: in flight
+  Flush();
+  std::vector<std::string> conversations;
+  auto f = coordinator_->ForgetUser("106540352242922", "111111111", &conversations);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->sessions_ended_size(), 1);
+  EXPECT_EQ(f->transcript_entries_deleted(), 1);
+  EXPECT_TRUE(f->memory_deleted());
+  EXPECT_EQ(f->turns_deleted(), 1);
+  EXPECT_EQ(f->links_deleted(), 1);
+  EXPECT_THAT(conversations, ::testing::Contains("conv_" + w.Turns()[0].turn_id()));
+  v1::ListSessionsRequest all;
+  all.set_include_ended(true);
+  EXPECT_TRUE(coordinator_->ListSessions(all).empty());
+  v1::GetTranscriptRequest req;
+  req.set_phone_number_id("106540352242922");
+  req.set_user("US.123");
+  EXPECT_EQ(coordinator_->GetTranscript(req)->entries_size(), 0);
+  EXPECT_TRUE(store_->Range("h/")->empty());
+  EXPECT_TRUE(store_->Range("r/")->empty());
+  EXPECT_TRUE(store_->Range("s/")->empty());
+  EXPECT_TRUE(store_->Range("t/")->empty());
+  EXPECT_EQ(store_->Range("e/")->size(), 1u);  // the erasure, recorded
+  EXPECT_FALSE(store_->Range("d/")->empty());  // a retried webhook stays a duplicate
+  EXPECT_EQ(Deliver({From("wamid.g1", "US.123", "111111111")}).duplicates(), 1);
+  // A new conversation starts without memory.
+  Open();
+  RecordingChannel w2;
+  AttachWorker(&w2, "w2");
+  Deliver({From("wamid.g3", "US.123", "111111111")});
+  EXPECT_TRUE(ContextOf(&w2).empty());
 }
 
 }  // namespace

@@ -219,6 +219,12 @@ class ScriptedAgent {
     if (!mu_.AwaitWithTimeout(absl::Condition(&have), kWait)) return std::nullopt;
     return *find();
   }
+  // Waits until `done` says yes about everything received so far.
+  bool Wait(const std::function<bool(const std::vector<json>&)>& done) {
+    absl::MutexLock lock(&mu_);
+    auto have = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done(received_); };
+    return mu_.AwaitWithTimeout(absl::Condition(&have), kWait);
+  }
   std::string resource() {
     absl::MutexLock lock(&mu_);
     return resource_;
@@ -1005,6 +1011,54 @@ TEST_F(AgentSessionTest, StaleAudioToolCallsAndUnknownTypes) {
   ASSERT_TRUE(pong.has_value());
   EXPECT_EQ((*pong)["event_id"], 7);
   EXPECT_FALSE(rec_->Wait([](const Seen& s) { return s.reply_ends > 1; }, absl::Milliseconds(600)));
+}
+
+// A client tool the owner takes (the handoff tool): its answer goes back as
+// the agent's client_tool_result, and the call's parameters reach the owner
+// as compact JSON. A tool the owner declines still gets the error answer.
+TEST_F(AgentSessionTest, AClientToolTheOwnerTakesIsAnsweredWithItsResult) {
+  auto call = [](const std::string& name, const std::string& id, json params) {
+    return json{{"type", "client_tool_call"},
+                {"client_tool_call",
+                 {{"tool_name", name}, {"tool_call_id", id}, {"parameters", params},
+                  {"event_id", 4}}}};
+  };
+  ScriptedAgent agent({.on_open = {Metadata(),
+                                   call("open_door", "call_1", json::object()),
+                                   call("transfer_to_human", "call_2",
+                                        {{"urgent", true}, {"reason", "billing"}})}});
+  absl::Mutex mu;
+  std::vector<ClientToolCall> calls;
+  AgentEvents ev = rec_->Events();
+  ev.on_client_tool_call = [&](const ClientToolCall& c) -> std::optional<ClientToolResult> {
+    absl::MutexLock lock(&mu);
+    calls.push_back(c);
+    if (c.tool_name != "transfer_to_human") return std::nullopt;
+    return ClientToolResult{"A person will take over", false};
+  };
+  auto session = AgentSession::Start(Options(agent.base_url()), std::move(ev), pool_.get());
+  ASSERT_TRUE(session.ok()) << session.status();
+  session_ = *std::move(session);
+
+  auto declined = agent.WaitReceived("client_tool_result");
+  ASSERT_TRUE(declined.has_value());
+  EXPECT_EQ((*declined)["tool_call_id"], "call_1");
+  EXPECT_EQ((*declined)["is_error"], true);
+  std::optional<json> taken;
+  ASSERT_TRUE(agent.Wait([&](const std::vector<json>& received) {
+    for (const json& m : received) {
+      if (m.value("type", "") == "client_tool_result" && m["tool_call_id"] == "call_2") taken = m;
+    }
+    return taken.has_value();
+  }));
+  EXPECT_EQ((*taken)["is_error"], false);
+  EXPECT_EQ((*taken)["result"], "A person will take over");
+  session_->Close();  // no callback after this: `calls` may go
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[1].tool_name, "transfer_to_human");
+  EXPECT_EQ(calls[1].tool_call_id, "call_2");
+  EXPECT_EQ(calls[1].parameters, R"({"reason":"billing","urgent":true})");
 }
 
 // Found by tests/fuzz/fuzz_agent_messages: a float event id past int64 was

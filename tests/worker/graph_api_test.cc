@@ -465,6 +465,17 @@ TEST_F(GraphApiTest, MarkReadShowsTheTypingIndicator) {
   EXPECT_EQ(reads[0]["typing_indicator"], "text");
 }
 
+// A person holds the conversation: read, but nobody shown typing.
+TEST_F(GraphApiTest, MarkReadAloneShowsNoTypingIndicator) {
+  auto api = NewGraphApi(Options());
+  absl::Status s = api->MarkRead(kPhoneId, "wamid.IN-4");
+  ASSERT_TRUE(s.ok()) << s;
+  json reads = SimCall("GET", absl::StrCat("/sim/reads?min_count=1&wait_ms=", kWaitMs));
+  ASSERT_EQ(reads.size(), 1u) << reads.dump();
+  EXPECT_EQ(reads[0]["message_id"], "wamid.IN-4");
+  EXPECT_TRUE(reads[0]["typing_indicator"].is_null()) << reads.dump();
+}
+
 TEST_F(GraphApiTest, ThrottlingIsRetriedHonouringRetryAfter) {
   GraphApiOptions o = Options();
   o.max_backoff = absl::Seconds(1);  // room for the 1 s Retry-After, no more

@@ -1,5 +1,6 @@
 // bridgectl: the operator CLI over the bridge's gRPC APIs, and the codec
 // tools that run exactly the worker's audio path.
+#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -18,6 +19,10 @@ ABSL_FLAG(bool, json, false, "Print JSON instead of tables");
 ABSL_FLAG(bool, reveal_ids, false, "Show WhatsApp ids unmasked");
 ABSL_FLAG(std::string, out, "", "talk: where to write the agent's reply (Ogg/Opus)");
 ABSL_FLAG(bool, realtime, false, "talk: send the note at real-time pace");
+ABSL_FLAG(std::string, phone_number_id, "",
+          "transcript USER, forget USER: the business number the user wrote to");
+ABSL_FLAG(std::string, operator_name, "",
+          "takeover: who takes the conversation over (default: $USER)");
 
 namespace {
 
@@ -28,6 +33,16 @@ constexpr char kUsage[] = R"(bridgectl: operate a whatsapp-elevenlabs-bridge clu
   bridgectl end ID                   end a session
   bridgectl workers                  list workers
   bridgectl drain WORKER_ID          drain a worker
+  bridgectl transcript ID            what was said in a session, with per-turn latency
+  bridgectl transcript USER --phone_number_id P
+                                     a user's exchanges across sessions (phone or BSUID)
+  bridgectl takeover ID [--operator_name NAME]
+                                     a person takes the conversation (the agent stops)
+  bridgectl say ID TEXT              the person writes to the user as the business
+  bridgectl handback ID              the agent takes the conversation again
+  bridgectl forget USER --phone_number_id P
+                                     erase a user: session, transcript, memory, queued
+                                     turns, id links, their ElevenLabs conversations
   bridgectl talk IN.ogg --out R.ogg [--realtime]
                                      a Media.Converse round trip with a worker
                                      (--worker, or one the --controller picks)
@@ -35,7 +50,8 @@ constexpr char kUsage[] = R"(bridgectl: operate a whatsapp-elevenlabs-bridge clu
   bridgectl audio decode IN.ogg OUT.s16le --rate R
   bridgectl audio encode IN.s16le OUT.ogg --rate R [--bitrate B] [--complexity C]
 
-Flags: --controller HOST:PORT, --worker HOST:PORT, --json, --reveal_ids)";
+Flags: --controller HOST:PORT, --worker HOST:PORT, --json, --reveal_ids,
+       --phone_number_id P, --operator_name NAME)";
 
 }  // namespace
 
@@ -52,9 +68,16 @@ int main(int argc, char** argv) {
     std::cerr << kUsage << std::endl;
     return 2;
   }
-  bridge::bridgectl::SessionsCommandOptions opts{absl::GetFlag(FLAGS_controller),
-                                         absl::GetFlag(FLAGS_json),
-                                         absl::GetFlag(FLAGS_reveal_ids)};
+  bridge::bridgectl::SessionsCommandOptions opts;
+  opts.controller = absl::GetFlag(FLAGS_controller);
+  opts.json = absl::GetFlag(FLAGS_json);
+  opts.reveal_ids = absl::GetFlag(FLAGS_reveal_ids);
+  opts.phone_number_id = absl::GetFlag(FLAGS_phone_number_id);
+  opts.operator_name = absl::GetFlag(FLAGS_operator_name);
+  if (opts.operator_name.empty()) {
+    const char* user = std::getenv("USER");
+    opts.operator_name = user != nullptr && *user != '\0' ? user : "operator";
+  }
   if (args[0] == "talk") {
     if (args.size() != 2 || absl::GetFlag(FLAGS_out).empty()) {
       std::cerr << kUsage << std::endl;

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -45,6 +46,74 @@ void PrintWorkers(const google::protobuf::RepeatedPtrField<v1::Worker>& workers,
   }
 }
 
+const char* Who(v1::Speaker s) {
+  switch (s) {
+    case v1::SPEAKER_USER: return "user";
+    case v1::SPEAKER_AGENT: return "agent";
+    case v1::SPEAKER_OPERATOR: return "operator";
+    default: return "system";
+  }
+}
+
+// One block per exchange: its lines, then its outcome and where its time went.
+void PrintTranscript(const v1::GetTranscriptResponse& t, std::ostream& out) {
+  for (const auto& e : t.entries()) {
+    const absl::Time at = absl::FromUnixSeconds(e.at().seconds());
+    out << absl::FormatTime("%Y-%m-%d %H:%M:%S", at, absl::UTCTimeZone()) << "  turn "
+        << e.turn_id() << "  " << v1::TurnOutcome_Name(e.outcome())
+        << (e.reason().empty() ? "" : absl::StrCat(" (", e.reason(), ")"))
+        << (e.operator_().empty() ? "" : absl::StrCat("  operator ", e.operator_())) << "\n";
+    for (const auto& l : e.lines()) {
+      out << absl::StrFormat("  %-9s %s\n", absl::StrCat(Who(l.speaker()), ":"), l.text());
+    }
+    const v1::TurnLatency& ms = e.latency();
+    out << absl::StrFormat(
+        "  latency ms: queue %.0f · download %.0f · decode %.0f · agent first audio %.0f · "
+        "agent done %.0f · encode %.0f · upload %.0f · send %.0f · total %.0f\n",
+        ms.queue_ms(), ms.download_ms(), ms.decode_ms(), ms.agent_first_audio_ms(),
+        ms.agent_done_ms(), ms.encode_ms(), ms.upload_ms(), ms.send_ms(), ms.total_ms());
+  }
+}
+
+void PrintForgotten(const v1::ForgetUserResponse& f, std::ostream& out) {
+  out << "sessions ended: " << f.sessions_ended_size() << "\n"
+      << "transcript entries deleted: " << f.transcript_entries_deleted() << "\n"
+      << "memory deleted: " << (f.memory_deleted() ? "yes" : "no") << "\n"
+      << "queued turns deleted: " << f.turns_deleted() << "\n"
+      << "id links deleted: " << f.links_deleted() << "\n"
+      << "ElevenLabs conversations deleted: " << f.conversations_deleted_size() << "\n";
+  for (const auto& c : f.conversations_failed()) out << "NOT deleted at ElevenLabs: " << c << "\n";
+}
+
+// The takeover commands: takeover ID, say ID TEXT, handback ID.
+grpc::Status CallTakeover(const std::string& cmd, const std::vector<std::string>& args,
+                          const SessionsCommandOptions& opts, v1::Sessions::Stub* stub,
+                          grpc::ClientContext* ctx, std::ostream& out) {
+  grpc::Status status;
+  if (cmd == "takeover") {
+    v1::TakeOverRequest req;
+    req.set_session_id(args[1]);
+    req.set_operator_(opts.operator_name);
+    v1::TakeOverResponse resp;
+    status = stub->TakeOver(ctx, req, &resp);
+    if (status.ok()) out << ToJson(resp.session());
+  } else if (cmd == "say") {
+    v1::SayRequest req;
+    req.set_session_id(args[1]);
+    req.set_text(args[2]);
+    v1::SayResponse resp;
+    status = stub->Say(ctx, req, &resp);
+    if (status.ok()) out << ToJson(resp);
+  } else {
+    v1::HandBackRequest req;
+    req.set_session_id(args[1]);
+    v1::HandBackResponse resp;
+    status = stub->HandBack(ctx, req, &resp);
+    if (status.ok()) out << ToJson(resp.session());
+  }
+  return status;
+}
+
 // One Sessions call for `cmd`, its answer printed to `out`; UNIMPLEMENTED
 // for an unknown command.
 grpc::Status Call(const std::string& cmd, const std::vector<std::string>& args,
@@ -77,6 +146,25 @@ grpc::Status Call(const std::string& cmd, const std::vector<std::string>& args,
     v1::ListWorkersResponse resp;
     status = stub->ListWorkers(&ctx, v1::ListWorkersRequest(), &resp);
     if (status.ok()) opts.json ? void(out << ToJson(resp)) : PrintWorkers(resp.workers(), out);
+  } else if (cmd == "transcript") {
+    // A session id, or a user (phone or BSUID) of --phone_number_id.
+    v1::GetTranscriptRequest req;
+    (opts.phone_number_id.empty() ? req.mutable_session_id() : req.mutable_user())->assign(args[1]);
+    req.set_phone_number_id(opts.phone_number_id);
+    req.set_reveal_ids(opts.reveal_ids);
+    v1::GetTranscriptResponse resp;
+    status = stub->GetTranscript(&ctx, req, &resp);
+    if (status.ok()) opts.json ? void(out << ToJson(resp)) : PrintTranscript(resp, out);
+  } else if (cmd == "forget") {
+    v1::ForgetUserRequest req;
+    req.set_phone_number_id(opts.phone_number_id);
+    req.set_user(args[1]);
+    v1::ForgetUserResponse resp;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Minutes(2)));  // ElevenLabs calls
+    status = stub->ForgetUser(&ctx, req, &resp);
+    if (status.ok()) opts.json ? void(out << ToJson(resp)) : PrintForgotten(resp, out);
+  } else if (cmd == "takeover" || cmd == "say" || cmd == "handback") {
+    status = CallTakeover(cmd, args, opts, stub, &ctx, out);
   } else if (cmd == "drain") {
     v1::DrainWorkerRequest req;
     req.set_worker_id(args[1]);
@@ -94,8 +182,15 @@ grpc::Status Call(const std::string& cmd, const std::vector<std::string>& args,
 int RunSessionsCommand(const std::vector<std::string>& args, const SessionsCommandOptions& opts,
                        std::ostream& out, std::ostream& err) {
   const std::string& cmd = args[0];
-  const bool needs_id = cmd == "session" || cmd == "end" || cmd == "drain";
-  if (needs_id != (args.size() == 2) || args.size() > 2) return 2;
+  const bool needs_id = cmd == "session" || cmd == "end" || cmd == "drain" ||
+                        cmd == "transcript" || cmd == "takeover" || cmd == "handback" ||
+                        cmd == "forget";
+  const size_t want = cmd == "say" ? 3 : needs_id ? 2 : 1;
+  if (args.size() != want) return 2;
+  if (cmd == "forget" && opts.phone_number_id.empty()) {
+    err << "bridgectl forget: give the business number with --phone_number_id" << std::endl;
+    return 2;
+  }
   auto targets = ControllerTargets::Create(opts.controller);
   if (!targets.ok()) {
     err << "bridgectl: " << targets.status().message() << std::endl;

@@ -33,6 +33,19 @@ struct ControllerOptions {
   absl::Duration reattach_grace = absl::Seconds(5);
   int64_t max_pending_turns = 10000;
   absl::Duration ended_retention = absl::Minutes(10);
+  // Transcript, memory, takeover, coalescing (docs/transcripts.md).
+  int memory_turns = 10;
+  absl::Duration memory_ttl = absl::Hours(24 * 30);
+  absl::Duration transcript_retention = absl::Hours(24 * 30);
+  bool coalesce = true;
+  std::string handoff_tool = "transfer_to_human";
+  std::string handoff_message;  // "" = CoordinatorOptions' default
+  // Each finished exchange is POSTed here, signed with the secret.
+  std::string transcript_webhook_url;
+  std::string transcript_webhook_secret;
+  // Erasure deletes the user's conversations at ElevenLabs.
+  std::string elevenlabs_base_url = "https://api.elevenlabs.io";
+  std::string elevenlabs_api_key;
 };
 
 // Endpoints: grpc=, metrics=.

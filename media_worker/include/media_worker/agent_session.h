@@ -2,7 +2,8 @@
 // (PROTOCOLS.md B), on the shared ws::ClientPool: signed URL when an API key
 // is set (fetched per conversation, never logged), initiation data, pongs,
 // the metadata's audio formats (PCM and μ-law), user audio/text/context out,
-// agent audio, text, corrections, transcripts and interruptions in, and the
+// agent audio, text, corrections, transcripts, interruptions and client tool
+// calls in (answered with what the owner says, else as unsupported), and the
 // end of a reply judged from evidence (PROTOCOLS.md B4, docs/agent-protocol.md):
 // there is no end marker in ElevenLabs' contract.
 //
@@ -14,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,6 +57,19 @@ struct AgentOptions {
   absl::Duration reply_settle = absl::Seconds(1);
 };
 
+// A client tool call (PROTOCOLS.md B3 client_tool_call).
+struct ClientToolCall {
+  std::string tool_name;
+  std::string tool_call_id;
+  std::string parameters;  // as the agent gave them, compact JSON ("{}" when none)
+};
+
+// The answer to one (client_tool_result).
+struct ClientToolResult {
+  std::string result;
+  bool is_error = false;
+};
+
 // Callbacks run on the ws pool's io thread, one at a time: keep them short,
 // never block. They may call the session (Send*, Close, even destroy it).
 // Close() waits for a callback in progress, so never call Close() (or destroy
@@ -78,6 +93,10 @@ struct AgentEvents {
   // The agent finished its reply (see ReplyEnd), once per reply. A close is
   // reported through on_closed instead: what arrived before it is the reply.
   std::function<void(ReplyEnd why)> on_reply_end;
+  // The agent called a client tool. Every call is answered at once (an
+  // unanswered call stalls the agent): with what this returns, or, when it is
+  // unset or returns nothing, an error saying the tool is not supported.
+  std::function<std::optional<ClientToolResult>(const ClientToolCall& call)> on_client_tool_call;
   // The socket closed (or never opened: code 0, e.g. the upgrade refused).
   // `retryable`: reconnecting can help — not after 1008 (bad input), an
   // upgrade refused with 401/403/404 (or other 4xx but 408/429), or an audio

@@ -101,6 +101,9 @@ class GraphApi {
   // Marks the user's message read and shows the typing indicator.
   virtual absl::Status MarkReadTyping(const std::string& phone_number_id,
                                       const std::string& message_id) = 0;
+  // Marks it read only: nobody is about to answer (a person holds the chat).
+  virtual absl::Status MarkRead(const std::string& phone_number_id,
+                                const std::string& message_id) = 0;
 };
 
 std::unique_ptr<GraphApi> NewGraphApi(const GraphApiOptions& options);

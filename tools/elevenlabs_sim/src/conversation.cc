@@ -43,6 +43,8 @@ std::string ReplyText(const TurnSummary& turn) {
 constexpr char kSecondResponse[] = "Is there anything else I can help you with?";
 constexpr char kGoodbye[] = "Goodbye! It was nice talking to you.";
 constexpr char kReengage[] = "Are you still there?";
+constexpr char kHandoffDone[] = "Connecting you to a person.";
+constexpr char kHandoffFailed[] = "Sorry, I could not reach a person right now.";
 
 // UTF-8 text as one string per character (what alignment.chars lists).
 std::vector<std::string> Characters(const std::string& text) {
@@ -171,20 +173,96 @@ void Conversation::Dispatch(const std::string& type, const json& msg) {
     if (msg.at("event_id").get<int64_t>() == outstanding_ping_) outstanding_ping_ = 0;
     state_->Update(record_, [](ConversationRecord& r) { ++r.pongs_received; });
   } else if (type == "user_message") {
-    std::string text = msg.value("text", std::string());
-    state_->Update(record_, [&](ConversationRecord& r) { r.user_messages.push_back(text); });
-    if (replying_) Interrupt();
-    StartReply(AnswerTo(absl::StrCat("You said: ", text)));
+    OnUserMessage(msg.value("text", std::string()));
   } else if (type == "contextual_update") {
     std::string text = msg.at("text").get<std::string>();
     state_->Update(record_, [&](ConversationRecord& r) { r.contextual_updates.push_back(text); });
+    AddToTimeline(type, text);
+  } else if (type == "client_tool_result") {
+    OnToolResult(msg);
   } else if (type == "user_activity") {
     state_->Update(record_, [](ConversationRecord& r) { ++r.user_activity; });
   }
 }
 
+void Conversation::OnUserMessage(const std::string& text) {
+  state_->Update(record_, [&](ConversationRecord& r) { r.user_messages.push_back(text); });
+  AddToTimeline("user_message", text);
+  if (replying_) Interrupt();
+  if (ContainsIgnoringCase(text, options_.handoff_phrase)) {
+    RequestHandoff(text);
+  } else {
+    StartReply(AnswerTo(absl::StrCat("You said: ", text)));
+  }
+}
+
+void Conversation::AddToTimeline(const std::string& type, const std::string& text) {
+  state_->Update(record_, [&](ConversationRecord& r) {
+    r.timeline.push_back({{"type", type}, {"text", text}});
+  });
+}
+
+// As a live agent with a client tool: the call goes out, speech waits for
+// its result (an unanswered call would stall it, so the wait is bounded).
+void Conversation::RequestHandoff(const std::string& text) {
+  const std::string id = absl::StrCat("toolu_", RandomHex(8));
+  ToolCallRecord call;
+  call.tool_call_id = id;
+  call.tool_name = options_.handoff_tool_name;
+  call.parameters = {{"reason", absl::StrCat("The user asked for a person: ", text)}};
+  Send({{"type", "client_tool_call"},
+        {"client_tool_call",
+         {{"tool_name", call.tool_name}, {"tool_call_id", id},
+          {"parameters", call.parameters}, {"event_id", next_event_id_++}}}});
+  state_->Update(record_, [&](ConversationRecord& r) { r.client_tool_calls.push_back(call); });
+  pending_tools_[id] = After(absl::Milliseconds(options_.client_tool_timeout_ms),
+                             [id](Conversation& c) {
+                               c.SettleToolCall(id, "timed_out", json(), /*is_error=*/true);
+                             });
+}
+
+void Conversation::OnToolResult(const json& msg) {
+  const std::string id = msg.at("tool_call_id").get<std::string>();
+  const json result = msg.contains("result") ? msg["result"] : json();
+  const bool is_error = msg.value("is_error", false);
+  state_->Update(record_, [&](ConversationRecord& r) {
+    r.timeline.push_back({{"type", "client_tool_result"}, {"tool_call_id", id},
+                          {"result", result}, {"is_error", is_error}});
+  });
+  auto it = pending_tools_.find(id);
+  if (it == pending_tools_.end()) return;  // unknown or late: nothing waits for it
+  conn_->Cancel(it->second);
+  SettleToolCall(id, "answered", result, is_error);
+}
+
+void Conversation::SettleToolCall(const std::string& id, const std::string& status,
+                                  const json& result, bool is_error) {
+  pending_tools_.erase(id);
+  state_->Update(record_, [&](ConversationRecord& r) {
+    for (ToolCallRecord& call : r.client_tool_calls) {
+      if (call.tool_call_id != id) continue;
+      call.status = status;
+      call.result = result;
+      call.is_error = is_error;
+    }
+  });
+  Response answer{is_error ? kHandoffFailed : kHandoffDone};
+  // Said after what the agent is saying now (not an interruption: no user spoke).
+  if (replying_) {
+    pending_responses_.push_back(answer);
+  } else {
+    StartReply({answer});
+  }
+}
+
 void Conversation::OnInitiation(const json& msg) {
-  if (msg.contains("conversation_config_override") &&
+  state_->Update(record_, [&](ConversationRecord& r) {
+    r.initiation_client_data = msg;
+    if (msg.contains("conversation_config_override")) {
+      r.conversation_config_override = msg["conversation_config_override"];
+    }
+  });
+  if (!options_.allow_overrides && msg.contains("conversation_config_override") &&
       !msg["conversation_config_override"].empty()) {
     // Agents allow no overrides by default; the real service refuses them.
     Fail(1008, "override_error", "Override for field is not allowed by config");
@@ -225,6 +303,7 @@ void Conversation::OnAudio(const json& chunk) {
 void Conversation::OnUserTurn(const TurnSummary& turn) {
   std::string transcript = turn.Describe();
   state_->Update(record_, [&](ConversationRecord& r) { r.transcripts.push_back(transcript); });
+  AddToTimeline("user_transcript", transcript);
   if (options_.internal_events) {
     Send({{"type", "vad_score"}, {"vad_score_event", {{"vad_score", 0.02}}}});
   }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +48,14 @@ class Conversation : public ws::ConnectionHandler,
   void OnInitiation(const nlohmann::json& msg);
   void OnAudio(const nlohmann::json& chunk);
   void OnUserTurn(const TurnSummary& turn);
+  void OnUserMessage(const std::string& text);
+  void AddToTimeline(const std::string& type, const std::string& text);
+  // The handoff: a client_tool_call, then the answer once its result came
+  // (or client_tool_timeout_ms passed).
+  void RequestHandoff(const std::string& text);
+  void OnToolResult(const nlohmann::json& msg);
+  void SettleToolCall(const std::string& id, const std::string& status,
+                      const nlohmann::json& result, bool is_error);
   struct Response {
     std::string text;
     bool end_call = false;  // the agent hangs up after saying it
@@ -99,6 +108,7 @@ class Conversation : public ws::ConnectionHandler,
   size_t spoken_samples_ = 0;               // of the current response, sent so far
   uint64_t reengage_timer_ = 0;
   bool greeting_playing_ = false;  // the first_message is being spoken
+  std::map<std::string, uint64_t> pending_tools_;  // tool_call_id -> its timeout timer
 };
 
 }  // namespace bridge::elevenlabs_sim

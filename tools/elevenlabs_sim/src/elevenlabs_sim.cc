@@ -1,5 +1,6 @@
 #include "elevenlabs_sim/elevenlabs_sim.h"
 
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <atomic>
@@ -24,6 +25,7 @@ using nlohmann::json;
 constexpr char kConversationPath[] = "/v1/convai/conversation";
 constexpr char kSignedUrlPath[] = "/v1/convai/conversation/get-signed-url";
 constexpr char kSpeechToTextPath[] = "/v1/speech-to-text";
+constexpr char kConversationsPrefix[] = "/v1/convai/conversations/";
 
 ws::HttpResponse JsonResponse(int status, const json& body) {
   return ws::HttpResponse{status, "application/json", body.dump(), {}};
@@ -138,6 +140,9 @@ class SimImpl final : public ElevenLabsSim {
     try {
       if (path == kSignedUrlPath && req.method == "GET") return respond(SignedUrl(req));
       if (path == kSpeechToTextPath && req.method == "POST") return respond(SpeechToText(req));
+      if (absl::StartsWith(path, kConversationsPrefix) && req.method == "DELETE") {
+        return respond(DeleteConversation(req));
+      }
       if (path == "/sim/transcriptions" && req.method == "GET") {
         return respond(JsonResponse(200, state_.Transcriptions()));
       }
@@ -210,6 +215,22 @@ class SimImpl final : public ElevenLabsSim {
     record["status"] = status;
     state_.RecordTranscription(std::move(record));
     return JsonResponse(status, body);
+  }
+
+  // DELETE /v1/convai/conversations/{id}. The published schema of the 200
+  // body is an untyped JSON value; the simulator answers {} and the record
+  // stays listed (deleted: true) so tests can see the erasure.
+  ws::HttpResponse DeleteConversation(const ws::HttpRequest& req) {
+    if (!options_.api_key.empty() && req.Header("xi-api-key").value_or("") != options_.api_key) {
+      return Detail(401, "invalid_api_key", "Invalid API key");
+    }
+    const std::string path = req.Path();
+    const std::string id = path.substr(std::strlen(kConversationsPrefix));
+    if (id.empty() || absl::StrContains(id, '/') || !state_.DeleteConversation(id)) {
+      return Detail(404, "conversation_not_found", "Conversation not found");
+    }
+    LogInfo("conversation deleted", {{"conversation_id", id}});
+    return JsonResponse(200, json::object());
   }
 
   std::variant<std::shared_ptr<ws::ConnectionHandler>, ws::HttpResponse> Upgrade(

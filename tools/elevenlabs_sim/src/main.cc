@@ -35,6 +35,16 @@ ABSL_FLAG(int, responses_per_turn, 1, "Agent responses to one user turn (2: a fo
 ABSL_FLAG(int, turn_timeout_s, 7, "Re-engage a silent user after this long (0: never)");
 ABSL_FLAG(std::string, end_call_phrase, "goodbye",
           "A user message containing it gets a goodbye, end_call and close 1000 (empty: never)");
+ABSL_FLAG(std::string, handoff_phrase, "human",
+          "A user message containing it (any case) makes the agent call the handoff client "
+          "tool (empty: never)");
+ABSL_FLAG(std::string, handoff_tool_name, "transfer_to_human",
+          "Name of the client tool the agent calls to hand over to a person");
+ABSL_FLAG(int, client_tool_timeout_ms, 10000,
+          "How long the agent waits for a client_tool_result before answering without it");
+ABSL_FLAG(bool, allow_overrides, false,
+          "Accept conversation_config_override (default: refused with 1008 override_error, as "
+          "an agent that allows none)");
 ABSL_FLAG(bool, internal_events, true,
           "Send internal and newer event types (vad_score, internal_tentative_agent_response)");
 ABSL_FLAG(double, reply_pace, 1.0, "Reply audio speed: 1 real time, 4 four times faster, 0 unpaced");
@@ -76,6 +86,14 @@ int main(int argc, char** argv) {
   o.turn_timeout_s = absl::GetFlag(FLAGS_turn_timeout_s);
   o.end_call_phrase = absl::GetFlag(FLAGS_end_call_phrase);
   o.internal_events = absl::GetFlag(FLAGS_internal_events);
+  o.handoff_phrase = absl::GetFlag(FLAGS_handoff_phrase);
+  o.handoff_tool_name = absl::GetFlag(FLAGS_handoff_tool_name);
+  o.client_tool_timeout_ms = absl::GetFlag(FLAGS_client_tool_timeout_ms);
+  o.allow_overrides = absl::GetFlag(FLAGS_allow_overrides);
+  if (o.handoff_tool_name.empty()) {
+    bridge::LogError("--handoff_tool_name must not be empty");
+    return 2;
+  }
   o.reply_pace = absl::GetFlag(FLAGS_reply_pace);
   o.reply_chunk_ms = absl::GetFlag(FLAGS_reply_chunk_ms);
   o.max_conversations = absl::GetFlag(FLAGS_max_conversations);

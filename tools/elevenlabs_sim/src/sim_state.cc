@@ -19,6 +19,11 @@ std::string RandomHex(int bytes) {
   return absl::BytesToHexString(raw);
 }
 
+nlohmann::json ToolCallRecord::ToJson() const {
+  return {{"tool_call_id", tool_call_id}, {"tool_name", tool_name}, {"parameters", parameters},
+          {"status", status},             {"result", result},       {"is_error", is_error}};
+}
+
 nlohmann::json ConversationRecord::ToJson() const {
   nlohmann::json j = {
       {"conversation_id", conversation_id},
@@ -42,7 +47,15 @@ nlohmann::json ConversationRecord::ToJson() const {
       {"reengagements", reengagements},
       {"ignored_during_greeting", ignored_during_greeting},
       {"ended_by_agent", ended_by_agent},
+      {"initiation_client_data", initiation_client_data},
+      {"conversation_config_override", conversation_config_override},
+      {"timeline", timeline},
+      {"deleted", deleted},
   };
+  nlohmann::json calls = nlohmann::json::array();
+  for (const ToolCallRecord& c : client_tool_calls) calls.push_back(c.ToJson());
+  j["client_tool_calls"] = std::move(calls);
+  if (deleted) j["deleted_at"] = Iso(deleted_at);
   if (ended) {
     j["ended_at"] = Iso(ended_at);
     j["close_code"] = close_code;
@@ -110,6 +123,18 @@ nlohmann::json SimState::Snapshot(int min_count, bool ended_only, absl::Duration
   nlohmann::json list = nlohmann::json::array();
   for (const auto& c : conversations_) list.push_back(c->ToJson());
   return {{"conversations", list}, {"active", active_}, {"refused", refused_}};
+}
+
+bool SimState::DeleteConversation(const std::string& conversation_id) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& c : conversations_) {
+    if (c->conversation_id != conversation_id) continue;
+    if (c->deleted) return false;
+    c->deleted = true;
+    c->deleted_at = absl::Now();
+    return true;
+  }
+  return false;
 }
 
 void SimState::RecordTranscription(nlohmann::json entry) {

@@ -16,11 +16,27 @@
 
 namespace bridge::elevenlabs_sim {
 
+// A client tool call the agent made (the handoff) and what came of it.
+struct ToolCallRecord {
+  std::string tool_call_id;
+  std::string tool_name;
+  nlohmann::json parameters = nlohmann::json::object();
+  std::string status = "pending";  // "answered" or "timed_out" once settled
+  nlohmann::json result;           // client_tool_result.result as sent
+  bool is_error = false;
+
+  nlohmann::json ToJson() const;
+};
+
 struct ConversationRecord {
   std::string conversation_id;
   std::string agent_id;
   std::string user_id;
   nlohmann::json dynamic_variables = nlohmann::json::object();
+  // conversation_initiation_client_data as received (null: none came), and
+  // its conversation_config_override (null: none), even when refused.
+  nlohmann::json initiation_client_data;
+  nlohmann::json conversation_config_override;
   absl::Time started_at;
   absl::Time ended_at;
   bool ended = false;
@@ -43,6 +59,14 @@ struct ConversationRecord {
   int reengagements = 0;  // "are you still there?" after the turn timeout
   int ignored_during_greeting = 0;  // messages an uninterruptible greeting ignored
   bool ended_by_agent = false;  // end_call
+  std::vector<ToolCallRecord> client_tool_calls;
+  // The text-bearing turns in arrival order ({"type","text"}: user_message,
+  // contextual_update, user_transcript; client_tool_result with its
+  // tool_call_id): what a memory test checks the order of.
+  nlohmann::json timeline = nlohmann::json::array();
+  // DELETE /v1/convai/conversations/{id}: kept listed, marked.
+  bool deleted = false;
+  absl::Time deleted_at;
 
   nlohmann::json ToJson() const;
 };
@@ -85,6 +109,10 @@ class SimState {
   ConversationFaults TakeConversationFaults();
   // Non-zero: answer the signed-URL call with this status (and retry-after).
   std::pair<int, int> TakeSignedUrlFault();
+
+  // DELETE /v1/convai/conversations/{id}: false when no such conversation
+  // exists or it was deleted already (the API's 404).
+  bool DeleteConversation(const std::string& conversation_id);
 
   // POST /v1/speech-to-text calls, for /sim/transcriptions.
   void RecordTranscription(nlohmann::json entry);

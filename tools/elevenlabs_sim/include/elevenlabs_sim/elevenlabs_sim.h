@@ -43,6 +43,15 @@ struct SimOptions {
   int responses_per_turn = 1;    // 2: a second agent_response follows the first
   int turn_timeout_s = 7;        // re-engage a silent user after this long; 0: never
   std::string end_call_phrase = "goodbye";  // a user message with it: goodbye, end_call, 1000
+  // A user_message containing handoff_phrase (case-insensitive; empty:
+  // never) makes the agent call the client tool handoff_tool_name, wait up
+  // to client_tool_timeout_ms for its client_tool_result, then answer.
+  std::string handoff_phrase = "human";
+  std::string handoff_tool_name = "transfer_to_human";
+  int client_tool_timeout_ms = 10000;
+  // Agents allow no conversation_config_override by default (close 1008
+  // override_error); true: accepted and recorded.
+  bool allow_overrides = false;
   bool internal_events = true;   // internal_tentative_agent_response, vad_score, tool events
   int max_conversations = 0;  // 0: unlimited
   int max_duration_s = 600;
@@ -50,7 +59,8 @@ struct SimOptions {
   int signed_url_ttl_s = 900;
 };
 
-// Endpoints: http= (both HTTP and WebSocket).
+// Endpoints: http= (both HTTP and WebSocket). REST: the signed URL,
+// speech-to-text and DELETE /v1/convai/conversations/{id} (erasure).
 class ElevenLabsSim : public Service {
  public:
   static absl::StatusOr<std::unique_ptr<ElevenLabsSim>> Start(const SimOptions& options);
