@@ -365,7 +365,7 @@ start_controllers() {
   local ctl=("$bin/controller/bridge-controller")
   CONTROLLER_LINES=()
   if ((!cluster)); then
-    start controller env BRIDGE_ADMIN_TOKEN="$admin_token" "${ctl[@]}" \
+    start controller env BRIDGE_ADMIN_TOKEN="$admin_token" "${CONTROLLER_ENV[@]}" "${ctl[@]}" \
       --listen="$host:${CONTROLLER_PORT:-7000}" --metrics_listen="$host:${CONTROLLER_METRICS_PORT:-9100}" \
       --store="sqlite:$data/controller.db"
     local c
@@ -390,7 +390,7 @@ start_controllers() {
   CONTROLLER_LINES+=("etcd         http://$host:$etcd_port   data $data/etcd")
   local i list=()
   for i in 1 2 3; do
-    start "controller-$i" supervise env BRIDGE_ADMIN_TOKEN="$admin_token" "${ctl[@]}" \
+    start "controller-$i" supervise env BRIDGE_ADMIN_TOKEN="$admin_token" "${CONTROLLER_ENV[@]}" "${ctl[@]}" \
       --listen="$host:$(port_plus "${CONTROLLER_PORT:-7000}" $((i - 1)))" \
       --metrics_listen="$host:$(port_plus "${CONTROLLER_METRICS_PORT:-9110}" $((i - 1)))" \
       --store="etcd:$host:$etcd_port" --leader_lease="${LEADER_LEASE:-5s}"
@@ -433,11 +433,11 @@ cmd_up() {
   (umask 077 && printf 'export BRIDGE_CLUSTER_TOKEN=%s\nexport BRIDGE_ADMIN_TOKEN=%s\n' \
     "$BRIDGE_CLUSTER_TOKEN" "$admin_token" >"$RUN_DIR/credentials.env")
 
-  start_controllers "$cluster" "$data" "$host" "$bin" "$admin_token"
-  local cgrpc=$CONTROLLERS
-
   # Secrets of the simulated accounts travel in the environment, not in argv.
+  # The simulated agent comes first: the controllers delete a forgotten
+  # user's conversations there (ELEVENLABS_API_KEY, ELEVENLABS_BASE_URL).
   local sim_env=() el wa elhttp="" wahttp=""
+  CONTROLLER_ENV=()
   if ((sims)); then
     # A private agent, as in production: signed URLs and speech-to-text need the key.
     local el_key
@@ -451,7 +451,10 @@ cmd_up() {
       ELEVENLABS_API_KEY="$el_key" WHATSAPP_ACCESS_TOKEN="dev-token-$(random_hex)"
       WHATSAPP_WEBHOOK_VERIFY_TOKEN="dev-verify-$(random_hex)"
       WEBHOOK_SIGNATURE_SECRET="dev-app-secret-$(random_hex)")
+    CONTROLLER_ENV=(ELEVENLABS_BASE_URL="http://$elhttp" ELEVENLABS_API_KEY="$el_key")
   fi
+  start_controllers "$cluster" "$data" "$host" "$bin" "$admin_token"
+  local cgrpc=$CONTROLLERS
   # Two gateways in cluster mode, as behind a load balancer; the simulated
   # Meta sends to the first.
   local gateways=1 gw ghttp="" gateway_lines=()

@@ -263,7 +263,8 @@ void Coordinator::Dispatch(SessionEntry* s) {
     if (turn.action() == v1::TURN_ACTION_UNSPECIFIED) turn.set_action(v1::TURN_ACTION_REPLY);
     // While a person holds the conversation (or is asked for), what the
     // user says is recorded for them, never answered by the agent.
-    if (turn.action() == v1::TURN_ACTION_REPLY && HeldForPerson(s->session)) {
+    if ((turn.action() == v1::TURN_ACTION_REPLY || turn.action() == v1::TURN_ACTION_INFORM) &&
+        HeldForPerson(s->session)) {
       turn.set_action(v1::TURN_ACTION_RECORD);
     }
     Coalesce(s, &turn);
@@ -287,11 +288,20 @@ void Coordinator::Dispatch(SessionEntry* s) {
 // agent and no media). An apology that fails as often is recorded, counted
 // and dropped: nothing more can be done for that message.
 void Coordinator::GiveUp(SessionEntry* s) {
+  if (s->pending.front().coalesced_size() > 0) {  // its messages each get their own fate
+    v1::Turn joined = std::move(s->pending.front());
+    s->pending.pop_front();
+    s->enqueued_at.pop_front();
+    Split(s, std::move(joined));
+  }
   v1::Turn& t = s->pending.front();
   const std::string why = absl::StrCat("gave up after ", options_.max_turn_attempts, " attempts");
   LogWarn("turn failed for good", {{"session_id", s->session.session_id()},
                                    {"turn_id", t.turn_id()}, {"why", why}});
-  if (t.action() != v1::TURN_ACTION_APOLOGIZE && SendsToUser(t)) {
+  // No bot apology for an operator's text, nor while a person holds the
+  // conversation: the person sees the failure in the session instead.
+  if (t.action() != v1::TURN_ACTION_APOLOGIZE && SendsToUser(t) &&
+      t.action() != v1::TURN_ACTION_OPERATOR_SAY && !HeldForPerson(s->session)) {
     t.set_action(v1::TURN_ACTION_APOLOGIZE);
     t.set_attempt(0);
     s->session.set_last_error(why);
@@ -351,7 +361,8 @@ void Coordinator::Tick(absl::Time now) {
   Evict(now);  // before ending more: what ends now is listed until the next tick
   for (auto& [id, s] : sessions_) {
     if (s->session.state() == v1::SESSION_STATE_ENDED || s->inflight || !s->pending.empty() ||
-        s->session.kind() == v1::SESSION_KIND_CONVERSE) {  // a stream ends with its call
+        s->session.kind() == v1::SESSION_KIND_CONVERSE ||  // a stream ends with its call
+        HeldForPerson(s->session)) {  // the user was told a person will reply: no timeout
       continue;
     }
     absl::Time last = absl::FromUnixMicros(

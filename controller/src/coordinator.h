@@ -140,6 +140,10 @@ class Coordinator {
   absl::StatusOr<v1::ForgetUserResponse> ForgetUser(const std::string& phone_number_id,
                                                     const std::string& user,
                                                     std::vector<std::string>* conversations);
+  // The erasure's audit record, once its ElevenLabs deletions were tried:
+  // counts and conversation ids (deleted, failed), no user ids.
+  absl::Status RecordErasure(const std::string& phone_number_id,
+                             const v1::ForgetUserResponse& done);
 
   // Periodic housekeeping: dead and lost workers, idle and over-long
   // sessions, ended sessions past their retention, expired records.
@@ -282,6 +286,7 @@ class Coordinator {
   void FillMemory(SessionEntry* s, v1::SessionAssignment* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PruneMemory(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LoadMemory(const std::vector<KeyValue>& records) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AddLinkedKeys(std::vector<std::string>* keys) ABSL_LOCKS_EXCLUDED(mu_);
   // Takeover (coordinator_takeover.cc): the state a session shows while a
   // person holds it or is asked for, else `run_state`.
   void SetRunState(SessionEntry* s, v1::SessionState run_state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -47,6 +47,9 @@ absl::StatusOr<v1::ForgetUserResponse> Coordinator::ForgetUser(
     AddUnique(&user_keys, UserKey(s));
     if (!s.wa_id().empty()) AddUnique(&user_keys, PhoneKey(s.phone_number_id(), s.wa_id()));
   }
+  // Links outlive the session records: the other key of a user whose
+  // sessions have all expired.
+  if (absl::Status s = AddLinkedKeys(&user_keys); !s.ok()) return s;
   for (const std::string& key : user_keys) {
     auto entries = store_->Range(TranscriptPrefix(key));
     if (!entries.ok()) return entries.status();
@@ -58,6 +61,7 @@ absl::StatusOr<v1::ForgetUserResponse> Coordinator::ForgetUser(
                                        static_cast<int32_t>(entries->size()));
     txn.DeletePrefix(TranscriptPrefix(key));
     txn.Delete(MemoryKey(key));
+    txn.Delete(LinkKey(key));
   }
   {
     Locked lock(this);
@@ -79,6 +83,8 @@ absl::StatusOr<v1::ForgetUserResponse> Coordinator::ForgetUser(
       }
       txn.Delete(SessionKey(id));
       txn.DeletePrefix(TurnPrefix(id));
+      // Exports not yet delivered carry the user's words: withdrawn.
+      txn.DeletePrefix(absl::StrCat("o/", id, "-"));
       for (auto it = sent_.begin(); it != sent_.end();) {
         if (it->second.session_id != id) {
           ++it;
@@ -94,17 +100,22 @@ absl::StatusOr<v1::ForgetUserResponse> Coordinator::ForgetUser(
     metrics_.erasures->Increment();
     UpdateGauges(/*force=*/true);
   }
-  // The audit record: when, which business number, what went; no user ids.
-  v1::ForgetUserResponse audit = out;
-  for (const std::string& c : *conversations) audit.add_conversations_deleted(c);
-  txn.Put(ErasureKey(absl::StrFormat("%d-%s", absl::ToUnixMicros(absl::Now()), phone_number_id)),
-          audit.SerializeAsString());
   if (auto r = store_->Commit(std::move(txn)); !r.ok()) return r.status();
   LogInfo("user forgotten", {{"phone_number_id", phone_number_id},
                              {"sessions", session_ids.size()},
                              {"transcript_entries", out.transcript_entries_deleted()},
                              {"conversations", conversations->size()}});
   return out;
+}
+
+absl::Status Coordinator::RecordErasure(const std::string& phone_number_id,
+                                        const v1::ForgetUserResponse& done) {
+  v1::ForgetUserResponse audit = done;
+  audit.clear_sessions_ended();  // session ids lead back to nothing, but say no more than needed
+  Txn txn;
+  txn.Put(ErasureKey(absl::StrFormat("%d-%s", absl::ToUnixMicros(absl::Now()), phone_number_id)),
+          audit.SerializeAsString());
+  return store_->Commit(std::move(txn)).status();
 }
 
 }  // namespace bridge::controller

@@ -46,6 +46,9 @@ inline std::string TranscriptPrefix(const std::string& user_key) {
   return absl::StrCat("h/", user_key, "/");
 }
 inline std::string MemoryKey(const std::string& user_key) { return absl::StrCat("r/", user_key); }
+// The user's other key ("l/<key>" = the other key): transcripts and memory
+// outlive the session records that link a BSUID and a phone.
+inline std::string LinkKey(const std::string& user_key) { return absl::StrCat("l/", user_key); }
 // An erasure, recorded without content (audit).
 inline std::string ErasureKey(const std::string& id) { return absl::StrCat("e/", id); }
 

@@ -84,6 +84,11 @@ absl::StatusOr<v1::SayResponse> Coordinator::Say(const std::string& id, const st
   Locked lock(this);
   SessionEntry* s = Find(id);
   if (s == nullptr || s->session.state() == v1::SESSION_STATE_ENDED) {
+    Txn undo;  // the operator's text does not stay behind
+    undo.Delete(TurnKey(id, turn.turn_id()));
+    store_->CommitAsync(std::move(undo), [](absl::StatusOr<int64_t> r) {
+      if (!r.ok()) LogError("cannot withdraw an operator's message", {{"error", r.status()}});
+    });
     return absl::FailedPreconditionError("the session ended meanwhile");
   }
   metrics_.operator_messages->Increment();

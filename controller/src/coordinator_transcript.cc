@@ -76,8 +76,14 @@ void Coordinator::Record(SessionEntry* s, v1::TranscriptEntry e, Txn* txn) {
   e.set_user_id(ss.user_id());
   *e.mutable_at() = Ts(now);
   const std::string user = UserKey(ss);
+  const absl::Time kept_until = now + std::max(options_.transcript_retention, options_.memory_ttl);
   txn->Put(TranscriptPrefix(user) + e.turn_id(), e.SerializeAsString(),
            now + options_.transcript_retention);
+  if (!ss.user_id().empty() && !ss.wa_id().empty()) {
+    const std::string phone = PhoneKey(ss.phone_number_id(), ss.wa_id());
+    txn->Put(LinkKey(phone), user, kept_until);
+    txn->Put(LinkKey(user), phone, kept_until);
+  }
   if (options_.memory_turns > 0) {
     std::deque<v1::TranscriptEntry>& memory = memory_[user];
     // A user first known by phone who now has a BSUID: one memory, under it.
@@ -89,7 +95,7 @@ void Coordinator::Record(SessionEntry* s, v1::TranscriptEntry e, Txn* txn) {
         txn->Delete(MemoryKey(phone));
       }
     }
-    memory.push_back(ForMemory(e));
+    if (v1::TranscriptEntry m = ForMemory(e); m.lines_size() > 0) memory.push_back(std::move(m));
     while (memory.size() > static_cast<size_t>(options_.memory_turns)) memory.pop_front();
     v1::GetTranscriptResponse record;
     for (const auto& m : memory) *record.add_entries() = m;
@@ -145,20 +151,38 @@ void Coordinator::LoadMemory(const std::vector<KeyValue>& records) {
   PruneMemory(absl::Now());
 }
 
+// Adds the keys linked to `keys` (a BSUID's phone, a phone's BSUID), once.
+absl::Status Coordinator::AddLinkedKeys(std::vector<std::string>* keys) {
+  const std::vector<std::string> given = *keys;
+  for (const std::string& key : given) {
+    auto link = store_->Get(LinkKey(key));
+    if (!link.ok()) return link.status();
+    if (link->has_value()) keys->push_back((*link)->value);
+  }
+  std::sort(keys->begin(), keys->end());
+  keys->erase(std::unique(keys->begin(), keys->end()), keys->end());
+  return absl::OkStatus();
+}
+
 absl::StatusOr<v1::GetTranscriptResponse> Coordinator::GetTranscript(
     const v1::GetTranscriptRequest& req) {
   std::vector<std::string> keys;
   std::string only_session;
+  // A session ended long ago has left memory; its record is still stored.
+  v1::Session stored;
+  if (!req.session_id().empty()) {
+    auto kv = store_->Get(SessionKey(req.session_id()));
+    if (!kv.ok()) return kv.status();
+    if (kv->has_value()) stored.ParseFromString((*kv)->value);
+  }
   {
     absl::MutexLock lock(&mu_);
     const v1::Session* ss = nullptr;
-    v1::Session stored;
     if (!req.session_id().empty()) {
       only_session = req.session_id();
       if (SessionEntry* s = Find(req.session_id())) {
         ss = &s->session;
-      } else if (auto kv = store_->Get(SessionKey(req.session_id()));
-                 kv.ok() && kv->has_value() && stored.ParseFromString((*kv)->value)) {
+      } else if (!stored.session_id().empty()) {
         ss = &stored;
       } else {
         return absl::NotFoundError(absl::StrCat("no session ", req.session_id()));
@@ -174,8 +198,7 @@ absl::StatusOr<v1::GetTranscriptResponse> Coordinator::GetTranscript(
       if (!ss->wa_id().empty()) keys.push_back(PhoneKey(ss->phone_number_id(), ss->wa_id()));
     }
   }
-  std::sort(keys.begin(), keys.end());
-  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  if (absl::Status s = AddLinkedKeys(&keys); !s.ok()) return s;
   v1::GetTranscriptResponse out;
   for (const std::string& key : keys) {
     auto kvs = store_->Range(TranscriptPrefix(key));

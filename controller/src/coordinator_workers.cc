@@ -11,9 +11,6 @@
 
 namespace bridge::controller {
 
-// Lines of the exchange a session keeps for the next worker's context (the
-// worker keeps as many).
-
 absl::Status Coordinator::Attach(WorkerChannel* channel, const v1::WorkerHello& hello) {
   if (hello.worker_id().empty()) return absl::InvalidArgumentError("hello without worker_id");
   Locked lock(this);
@@ -166,9 +163,12 @@ bool Coordinator::ApplyResult(const v1::TurnResult& r, const std::string& acked_
       LogWarn("turn failed", {{"session_id", ss.session_id()}, {"reason", r.reason()}});
     }
     txn.Delete(TurnKey(ss.session_id(), r.turn_id()));
-    // The turns that joined it are settled with it; after a controller
-    // restart they may still sit in the queue on their own.
-    for (const std::string& id : r.coalesced_turn_ids()) {
+    // The turns that joined it are settled with it (by the worker's word
+    // and by the turn as sent); after a controller restart they may still
+    // sit in the queue on their own.
+    std::set<std::string> joined(r.coalesced_turn_ids().begin(), r.coalesced_turn_ids().end());
+    joined.insert(turn.coalesced_turn_ids().begin(), turn.coalesced_turn_ids().end());
+    for (const std::string& id : joined) {
       txn.Delete(TurnKey(ss.session_id(), id));
       for (size_t i = 0; i < s->pending.size(); ++i) {
         if (s->pending[i].turn_id() != id) continue;

@@ -220,11 +220,13 @@ class SessionsService final : public v1::Sessions::CallbackService {
     slow_.Run([this, r, req, resp] {
       std::vector<std::string> conversations;
       auto f = c_->ForgetUser(req->phone_number_id(), req->user(), &conversations);
+      absl::Status s = f.status();
       if (f.ok()) {
         *resp = *std::move(f);
         DeleteConversations(conversations, resp);
+        s = c_->RecordErasure(req->phone_number_id(), *resp);
       }
-      r->Finish(ToGrpc(f.status()));
+      r->Finish(ToGrpc(s));
     });
     return r;
   }
@@ -241,8 +243,8 @@ class SessionsService final : public v1::Sessions::CallbackService {
     r->Finish(ToGrpc(s));
     return r;
   }
-  // At ElevenLabs; what cannot be deleted now is reported (and was
-  // recorded in the erasure record) for the operator to follow up.
+  // At ElevenLabs; what cannot be deleted now is reported (and kept in the
+  // erasure record) for the operator to follow up.
   void DeleteConversations(const std::vector<std::string>& ids, v1::ForgetUserResponse* resp) {
     for (const std::string& id : ids) {
       absl::Status s = eraser_ == nullptr

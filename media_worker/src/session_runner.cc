@@ -4,6 +4,8 @@
 // are in session_runner_agent.cc.
 #include "session_runner.h"
 
+#include <algorithm>
+
 #include <openssl/sha.h>
 
 #include <utility>
@@ -123,7 +125,12 @@ std::vector<std::string> SplitForWhatsApp(const std::string& text, size_t limit)
 
 SessionRunner::SessionRunner(const v1::SessionAssignment& assignment, const TurnSettings& settings,
                              TurnServices services)
-    : assignment_(assignment), settings_(settings), services_(services) {
+    : assignment_(assignment),
+      settings_(settings),
+      services_(services),
+      // The controller's memory (--memory_turns exchanges) is not cut down
+      // by the first turn here: as many lines stay as it gave.
+      recent_limit_(std::max(kRecentLines, static_cast<size_t>(assignment.recent_transcript_size()))) {
   for (const auto& line : assignment.recent_transcript()) recent_.push_back(line);
 }
 
@@ -135,7 +142,7 @@ void SessionRunner::Remember(const std::vector<v1::TranscriptLine>& lines) {
     std::string context = ContextLine(line);
     if (context.empty()) continue;
     recent_.push_back(std::move(context));
-    while (recent_.size() > kRecentLines) recent_.pop_front();
+    while (recent_.size() > recent_limit_) recent_.pop_front();
   }
 }
 
@@ -589,6 +596,9 @@ v1::TurnResult SessionRunner::Finish(TurnCtx* t, const absl::Status& s, const st
   v1::TurnResult result;
   result.set_session_id(t->turn->session_id());
   result.set_turn_id(t->turn->turn_id());
+  // The turns that joined this one are settled with it (the controller
+  // deletes their queue records by these ids, also after a restart).
+  *result.mutable_coalesced_turn_ids() = t->turn->coalesced_turn_ids();
   if (t->agent_took_part) result.set_conversation_id(conversation_id());
   for (v1::SentMessage& sent : t->sent) *result.add_sent() = std::move(sent);
   Remember(t->lines);

@@ -244,6 +244,7 @@ class SessionRunner {
   const v1::SessionAssignment assignment_;
   const TurnSettings settings_;
   const TurnServices services_;
+  const size_t recent_limit_;  // lines of context kept for the next conversation
   // Written (connect, close) on the turn's thread under agent_mu_, read there
   // without it; End() reads it under agent_mu_ from any thread.
   absl::Mutex agent_mu_;

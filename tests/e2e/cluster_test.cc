@@ -26,8 +26,10 @@ std::string User(int i) { return absl::StrCat("1555876", 1000 + i); }
 // 100 ms): a webhook refused while leadership moves is delivered later.
 ClusterOptions ClusterOn(const EtcdProcess& etcd, double pace = 1.0,
                          const std::string& lease = "2s") {
+  // One reply per message (no coalescing) keeps "each answered once"
+  // countable; coalescing has its own tests (memory_test.cc).
   return {.reply_pace = pace,
-          .controller_args = {"--leader_lease=" + lease},
+          .controller_args = {"--leader_lease=" + lease, "--coalesce=false"},
           .store = etcd.StoreSpec("cluster"),
           .controllers = 3};
 }

@@ -29,6 +29,7 @@ class EtcdProcess {
   std::string Logs() const;
 
  private:
+  void RemoveMembers();
   struct Member {
     std::string name, data_dir;
     int client_port = 0, peer_port = 0;

@@ -1036,7 +1036,10 @@ TEST_F(CoordinatorTest, ForgetUserErasesEverythingButTheDedupKeys) {
   EXPECT_TRUE(store_->Range("r/")->empty());
   EXPECT_TRUE(store_->Range("s/")->empty());
   EXPECT_TRUE(store_->Range("t/")->empty());
-  EXPECT_EQ(store_->Range("e/")->size(), 1u);  // the erasure, recorded
+  EXPECT_TRUE(store_->Range("l/")->empty());  // the BSUID <-> phone link
+  EXPECT_TRUE(store_->Range("e/")->empty());  // recorded once ElevenLabs was asked:
+  ASSERT_TRUE(coordinator_->RecordErasure("106540352242922", *f).ok());
+  EXPECT_EQ(store_->Range("e/")->size(), 1u);
   EXPECT_FALSE(store_->Range("d/")->empty());  // a retried webhook stays a duplicate
   EXPECT_EQ(Deliver({From("wamid.g1", "US.123", "111111111")}).duplicates(), 1);
   // A new conversation starts without memory.

@@ -156,6 +156,9 @@ TEST_F(TurnFeaturesTest, CoalescedTextsAreOneUserMessageWithOneReply) {
                                     "SPEAKER_USER|I have a question|wamid.in3|text",
                                     "SPEAKER_AGENT|" + reply + "|" + graph_.sent()[0].id + "|text"));
   EXPECT_EQ(r.lines(0).at().seconds(), 1767225600);  // the message's own time
+  // The joined turns are settled with this result (the controller deletes
+  // their queue records by these ids, also after a restart).
+  EXPECT_THAT(r.coalesced_turn_ids(), ElementsAre("t2", "t3"));
 }
 
 // A text and a voice note that came together: the note transcribed, both in
