@@ -27,6 +27,7 @@ namespace {
 
 using nlohmann::json;
 using ::testing::HasSubstr;
+using ::testing::Not;
 namespace v1 = ::bridge::v1;
 
 constexpr char kUser[] = "15551230013";
@@ -347,6 +348,39 @@ TEST(MemoryTest, ExchangesArePurgedAfterTheRetention) {
   const std::string id = c.SessionsAfterTurns(1)[0].session_id();
   EXPECT_TRUE(Await([&] { return Transcript(c, id).entries_size() == 1; }));
   EXPECT_TRUE(Await([&] { return Transcript(c, id).entries_size() == 0; })) << c.Logs();
+}
+
+
+// What an operator types: bridgectl over the same API.
+std::string Bridgectl(BridgeCluster& c, std::vector<std::string> args) {
+  args.insert(args.begin(), absl::StrCat("--controller=", c.controller_address()));
+  ChildProcess ctl(BRIDGECTL_BIN, args, {{"BRIDGE_ADMIN_TOKEN", c.admin_token()}});
+  EXPECT_EQ(ctl.Wait().value_or(-1), 0) << ctl.Output();
+  return ctl.Output();
+}
+
+TEST(MemoryTest, BridgectlShowsTheTranscriptTakesOverAndForgets) {
+  BridgeCluster c({.workers = 1});
+  c.UserSays(kUser, "text", "hello bridgectl");
+  ASSERT_EQ(c.Outbox(kUser, 1).size(), 1u);
+  const std::string id = c.SessionsAfterTurns(1)[0].session_id();
+  ASSERT_TRUE(Await([&] { return Transcript(c, id).entries_size() == 1; }));
+  const std::string transcript = Bridgectl(c, {"transcript", id});
+  EXPECT_THAT(transcript, HasSubstr("user:     hello bridgectl"));
+  EXPECT_THAT(transcript, HasSubstr("agent:    You said: hello bridgectl"));
+  EXPECT_THAT(transcript, HasSubstr("latency ms: queue"));
+  EXPECT_THAT(Bridgectl(c, {"transcript", kUser, absl::StrCat("--phone_number_id=", kBusiness)}),
+              HasSubstr("hello bridgectl"));
+  EXPECT_THAT(Bridgectl(c, {"takeover", id, "--operator_name=ana"}), HasSubstr("SESSION_STATE_HUMAN"));
+  Bridgectl(c, {"say", id, "Ana here."});
+  json out = c.Outbox(kUser, 2);
+  ASSERT_EQ(out.size(), 2u) << out.dump();
+  EXPECT_EQ(out[1]["text"], "Ana here.");
+  EXPECT_THAT(Bridgectl(c, {"handback", id}), Not(HasSubstr("SESSION_STATE_HUMAN")));
+  const std::string forgotten =
+      Bridgectl(c, {"forget", kUser, absl::StrCat("--phone_number_id=", kBusiness)});
+  EXPECT_THAT(forgotten, HasSubstr("sessions ended: 1"));
+  EXPECT_THAT(forgotten, HasSubstr("ElevenLabs conversations deleted: 1"));
 }
 
 }  // namespace
