@@ -209,6 +209,16 @@ void Coordinator::Split(SessionEntry* s, v1::Turn turn) {
 }
 
 void Coordinator::Requeue(SessionEntry* s, v1::Turn turn) {
+  // Held for a person when it was sent, it is the agent's again (Dispatch
+  // holds it anew if the person still has the session): what the user
+  // wrote is answered, a reaction, edit or revoke is told.
+  if (turn.action() == v1::TURN_ACTION_RECORD) {
+    const v1::MessageType type = turn.message().type();
+    turn.set_action(type == v1::MESSAGE_TYPE_REACTION || type == v1::MESSAGE_TYPE_EDIT ||
+                            type == v1::MESSAGE_TYPE_REVOKE
+                        ? v1::TURN_ACTION_INFORM
+                        : v1::TURN_ACTION_REPLY);
+  }
   s->pending.push_front(std::move(turn));
   s->enqueued_at.push_front(absl::Now());
   metrics_.turns_retried->Increment();

@@ -987,6 +987,25 @@ TEST_F(CoordinatorTest, ATakenOverSessionRecordsUserMessagesAndSendsTheOperators
   EXPECT_EQ(transcripts, 2);  // the operator's send has no lines here (Result)
 }
 
+TEST_F(CoordinatorTest, AHeldMessageHandedBackAfterTheHandBackIsAnswered) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.r0", "111111111", "hi")});
+  coordinator_->OnTurnResult(&w, Said(w.Turns()[0], "hi", "hello"));
+  const std::string sid = Only().session_id();
+  ASSERT_TRUE(coordinator_->TakeOver(sid, "maria").ok());
+  Deliver({Text("wamid.r1", "111111111", "anyone?")});
+  ASSERT_EQ(w.Turns()[1].action(), v1::TURN_ACTION_RECORD);
+  ASSERT_TRUE(coordinator_->HandBack(sid).ok());
+  v1::TurnResult back = Result(w.Turns()[1]);  // the worker could not run it (draining)
+  back.set_outcome(v1::TURN_OUTCOME_HANDED_BACK);
+  coordinator_->OnTurnResult(&w, back);
+  ASSERT_EQ(w.Turns().size(), 3u);
+  EXPECT_EQ(w.Turns()[2].action(), v1::TURN_ACTION_REPLY);  // the agent's again
+  coordinator_->OnTurnResult(&w, Said(w.Turns()[2], "anyone?", "yes"));
+  Flush();
+}
+
 TEST_F(CoordinatorTest, TheAgentsHandoffHoldsTheSessionForAPerson) {
   RecordingChannel w;
   AttachWorker(&w, "w1");
