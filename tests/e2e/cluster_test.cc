@@ -183,5 +183,46 @@ TEST(ClusterTest, ARestartedControllerRejoinsAndBridgectlFindsTheLeader) {
   ExpectAnsweredOnce(c, 1, {"first", "second"});
 }
 
+
+// The transcript and the memory are in etcd: a new leader serves the first
+// and fills assignments from the second.
+TEST(ClusterTest, TheTranscriptAndTheMemorySurviveALeaderChange) {
+  EtcdProcess etcd;
+  REQUIRE_ETCD(etcd);
+  BridgeCluster c(ClusterOn(etcd, /*pace=*/0));
+  const int leader = c.AwaitLeader();
+  ASSERT_NE(leader, -1) << c.Logs();
+  c.UserSays(User(0), "text", "my name is Ana", "?retries=30");
+  ASSERT_EQ(c.Outbox(User(0), 1).size(), 1u) << c.Logs();
+  const std::string id = c.SessionsAfterTurns(1)[0].session_id();
+  c.controller(leader).Signal(SIGKILL);
+  ASSERT_TRUE(c.controller(leader).Wait().has_value());
+  ASSERT_NE(c.AwaitLeader(leader), -1) << c.Logs();
+  // bridgectl finds the new leader; it may still be loading (UNAVAILABLE).
+  auto bridgectl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), absl::StrCat("--controller=", c.controller_address()));
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    for (;;) {
+      ChildProcess ctl(BRIDGECTL_BIN, args, {{"BRIDGE_ADMIN_TOKEN", c.admin_token()}});
+      if (ctl.Wait().value_or(-1) == 0 || absl::Now() > deadline) return ctl.Output();
+      absl::SleepFor(absl::Milliseconds(200));  // a bounded retry of the operator's call
+    }
+  };
+  EXPECT_NE(bridgectl({"transcript", id}).find("my name is Ana"), std::string::npos) << c.Logs();
+  bridgectl({"end", id});
+  c.UserSays(User(0), "text", "what is my name?", "?retries=30");
+  ASSERT_EQ(c.Outbox(User(0), 2).size(), 2u) << c.Logs();
+  const json all = c.Conversations(2);
+  std::string context;
+  for (const json& conv : all["conversations"]) {
+    for (const json& m : conv["user_messages"]) {
+      if (m == "what is my name?" && !conv["contextual_updates"].empty()) {
+        context = conv["contextual_updates"][0];
+      }
+    }
+  }
+  EXPECT_NE(context.find("user: my name is Ana"), std::string::npos) << all.dump();
+}
+
 }  // namespace
 }  // namespace bridge::testing
