@@ -291,6 +291,7 @@ class Coordinator {
   // person holds it or is asked for, else `run_state`.
   void SetRunState(SessionEntry* s, v1::SessionState run_state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ApplyHandoff(SessionEntry* s, const v1::TurnResult& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StopAgentReply(SessionEntry* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Coalescing (coordinator.cc): the turns queued behind `turn` join it.
   void Coalesce(SessionEntry* s, v1::Turn* turn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A dispatched turn back in the queue as the turns it was made of.

@@ -36,6 +36,21 @@ void Coordinator::ApplyHandoff(SessionEntry* s, const v1::TurnResult& r) {
   LogInfo("the agent asked for a person", {{"session_id", ss.session_id()}});
 }
 
+// An agent reply still in progress must not reach the user after a person
+// took over: its worker ends the session there (the turn stops, nothing more
+// is sent, its result comes back failed with what the user said), and the
+// person's turns get a fresh assignment.
+void Coordinator::StopAgentReply(SessionEntry* s) {
+  if (!s->inflight || s->inflight->action() != v1::TURN_ACTION_REPLY) return;
+  auto w = workers_.find(s->session.worker_id());
+  if (w == workers_.end() || w->second.channel == nullptr) return;
+  v1::ControllerMessage end;
+  end.mutable_end_session()->set_session_id(s->session.session_id());
+  end.mutable_end_session()->set_reason("taken over by a person");
+  w->second.channel->Send(std::move(end));
+  Unassign(s);
+}
+
 absl::StatusOr<v1::Session> Coordinator::TakeOver(const std::string& id, const std::string& op) {
   Locked lock(this);
   SessionEntry* s = Find(id);
@@ -49,7 +64,8 @@ absl::StatusOr<v1::Session> Coordinator::TakeOver(const std::string& id, const s
   }
   ss.set_operator_(op.empty() ? "operator" : op);
   ss.clear_handoff_reason();
-  SetRunState(s, v1::SESSION_STATE_ACTIVE);
+  StopAgentReply(s);
+  SetRunState(s, ss.worker_id().empty() ? v1::SESSION_STATE_PENDING : v1::SESSION_STATE_ACTIVE);
   metrics_.takeovers->Increment();
   PersistAsync(*s);
   Notify(v1::SESSION_EVENT_TYPE_UPDATED, *s);

@@ -136,7 +136,18 @@ bool Coordinator::ApplyResult(const v1::TurnResult& r, const std::string& acked_
                        s->pending.front().turn_id() == r.turn_id() &&
                        r.outcome() != v1::TURN_OUTCOME_HANDED_BACK;
   if (!inflight && !pending) {
-    Ack(acked_by, r);  // stale (re-run elsewhere, or the session ended): nothing to keep
+    // Stale: re-run elsewhere (nothing to keep), or its session ended while
+    // it ran: what it said to the user still belongs in the transcript, and
+    // its conversation is one a later erasure must find.
+    if (s != nullptr && s->session.state() == v1::SESSION_STATE_ENDED &&
+        r.outcome() != v1::TURN_OUTCOME_HANDED_BACK && r.lines_size() > 0) {
+      Txn txn;
+      RecordExchange(s, v1::Turn(), r, 0, &txn);
+      CommitAsync(std::move(txn), [](absl::StatusOr<int64_t> res) {
+        if (!res.ok()) LogError("cannot record a late exchange", {{"error", res.status()}});
+      });
+    }
+    Ack(acked_by, r);
     return false;
   }
   v1::Session& ss = s->session;

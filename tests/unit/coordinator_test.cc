@@ -987,6 +987,42 @@ TEST_F(CoordinatorTest, ATakenOverSessionRecordsUserMessagesAndSendsTheOperators
   EXPECT_EQ(transcripts, 2);  // the operator's send has no lines here (Result)
 }
 
+TEST_F(CoordinatorTest, TakingOverStopsTheAgentsReplyInProgress) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.p1", "111111111", "tell me a long story")});  // in flight
+  const std::string sid = Only().session_id();
+  ASSERT_TRUE(coordinator_->TakeOver(sid, "maria").ok());
+  ASSERT_EQ(w.Count(v1::ControllerMessage::kEndSession), 1);  // the worker stops it there
+  EXPECT_EQ(Only().worker_id(), "");
+  v1::TurnResult stopped = Said(w.Turns()[0], "tell me a long story", "");
+  stopped.set_outcome(v1::TURN_OUTCOME_FAILED);
+  stopped.set_reason("session ended");
+  coordinator_->OnTurnResult(&w, stopped);
+  Deliver({Text("wamid.p2", "111111111", "hello?")});
+  ASSERT_EQ(w.Turns().size(), 2u);
+  EXPECT_EQ(w.Turns()[1].action(), v1::TURN_ACTION_RECORD);
+  EXPECT_EQ(w.Count(v1::ControllerMessage::kAssign), 2);  // a fresh assignment for the person
+  coordinator_->OnTurnResult(&w, Said(w.Turns()[1], "hello?", ""));
+  Flush();
+}
+
+TEST_F(CoordinatorTest, AReplyThatLandsAfterItsSessionEndedIsStillInTheTranscript) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  Deliver({Text("wamid.l1", "111111111", "hi")});  // in flight
+  const std::string sid = Only().session_id();
+  ASSERT_TRUE(coordinator_->EndSession(sid, "test").ok());
+  coordinator_->OnTurnResult(&w, Said(w.Turns()[0], "hi", "hello"));  // the reply went out
+  Flush();
+  v1::GetTranscriptRequest req;
+  req.set_session_id(sid);
+  auto t = coordinator_->GetTranscript(req);
+  ASSERT_TRUE(t.ok());
+  ASSERT_EQ(t->entries_size(), 1);
+  EXPECT_EQ(t->entries(0).conversation_id(), "conv_" + w.Turns()[0].turn_id());
+}
+
 TEST_F(CoordinatorTest, AHeldMessageHandedBackAfterTheHandBackIsAnswered) {
   RecordingChannel w;
   AttachWorker(&w, "w1");
