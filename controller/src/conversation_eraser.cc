@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "common/http_client.h"
 #include "common/log.h"
 #include "common/redact.h"
 #include "common/url.h"
@@ -43,11 +44,10 @@ absl::Status StatusFor(int status, const std::string& what, const std::string& b
 
 class ElevenLabsEraser final : public ConversationEraser {
  public:
-  ElevenLabsEraser(std::unique_ptr<httplib::Client> client, std::string prefix,
-                   std::string host, std::string api_key)
-      : client_(std::move(client)),
-        prefix_(std::move(prefix)),
-        host_(std::move(host)),
+  ElevenLabsEraser(HttpClient rest, std::string api_key)
+      : client_(std::move(rest.client)),
+        prefix_(std::move(rest.prefix)),
+        host_(std::move(rest.host)),
         api_key_(std::move(api_key)) {}
 
   absl::Status Delete(const std::string& conversation_id) override {
@@ -88,24 +88,12 @@ absl::StatusOr<std::unique_ptr<ConversationEraser>> NewElevenLabsConversationEra
   if (api_key.empty()) {
     return absl::InvalidArgumentError("erasing ElevenLabs conversations needs ELEVENLABS_API_KEY");
   }
-  absl::StatusOr<UrlParts> url = SplitUrl(RestScheme(base_url));
-  if (!url.ok()) return url.status();
-  RegisterSecret(api_key);
-  std::string prefix = url->path;
-  while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
-  auto client = std::make_unique<httplib::Client>(url->origin);
-  if (!client->is_valid()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("ELEVENLABS_BASE_URL: cannot make a client for ", HostOf(url->origin)));
+  absl::StatusOr<HttpClient> rest = NewHttpClient(RestScheme(base_url), timeout, ca_file);
+  if (!rest.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("ELEVENLABS_BASE_URL: ", rest.status().message()));
   }
-  if (!ca_file.empty()) client->set_ca_cert_path(ca_file.c_str());
-  client->enable_server_certificate_verification(true);
-  const int64_t usec = absl::ToInt64Microseconds(timeout);
-  client->set_connection_timeout(usec / 1000000, usec % 1000000);
-  client->set_read_timeout(usec / 1000000, usec % 1000000);
-  client->set_write_timeout(usec / 1000000, usec % 1000000);
-  return std::make_unique<ElevenLabsEraser>(std::move(client), std::move(prefix),
-                                            HostOf(url->origin), api_key);
+  RegisterSecret(api_key);
+  return std::make_unique<ElevenLabsEraser>(*std::move(rest), api_key);
 }
 
 }  // namespace bridge::controller

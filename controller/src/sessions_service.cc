@@ -1,8 +1,8 @@
 #include <deque>
-#include <thread>
 
 #include "absl/synchronization/mutex.h"
 #include "common/log.h"
+#include "common/thread_pool.h"
 #include "conversation_eraser.h"
 #include "services.h"
 
@@ -18,44 +18,6 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(code, std::string(s.message()));
 }
 
-// Calls that read or write the store and the network while they run
-// (transcripts, erasure) go to this one thread, never a gRPC one.
-class SlowCalls {
- public:
-  SlowCalls() : thread_([this] { Loop(); }) {}
-  ~SlowCalls() {
-    {
-      absl::MutexLock lock(&mu_);
-      stopping_ = true;
-    }
-    thread_.join();
-  }
-  void Run(std::function<void()> job) {
-    absl::MutexLock lock(&mu_);
-    jobs_.push_back(std::move(job));
-  }
-
- private:
-  void Loop() {
-    for (;;) {
-      std::function<void()> job;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(
-            +[](SlowCalls* c) ABSL_NO_THREAD_SAFETY_ANALYSIS { return c->stopping_ || !c->jobs_.empty(); },
-            this));
-        if (jobs_.empty()) return;
-        job = std::move(jobs_.front());
-        jobs_.pop_front();
-      }
-      job();
-    }
-  }
-  absl::Mutex mu_;
-  std::deque<std::function<void()>> jobs_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
-};
 
 // WatchSessions: the Coordinator's change notifications, queued and written
 // one at a time; a slow watcher is cut off rather than growing memory.
@@ -178,7 +140,7 @@ class SessionsService final : public v1::Sessions::CallbackService {
                                           v1::GetTranscriptResponse* resp) override {
     if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) return Refused(ctx, refused);
     auto* r = ctx->DefaultReactor();
-    slow_.Run([this, r, req, resp] {
+    slow_.Submit([this, r, req, resp] {
       auto t = c_->GetTranscript(*req);
       if (t.ok()) *resp = *std::move(t);
       r->Finish(ToGrpc(t.status()));
@@ -197,7 +159,7 @@ class SessionsService final : public v1::Sessions::CallbackService {
                                 v1::SayResponse* resp) override {
     if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) return Refused(ctx, refused);
     auto* r = ctx->DefaultReactor();
-    slow_.Run([this, r, req, resp] {  // a synchronous commit
+    slow_.Submit([this, r, req, resp] {  // a synchronous commit
       auto s = c_->Say(req->session_id(), req->text());
       if (s.ok()) *resp = *std::move(s);
       r->Finish(ToGrpc(s.status()));
@@ -217,7 +179,7 @@ class SessionsService final : public v1::Sessions::CallbackService {
                                        v1::ForgetUserResponse* resp) override {
     if (grpc::Status refused = auth_.Check(ctx); !refused.ok()) return Refused(ctx, refused);
     auto* r = ctx->DefaultReactor();
-    slow_.Run([this, r, req, resp] {
+    slow_.Submit([this, r, req, resp] {
       std::vector<std::string> conversations;
       auto f = c_->ForgetUser(req->phone_number_id(), req->user(), &conversations);
       absl::Status s = f.status();
@@ -263,7 +225,10 @@ class SessionsService final : public v1::Sessions::CallbackService {
   Coordinator* c_;
   const Admission auth_;
   ConversationEraser* eraser_;
-  SlowCalls slow_;  // last: its thread stops before what its jobs use
+  // Calls that read or write the store and the network while they run
+  // (transcripts, operator texts, erasure) go to this one thread, never a
+  // gRPC one. Last: it finishes its queue before what the calls use goes.
+  ThreadPool slow_{1};
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/hub_signature.h"
+#include "common/http_client.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/redact.h"
@@ -56,18 +57,14 @@ absl::Status TranscriptExporter::Start() {
   absl::StatusOr<UrlParts> url = SplitUrl(options_.url);
   if (!url.ok()) return url.status();
   path_ = url->path_and_query;
-  host_ = HostOf(url->origin);
   if (!options_.secret.empty()) RegisterSecret(options_.secret);
-  client_ = std::make_unique<httplib::Client>(url->origin);
-  if (!client_->is_valid()) {
-    return absl::InvalidArgumentError(absl::StrCat("transcript webhook: bad URL for ", host_));
+  absl::StatusOr<HttpClient> http = NewHttpClient(url->origin, options_.request_timeout,
+                                                  options_.ca_file);
+  if (!http.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("transcript webhook: ", http.status().message()));
   }
-  if (!options_.ca_file.empty()) client_->set_ca_cert_path(options_.ca_file.c_str());
-  client_->enable_server_certificate_verification(true);
-  const int64_t usec = absl::ToInt64Microseconds(options_.request_timeout);
-  client_->set_connection_timeout(usec / 1000000, usec % 1000000);
-  client_->set_read_timeout(usec / 1000000, usec % 1000000);
-  client_->set_write_timeout(usec / 1000000, usec % 1000000);
+  host_ = http->host;
+  client_ = std::move(http->client);
   Metrics();
   thread_ = std::thread([this] { Run(); });
   return absl::OkStatus();

@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/http_client.h"
 #include "common/log.h"
 #include "agent_protocol.h"
 #include "common/redact.h"
@@ -19,14 +20,6 @@ namespace {
 using nlohmann::json;
 
 constexpr size_t kMaxDetail = 200;
-
-// "scheme://host:port" and the path prefix after it ("" or "/prefix").
-std::pair<std::string, std::string> SplitOrigin(const std::string& base) {
-  size_t scheme_end = base.find("://");
-  size_t path = base.find('/', scheme_end == std::string::npos ? 0 : scheme_end + 3);
-  if (path == std::string::npos) return {base, ""};
-  return {base.substr(0, path), base.substr(path)};
-}
 
 // ElevenLabs errors look like {"detail":{"status":"invalid_api_key","message":"..."}};
 // anything else is quoted (shortened, redacted: a body may echo a secret).
@@ -60,33 +53,6 @@ absl::Status HttpError(absl::string_view what, int status, const std::string& ho
   return absl::FailedPreconditionError(message);
 }
 
-// An httplib client for `base_url` (TLS verified, one timeout for every
-// phase) and the path prefix to put before API paths.
-struct RestClient {
-  std::unique_ptr<httplib::Client> client;
-  std::string prefix;
-  std::string host;  // what messages may name
-};
-
-absl::StatusOr<RestClient> MakeClient(const std::string& base_url, const std::string& ca_file,
-                                      absl::Duration timeout) {
-  RestClient rc;
-  rc.host = HostOf(base_url);
-  auto [origin, prefix] = SplitOrigin(base_url);
-  rc.prefix = prefix;
-  rc.client = std::make_unique<httplib::Client>(origin);
-  if (!rc.client->is_valid()) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot reach ", rc.host, ": bad base URL"));
-  }
-  if (!ca_file.empty()) rc.client->set_ca_cert_path(ca_file.c_str());
-  rc.client->enable_server_certificate_verification(true);
-  const int64_t usec = absl::ToInt64Microseconds(timeout);
-  rc.client->set_connection_timeout(usec / 1000000, usec % 1000000);
-  rc.client->set_read_timeout(usec / 1000000, usec % 1000000);
-  rc.client->set_write_timeout(usec / 1000000, usec % 1000000);
-  return rc;
-}
-
 absl::Status NoAnswer(absl::string_view what, const std::string& host, httplib::Error error) {
   return absl::UnavailableError(
       absl::StrCat(what, " request to ", host, " failed: ", httplib::to_string(error)));
@@ -94,7 +60,7 @@ absl::Status NoAnswer(absl::string_view what, const std::string& host, httplib::
 
 class SpeechToTextImpl final : public SpeechToText {
  public:
-  SpeechToTextImpl(SpeechToTextOptions options, RestClient rest)
+  SpeechToTextImpl(SpeechToTextOptions options, HttpClient rest)
       : options_(std::move(options)), rest_(std::move(rest)) {}
 
   absl::StatusOr<Transcript> Transcribe(const std::string& bytes, const std::string& mime_type,
@@ -128,13 +94,13 @@ class SpeechToTextImpl final : public SpeechToText {
  private:
   const SpeechToTextOptions options_;
   absl::Mutex mu_;
-  RestClient rest_ ABSL_GUARDED_BY(mu_);
+  HttpClient rest_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
 
 absl::StatusOr<std::string> FetchSignedUrl(const SignedUrlRequest& request) {
-  absl::StatusOr<RestClient> rest = MakeClient(request.base_url, request.ca_file, request.timeout);
+  absl::StatusOr<HttpClient> rest = NewHttpClient(request.base_url, request.timeout, request.ca_file);
   if (!rest.ok()) return rest.status();
   const std::string& host = rest->host;
   const std::string path = absl::StrCat(rest->prefix,
@@ -168,7 +134,7 @@ absl::StatusOr<std::unique_ptr<SpeechToText>> NewSpeechToText(const SpeechToText
     return absl::InvalidArgumentError("speech-to-text needs an http(s):// ELEVENLABS_BASE_URL");
   }
   RegisterSecret(options.api_key);
-  auto rest = agent_internal::MakeClient(*base, options.ca_file, options.timeout);
+  auto rest = NewHttpClient(*base, options.timeout, options.ca_file);
   if (!rest.ok()) return rest.status();
   return std::unique_ptr<SpeechToText>(new agent_internal::SpeechToTextImpl(options, *std::move(rest)));
 }
