@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "admin_console.h"
 #include "common/grpc_server.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -55,6 +56,7 @@ class ControllerServerImpl final : public ControllerServer {
 
   absl::Status Init(const ControllerOptions& opts) {
     RegisterBuildInfo("bridge-controller");
+    RegisterTranscriptExportMetrics();
     if (auto s = OpenStore(opts.store); !s.ok()) return s;
     CoordinatorOptions co;
     co.session_idle_timeout = opts.session_idle_timeout;
@@ -112,6 +114,7 @@ class ControllerServerImpl final : public ControllerServer {
                                    {sessions_.get(), "bridge.v1.Sessions", !cluster_mode()}});
     if (!grpc.ok()) return grpc.status();
     grpc_ = *std::move(grpc);
+    if (auto s = StartConsole(opts); !s.ok()) return s;
     is_leader_->Set(cluster_mode() ? 0 : 1);
     if (cluster_mode()) StartElection(opts);
     ticker_ = std::thread([this] { Housekeeping(); });
@@ -125,7 +128,10 @@ class ControllerServerImpl final : public ControllerServer {
   std::string grpc_address() const override { return grpc_->address(); }
   std::string metrics_address() const override { return metrics_->address(); }
   std::vector<std::pair<std::string, std::string>> endpoints() const override {
-    return {{"grpc", grpc_address()}, {"metrics", metrics_address()}};
+    std::vector<std::pair<std::string, std::string>> e = {{"grpc", grpc_address()},
+                                                          {"metrics", metrics_address()}};
+    if (console_) e.emplace_back("admin", console_->address());
+    return e;
   }
 
   // Stop serving first (in-flight Delivers finish or fail over to a retry),
@@ -134,6 +140,7 @@ class ControllerServerImpl final : public ControllerServer {
   // only then the election: a leader revokes its lease, so a standby takes
   // over at once.
   void Shutdown() override {
+    if (console_) console_->Stop();  // its calls go through grpc_: before it
     if (grpc_) grpc_->Shutdown(absl::Seconds(1));
     std::thread loader;
     {
@@ -166,6 +173,24 @@ class ControllerServerImpl final : public ControllerServer {
 
   // What the controller itself sends out: the transcript webhook (each
   // exchange, from a durable outbox) and erasures at ElevenLabs.
+  absl::Status StartConsole(const ControllerOptions& opts) {
+    if (opts.admin_listen.empty()) return absl::OkStatus();
+    AdminConsoleOptions ao;
+    ao.listen = opts.admin_listen;
+    ao.bearer_token = !opts.admin_token.empty()      ? opts.admin_token
+                      : !opts.session_secret.empty() ? DeriveConsoleToken(opts.session_secret)
+                                                     : "";
+    ao.grpc_target = grpc_->address();
+    ao.sessions_token = opts.admin_token;
+    auto console = AdminConsole::Start(ao);
+    if (!console.ok()) {
+      return absl::Status(console.status().code(),
+                          absl::StrCat("--admin_listen: ", console.status().message()));
+    }
+    console_ = *std::move(console);
+    return absl::OkStatus();
+  }
+
   absl::Status StartOutbound(const ControllerOptions& opts, CoordinatorOptions* co) {
     if (!opts.elevenlabs_api_key.empty()) {
       auto eraser = NewElevenLabsConversationEraser(opts.elevenlabs_base_url, opts.elevenlabs_api_key);
@@ -305,6 +330,7 @@ class ControllerServerImpl final : public ControllerServer {
   std::unique_ptr<v1::Sessions::CallbackService> sessions_;
   std::unique_ptr<MetricsServer> metrics_;
   std::unique_ptr<GrpcServer> grpc_;
+  std::unique_ptr<AdminConsole> console_;  // null without --admin_listen
   std::unique_ptr<LeaderElection> election_;
   std::atomic<LeaderElection*> election_ptr_{nullptr};  // read by gRPC and store threads
   std::atomic<bool> stopping_{false};

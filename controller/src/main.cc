@@ -15,6 +15,11 @@ ABSL_FLAG(std::string, cluster_token, "",
           "Token gateways and workers present (env BRIDGE_CLUSTER_TOKEN)");
 ABSL_FLAG(std::string, admin_token, "",
           "Token operators present to the Sessions API (env BRIDGE_ADMIN_TOKEN)");
+ABSL_FLAG(std::string, admin_listen, "",
+          "Operator console and its JSON API (docs/console.md), e.g. 127.0.0.1:7080; empty: "
+          "none. Off loopback it needs --admin_token or SESSION_SECRET");
+ABSL_FLAG(std::string, session_secret, "",
+          "Derives the console's token when --admin_token is not set (env SESSION_SECRET)");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9100", "Prometheus /metrics listen address");
 ABSL_FLAG(std::string, store, "sqlite:./data/controller.db",
           "Session store: sqlite:PATH or etcd:HOST:PORT[,HOST:PORT]");
@@ -76,6 +81,7 @@ int main(int argc, char** argv) {
   bridge::LoadConfig(argc, argv, "bridge-controller",
                      {{"BRIDGE_CLUSTER_TOKEN", "cluster_token", true},
                       {"BRIDGE_ADMIN_TOKEN", "admin_token", true},
+                      {"SESSION_SECRET", "session_secret", true},
                       {"BRIDGE_TRANSCRIPT_WEBHOOK_SECRET", "transcript_webhook_secret", true},
                       {"ELEVENLABS_API_KEY", "elevenlabs_api_key", true},
                       {"ELEVENLABS_BASE_URL", "elevenlabs_base_url"}});
@@ -83,6 +89,8 @@ int main(int argc, char** argv) {
   opts.listen = absl::GetFlag(FLAGS_listen);
   opts.cluster_token = absl::GetFlag(FLAGS_cluster_token);
   opts.admin_token = absl::GetFlag(FLAGS_admin_token);
+  opts.admin_listen = absl::GetFlag(FLAGS_admin_listen);
+  opts.session_secret = absl::GetFlag(FLAGS_session_secret);
   opts.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   opts.store = absl::GetFlag(FLAGS_store);
   opts.advertise = absl::GetFlag(FLAGS_advertise);

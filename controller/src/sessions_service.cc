@@ -26,6 +26,9 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::SessionEvent> {
   static constexpr size_t kMaxQueued = 10000;
 
   WatchReactor(Coordinator* c, const v1::WatchSessionsRequest& req) : coordinator_(c) {
+    // Headers now, not with the first event: a client learns that it is
+    // watching (the console shows "live") before anything happens.
+    StartSendInitialMetadata();
     if (req.initial_snapshot()) {
       v1::ListSessionsRequest list;
       list.set_reveal_ids(req.reveal_ids());

@@ -42,6 +42,8 @@ absl::Duration Clamp(absl::Duration d, absl::Duration lo, absl::Duration hi) {
 
 }  // namespace
 
+void RegisterTranscriptExportMetrics() { (void)Metrics(); }
+
 void TranscriptExporter::Enqueue(Txn* txn, const std::string& idempotency_key,
                                  const std::string& json_body, absl::Time now) {
   txn->Put(absl::StrCat(kOutboxPrefix, idempotency_key), json_body, now + kRetention);

@@ -101,4 +101,8 @@ class TranscriptExporter {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// Registers bridge_controller_transcript_exports_total at 0 even without an
+// exporter: the dashboard's panel then reads "none" rather than "no data".
+void RegisterTranscriptExportMetrics();
+
 }  // namespace bridge::controller

@@ -48,17 +48,7 @@ absl::StatusOr<AudioFormat> ParseAudioFormat(const std::string& format) {
 
 bool RetryableCloseCode(int code) { return code != ws::kClosePolicyViolation; }
 
-int RefusedHttpStatus(const std::string& error) {
-  static constexpr absl::string_view kMarker = "handshake refused with HTTP ";
-  size_t at = error.find(kMarker.data(), 0, kMarker.size());
-  if (at == std::string::npos) return 0;
-  absl::string_view rest = absl::string_view(error).substr(at + kMarker.size(), 3);
-  int status = 0;
-  return absl::SimpleAtoi(rest, &status) ? status : 0;
-}
-
-bool RetryableConnectFailure(const std::string& error) {
-  const int status = RefusedHttpStatus(error);
+bool RetryableConnectFailure(int status) {
   if (status == 0) return true;  // network, TLS, timeout: may pass
   if (status == 408 || status == 429) return true;
   return status < 400 || status >= 500;

@@ -35,13 +35,10 @@ absl::StatusOr<AudioFormat> ParseAudioFormat(const std::string& format);
 bool RetryableCloseCode(int code);
 
 // Whether reconnecting can help after the WebSocket never opened. `error` is
-// ws's OnFail text ("... handshake refused with HTTP 404 ..."): refusals that
-// a retry repeats (401, 403, 404, other 4xx but 408 and 429) are final;
-// network trouble, timeouts, 429 and 5xx are not.
-bool RetryableConnectFailure(const std::string& error);
-
-// The HTTP status inside ws's "handshake refused with HTTP N" text; 0 if none.
-int RefusedHttpStatus(const std::string& error);
+// A failed connect, by the HTTP status of the refused handshake (0: no HTTP
+// answer): refusals that a retry repeats (401, 403, 404, other 4xx but 408
+// and 429) are final; network trouble, timeouts, 429 and 5xx are not.
+bool RetryableConnectFailure(int http_status);
 
 // base_url without a trailing '/', checked to be http(s):// (ws(s):// is
 // accepted too, for a base that only speaks WebSocket).

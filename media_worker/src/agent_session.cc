@@ -24,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent_protocol.h"
 #include "elevenlabs_rest.h"
+#include "event_counters.h"
 #include "reply_evidence.h"
 #include "common/log.h"
 #include "common/redact.h"
@@ -129,8 +130,8 @@ class Core : public std::enable_shared_from_this<Core> {
 
   // io thread.
   void OnText(const std::string& text);
-  void OnClose(int code, const std::string& reason);
-  void OnFail(const std::string& error);
+  void OnClose(int code, const std::string& reason, bool remote);
+  void OnFail(const std::string& error, int http_status);
   void CountIgnored(const std::string& type);
 
  private:
@@ -216,11 +217,11 @@ class Handler : public ws::ConnectionHandler {
   void OnBinary(const std::string&) override {
     if (auto core = core_.lock()) core->CountIgnored("binary frame");
   }
-  void OnClose(int code, const std::string& reason, bool) override {
-    if (auto core = core_.lock()) core->OnClose(code, reason);
+  void OnClose(int code, const std::string& reason, bool remote) override {
+    if (auto core = core_.lock()) core->OnClose(code, reason, remote);
   }
-  void OnFail(const std::string& error) override {
-    if (auto core = core_.lock()) core->OnFail(error);
+  void OnFail(const std::string& error, int http_status) override {
+    if (auto core = core_.lock()) core->OnFail(error, http_status);
   }
 
  private:
@@ -639,9 +640,10 @@ void Core::EndReply(ReplyEnd why) {
 
 // ---- the end of the socket ----
 
-void Core::OnClose(int code, const std::string& reason) {
+void Core::OnClose(int code, const std::string& reason, bool remote) {
   if (finished_) return;
   finished_ = true;
+  if (remote) CountAgentClose(code);  // the agent's doing (or the network's), not ours
   reply_open_ = false;
   CancelQuietGap();
   const bool retryable = fatal_reason_.empty() && ai::RetryableCloseCode(code);
@@ -665,10 +667,11 @@ void Core::OnClose(int code, const std::string& reason) {
   });
 }
 
-void Core::OnFail(const std::string& error) {
+void Core::OnFail(const std::string& error, int http_status) {
   if (finished_) return;
   finished_ = true;
-  const bool retryable = ai::RetryableConnectFailure(error);
+  if (http_status != 0) CountAgentRefusal(http_status);  // 429: the plan's concurrency limit
+  const bool retryable = ai::RetryableConnectFailure(http_status);
   const std::string why = Redact(error);  // names host:port only; redacted all the same
   LogWarn("agent connect failed", {{"host", host_}, {"error", why},
                                    {"retryable", retryable ? "yes" : "no"}});

@@ -33,6 +33,7 @@ ConverseMetrics::ConverseMetrics() {
                 .Name("bridge_converse_streams_total")
                 .Help("Converse streams ended, by outcome (ok, cancelled, error)")
                 .Register(r);
+  for (const char* outcome : {"ok", "cancelled", "error"}) Ended(outcome);  // at 0 from the start
 }
 
 prometheus::Counter& ConverseMetrics::Ended(const char* outcome) {

@@ -1,5 +1,7 @@
 #include "elevenlabs_rest.h"
 
+#include "event_counters.h"
+
 #include <memory>
 
 #include "absl/status/status.h"
@@ -108,7 +110,10 @@ absl::StatusOr<std::string> FetchSignedUrl(const SignedUrlRequest& request) {
                                         UrlEncode(request.agent_id));
   httplib::Result res = rest->client->Get(path, {{"xi-api-key", request.api_key}});
   if (!res) return NoAnswer("signed URL", host, res.error());
-  if (res->status != 200) return HttpError("signed URL", res->status, host, res->body);
+  if (res->status != 200) {
+    CountAgentRefusal(res->status);  // the concurrency limit may answer here, before the socket
+    return HttpError("signed URL", res->status, host, res->body);
+  }
   json j = json::parse(res->body, nullptr, /*allow_exceptions=*/false);
   std::string url = j.is_object() ? j.value("signed_url", "") : "";
   if (!absl::StartsWith(url, "ws://") && !absl::StartsWith(url, "wss://")) {

@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/redact.h"
+#include "event_counters.h"
 #include "graph_api_policy.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
@@ -347,6 +348,7 @@ Outcome GraphApiImpl::Run(const Request& req) {
     if (Is2xx(reply.http_status)) return {absl::OkStatus(), std::move(reply)};
     std::optional<DecodedError> err =
         graph_internal::DecodeGraphError(reply.http_status, reply.body);
+    CountGraphError(err ? err->error.code : 0);
     if (err && err->error.code == 190) {
       LogError("WhatsApp access token is invalid or expired (Graph error 190): the operator "
                "must set a valid WHATSAPP_ACCESS_TOKEN",

@@ -16,7 +16,8 @@ WorkerMetrics::WorkerMetrics() {
                .Register(r);
   errors = &prometheus::BuildCounter()
                 .Name("bridge_worker_errors_total")
-                .Help("Errors by class (graph_api, agent, decode, ...)")
+                .Help("Errors by class (agent, decode, transcribe, send_retried, maybe_sent, "
+                      "voice_fallback_text)")
                 .Register(r);
   reply_ends = &prometheus::BuildCounter()
                     .Name("bridge_worker_reply_ends_total")
@@ -37,6 +38,11 @@ WorkerMetrics::WorkerMetrics() {
                         .Help("ElevenLabs conversations opened")
                         .Register(r)
                         .Add({});
+  // Every class at 0 from the start, so that a dashboard shows the rate.
+  for (const char* c : {"agent", "decode", "transcribe", "send_retried", "maybe_sent",
+                        "voice_fallback_text"}) {
+    Error(c);
+  }
 }
 
 prometheus::Histogram& WorkerMetrics::Stage(const std::string& stage) {

@@ -11,6 +11,7 @@
 #include "common/process.h"
 #include "controller_link.h"
 #include "converse_service.h"
+#include "event_counters.h"
 #include "media_worker/graph_api.h"
 #include "media_worker/speech_to_text.h"
 #include "worker_core.h"
@@ -54,6 +55,7 @@ class WorkerServerImpl final : public WorkerServer {
     opts_ = opts;
     if (opts_.worker_id.empty()) opts_.worker_id = DefaultWorkerId();
     RegisterBuildInfo("bridge-worker");
+    RegisterEventCounters();
     auto metrics = MetricsServer::Start(opts.metrics_listen);
     if (!metrics.ok()) return metrics.status();
     metrics_ = *std::move(metrics);

@@ -2,6 +2,14 @@
 # Checks the deployment files under deploy/ with the tools that run them:
 #   systemd-analyze verify   deploy/systemd/*.service, etcd.service.d/bridge.conf
 #   promtool check config    deploy/prometheus*.yml
+#   promtool check rules     deploy/prometheus/bridge-alerts.yml
+#   promtool test rules      deploy/prometheus/bridge-alerts.test.yml (its unit tests)
+#   alert structure          severity, annotations, runbook anchors, every alert
+#                            fires and stays quiet in a test, the configs load it
+#   dashboard (python3)      deploy/grafana/bridge-dashboard.json: JSON, titles,
+#                            grid, datasource variable, only bridge_ metrics, and
+#                            every query parses (promtool check rules)
+#   used_metrics.py          tests/deploy/used_metrics.py lists the metrics used
 #   nginx -t                 deploy/nginx/bridge.conf (with a throwaway certificate)
 #   yamllint --strict        every YAML file under deploy/ (deploy/.yamllint)
 #   structure (python3-yaml) Containerfile, compose.yaml, kubernetes/*.yaml: security
@@ -172,8 +180,11 @@ else
 fi
 
 # ---- Prometheus -------------------------------------------------------------
+# The scrape configs (each loads the alert rules: promtool check config checks
+# the rule files it finds, but a rule_files glob that matches nothing is no
+# error, so alert_structure below checks that each config names them).
 
-mapfile -t prom_files < <(find "$deploy" -name 'prometheus*.yml' -type f | sort)
+mapfile -t prom_files < <(find "$deploy" -maxdepth 1 -name 'prometheus*.yml' -type f | sort)
 if ((${#prom_files[@]} == 0)); then
   fail "no deploy/prometheus*.yml found"
 fi
@@ -186,11 +197,361 @@ for f in "${prom_files[@]}"; do
     printf '%s\n' "$out" | indent
   fi
 done
-sed 's/scrape_interval: 15s/scrape_interval: fifteen seconds/' "$deploy/prometheus.yml" >"$tmp/prometheus-broken.yml"
-if promtool check config "$tmp/prometheus-broken.yml" >/dev/null 2>&1; then
+# The broken copy sits beside a copy of the rules, so that only its own fault
+# can make it fail.
+mkdir -p "$tmp/promcfg"
+cp -r "$deploy/prometheus" "$tmp/promcfg/prometheus"
+sed 's/scrape_interval: 15s/scrape_interval: fifteen seconds/' "$deploy/prometheus.yml" >"$tmp/promcfg/prometheus.yml"
+if promtool check config "$tmp/promcfg/prometheus.yml" >/dev/null 2>&1; then
   fail "promtool accepted a broken copy of prometheus.yml"
 else
   pass "promtool rejects a broken copy of prometheus.yml"
+fi
+
+# ---- alert rules ------------------------------------------------------------
+#   promtool check rules   deploy/prometheus/bridge-alerts.yml
+#   promtool test rules    deploy/prometheus/bridge-alerts.test.yml (its unit tests)
+#   alert_structure        severity, summary/description/runbook, runbook anchors
+#                          (in docs/troubleshooting.md once it exists), every alert
+#                          both fires and stays quiet in the tests, every scrape
+#                          config loads the rules, compose.yaml mounts them
+
+rules=$deploy/prometheus/bridge-alerts.yml
+rules_test=$deploy/prometheus/bridge-alerts.test.yml
+if out=$(promtool check rules "$rules" 2>&1); then
+  pass "promtool check rules ${rules#"$root"/} ($(sed -n 's/.*SUCCESS: \([0-9]*\) rules found.*/\1/p' <<<"$out") rules)"
+else
+  fail "promtool check rules ${rules#"$root"/}"
+  printf '%s\n' "$out" | indent
+fi
+# promtool test rules reads the rule files relative to the test file.
+if out=$(promtool test rules "$rules_test" 2>&1); then
+  pass "promtool test rules ${rules_test#"$root"/}"
+else
+  fail "promtool test rules ${rules_test#"$root"/}"
+  printf '%s\n' "$out" | indent
+fi
+# Broken copies: a rule with an unparsable duration; the tests expecting a
+# wrong runbook; the rules without the absent() half of BridgeNoLeader (a test
+# must notice an alert that no longer fires).
+rb=$tmp/rules-broken
+mkdir -p "$rb/bad-rules" "$rb/bad-test" "$rb/bad-alert"
+sed '0,/for: 1m/s//for: one minute/' "$rules" >"$rb/bad-rules/bridge-alerts.yml"
+if cmp -s "$rules" "$rb/bad-rules/bridge-alerts.yml" || promtool check rules "$rb/bad-rules/bridge-alerts.yml" >/dev/null 2>&1; then
+  fail "promtool check rules accepted a broken copy of bridge-alerts.yml"
+else
+  pass "promtool check rules rejects a broken copy of bridge-alerts.yml"
+fi
+cp "$rules" "$rb/bad-test/"
+sed 's/runbook: docs\/troubleshooting.md#no-leader$/runbook: docs\/troubleshooting.md#no-leaders/' "$rules_test" >"$rb/bad-test/bridge-alerts.test.yml"
+cp "$rules_test" "$rb/bad-alert/"
+sed 's/ or absent(bridge_controller_is_leader)$//' "$rules" >"$rb/bad-alert/bridge-alerts.yml"
+if cmp -s "$rules_test" "$rb/bad-test/bridge-alerts.test.yml" || promtool test rules "$rb/bad-test/bridge-alerts.test.yml" >/dev/null 2>&1; then
+  fail "promtool test rules passed tests that expect the wrong annotations"
+elif cmp -s "$rules" "$rb/bad-alert/bridge-alerts.yml" || promtool test rules "$rb/bad-alert/bridge-alerts.test.yml" >/dev/null 2>&1; then
+  fail "promtool test rules passed rules whose BridgeNoLeader misses absent()"
+else
+  pass "promtool test rules rejects broken copies (a wrong expectation, an alert that no longer fires)"
+fi
+
+alert_structure() {
+  python3 - "$1" <<'PY'
+import glob, os, re, sys
+import yaml
+
+root = sys.argv[1]
+deploy = os.path.join(root, "deploy")
+rules_path = os.path.join(deploy, "prometheus", "bridge-alerts.yml")
+tests_path = os.path.join(deploy, "prometheus", "bridge-alerts.test.yml")
+docs_path = os.path.join(root, "docs", "troubleshooting.md")
+fails, passes, notes = [], [], []
+fail = fails.append
+
+rules = yaml.safe_load(open(rules_path)) or {}
+alerts = {}  # name -> [rule]
+for g in rules.get("groups") or []:
+    for r in g.get("rules") or []:
+        if "alert" in r:
+            alerts.setdefault(r["alert"], []).append(r)
+if not alerts:
+    fail("bridge-alerts.yml: no alerts")
+anchors = set()
+for name, rs in alerts.items():
+    for r in rs:
+        sev = (r.get("labels") or {}).get("severity")
+        if sev not in ("critical", "warning"):
+            fail(f"bridge-alerts.yml {name}: severity label is {sev!r}, not critical or warning")
+        ann = r.get("annotations") or {}
+        for k in ("summary", "description", "runbook"):
+            if not str(ann.get(k, "")).strip():
+                fail(f"bridge-alerts.yml {name}: no {k} annotation")
+        rb = str(ann.get("runbook", ""))
+        m = re.fullmatch(r"docs/troubleshooting\.md#([a-z0-9-]+)", rb)
+        if rb and not m:
+            fail(f"bridge-alerts.yml {name}: runbook {rb!r} is not docs/troubleshooting.md#anchor")
+        elif m:
+            anchors.add(m.group(1))
+
+# The anchors, as GitHub makes them from headings (or explicit ids).
+if os.path.exists(docs_path):
+    have = set()
+    for line in open(docs_path, encoding="utf-8"):
+        h = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if h:
+            slug = re.sub(r"[^\w\- ]", "", h.group(1).strip().lower()).replace(" ", "-")
+            have.add(slug)
+        have.update(re.findall(r'<a\s+(?:id|name)="([^"]+)"', line))
+        have.update(re.findall(r"\{#([A-Za-z0-9_-]+)\}", line))
+    for a in sorted(anchors - have):
+        fail(f"bridge-alerts.yml: runbook anchor #{a} is not a heading of docs/troubleshooting.md")
+    passes.append(f"bridge-alerts.yml: {len(anchors)} runbook anchors exist in docs/troubleshooting.md")
+else:
+    notes.append("docs/troubleshooting.md does not exist yet: runbook anchors not checked: "
+                 + " ".join("#" + a for a in sorted(anchors)))
+
+# Every alert fires in some test and stays quiet in another.
+tests = yaml.safe_load(open(tests_path)) or {}
+if "bridge-alerts.yml" not in [os.path.basename(f) for f in tests.get("rule_files") or []]:
+    fail("bridge-alerts.test.yml does not load bridge-alerts.yml")
+fires, quiet = set(), set()
+for t in tests.get("tests") or []:
+    for a in t.get("alert_rule_test") or []:
+        (fires if a.get("exp_alerts") else quiet).add(a.get("alertname"))
+for name in sorted(alerts):
+    if name not in fires:
+        fail(f"bridge-alerts.test.yml: no test where {name} fires")
+    if name not in quiet:
+        fail(f"bridge-alerts.test.yml: no test where {name} stays quiet")
+for name in sorted((fires | quiet) - set(alerts)):
+    fail(f"bridge-alerts.test.yml tests {name}, which is not an alert of bridge-alerts.yml")
+
+# Every scrape config loads the rules; compose mounts them where its config
+# points (rule_files are relative to the config file's directory).
+want = os.path.realpath(rules_path)
+for cfg in sorted(glob.glob(os.path.join(deploy, "prometheus*.yml"))):
+    rf = (yaml.safe_load(open(cfg)) or {}).get("rule_files") or []
+    found = [os.path.realpath(os.path.join(os.path.dirname(cfg), p)) for p in rf]
+    if want not in found:
+        fail(f"{os.path.basename(cfg)}: rule_files does not load prometheus/bridge-alerts.yml ({rf})")
+compose = yaml.safe_load(open(os.path.join(deploy, "compose.yaml"))) or {}
+for name, svc in (compose.get("services") or {}).items():
+    mounts = []
+    for v in svc.get("volumes") or []:
+        if isinstance(v, str) and ":" in v:
+            src, tgt = v.split(":")[:2]
+            mounts.append((src, tgt.rstrip("/")))
+    for src, tgt in mounts:
+        if not (src.startswith("./prometheus") and src.endswith(".yml")):
+            continue
+        cfg = os.path.join(deploy, src)
+        if not os.path.exists(cfg):
+            continue  # the structure checks report it
+        for p in (yaml.safe_load(open(cfg)) or {}).get("rule_files") or []:
+            inside = os.path.normpath(os.path.join(os.path.dirname(tgt), p))
+            host = None
+            for s2, t2 in mounts:
+                if inside == t2 or inside.startswith(t2 + "/"):
+                    host = os.path.normpath(os.path.join(deploy, s2 + inside[len(t2):]))
+            if host is None:
+                fail(f"compose.yaml service {name}: {src} loads {p} ({inside}), which is not mounted")
+            elif not glob.glob(host):
+                fail(f"compose.yaml service {name}: {inside} is mounted from {host}, which does not exist")
+
+if not fails:
+    passes.append(f"bridge-alerts.yml: {len(alerts)} alerts with severity, summary, description and "
+                  "runbook; each fires and stays quiet in the tests; every scrape config and "
+                  "compose.yaml load it")
+for p in passes if not fails else []:
+    print(f"PASS: {p}")
+for n in notes:
+    print(f"NOTE: {n}")
+for f in fails:
+    print(f"FAIL: {f}")
+sys.exit(1 if fails else 0)
+PY
+}
+
+# run_py_check NAME FUNCTION ARGS...: prints its output; its FAIL lines count.
+run_py_check() {
+  local name=$1 out
+  shift
+  if out=$("$@"); then
+    printf '%s\n' "$out"
+  else
+    printf '%s\n' "$out"
+    failures=$((failures + $(grep -c '^FAIL' <<<"$out" || true)))
+    grep -q '^FAIL' <<<"$out" || fail "$name crashed"
+  fi
+}
+
+run_py_check "alert structure checks" alert_structure "$root"
+# ... which must reject a broken copy: an alert without a runbook, an alert no
+# test fires, a config that no longer loads the rules, compose not mounting them.
+ab=$tmp/alerts-broken
+mkdir -p "$ab/docs"
+cp -r "$deploy" "$ab/deploy"
+sed -i '0,/runbook: docs\/troubleshooting.md#worker-lost/{/runbook: docs\/troubleshooting.md#worker-lost/d}' "$ab/deploy/prometheus/bridge-alerts.yml"
+sed -i 's/alertname: BridgeStoreSlow$/alertname: BridgeStoreSlw/; s/^rule_files: .*//' "$ab/deploy/prometheus/bridge-alerts.test.yml" "$ab/deploy/prometheus-up-cluster.yml"
+sed -i '/- .\/prometheus:\/etc\/prometheus\/prometheus:ro/d' "$ab/deploy/compose.yaml"
+broken_out=$(alert_structure "$ab" || true)
+if grep -q 'BridgeWorkerLost: no runbook' <<<"$broken_out" && grep -q 'no test where BridgeStoreSlow fires' <<<"$broken_out" &&
+   grep -q 'prometheus-up-cluster.yml: rule_files' <<<"$broken_out" && grep -q 'compose.yaml service prometheus: .* not mounted' <<<"$broken_out"; then
+  pass "alert structure checks reject a broken copy (no runbook, an alert never fired, rules not loaded, not mounted)"
+else
+  fail "alert structure checks accepted a broken copy"
+  printf '%s\n' "$broken_out" | indent
+fi
+
+# ---- Grafana dashboard ------------------------------------------------------
+# deploy/grafana/bridge-dashboard.json: valid JSON; a title, the uid, a
+# Prometheus datasource variable every panel and query uses; every panel has a
+# title and a place on the grid; every query uses only bridge_ metrics, and is
+# valid PromQL (promtool check rules on a rule file made of the queries, with
+# Grafana's $__ variables replaced).
+
+dashboard=$deploy/grafana/bridge-dashboard.json
+dashboard_check() {
+  python3 - "$1" "$2" "$root/tests/deploy" <<'PY'
+import json, re, sys
+sys.path.insert(0, sys.argv[3])
+from used_metrics import all_panels, identifiers
+
+path, rules_out = sys.argv[1], sys.argv[2]
+fails = []
+fail = fails.append
+try:
+    dash = json.load(open(path))
+except ValueError as e:
+    print(f"FAIL: bridge-dashboard.json is not JSON: {e}")
+    sys.exit(1)
+for k in ("title", "uid"):
+    if not dash.get(k):
+        fail(f"bridge-dashboard.json: no {k}")
+if not isinstance(dash.get("schemaVersion"), int) or dash["schemaVersion"] < 36:
+    fail(f"bridge-dashboard.json: schemaVersion {dash.get('schemaVersion')!r} (want 36 or later)")
+ds_vars = [v["name"] for v in (dash.get("templating") or {}).get("list") or []
+           if v.get("type") == "datasource" and v.get("query") == "prometheus"]
+if not ds_vars:
+    fail("bridge-dashboard.json: no datasource variable of type prometheus")
+ds_uids = {f"${{{n}}}" for n in ds_vars} | {f"${n}" for n in ds_vars}
+
+def uses_var(ds):
+    uid = ds.get("uid") if isinstance(ds, dict) else ds
+    return uid in ds_uids
+
+ids, records, n_panels, n_targets = set(), [], 0, 0
+cells = {}
+for p in all_panels(dash.get("panels")):
+    n_panels += 1
+    kind, title = p.get("type"), p.get("title")
+    where = f"panel {p.get('id')} ({title!r})"
+    if not isinstance(title, str) or not title.strip():
+        fail(f"bridge-dashboard.json: {where} has no title")
+    if p.get("id") in ids or not isinstance(p.get("id"), int):
+        fail(f"bridge-dashboard.json: {where}: id missing or not unique")
+    ids.add(p.get("id"))
+    g = p.get("gridPos") or {}
+    if not all(isinstance(g.get(k), int) for k in "xywh") or g["w"] <= 0 or g["h"] <= 0 or g["x"] + g["w"] > 24:
+        fail(f"bridge-dashboard.json: {where}: bad gridPos {g}")
+    else:
+        for cx in range(g["x"], g["x"] + g["w"]):
+            for cy in range(g["y"], g["y"] + g["h"]):
+                if (cx, cy) in cells:
+                    fail(f"bridge-dashboard.json: {where} overlaps panel {cells[(cx, cy)]}")
+                    break
+                cells[(cx, cy)] = p.get("id")
+            else:
+                continue
+            break
+    if kind == "row":
+        continue
+    if kind == "text":
+        if not (p.get("options") or {}).get("content", "").strip():
+            fail(f"bridge-dashboard.json: {where}: empty text")
+        continue
+    if not uses_var(p.get("datasource")):
+        fail(f"bridge-dashboard.json: {where}: datasource is not the datasource variable")
+    targets = p.get("targets") or []
+    if not targets:
+        fail(f"bridge-dashboard.json: {where}: no queries")
+    for t in targets:
+        n_targets += 1
+        expr = t.get("expr", "")
+        tw = f"{where} query {t.get('refId')}"
+        if not uses_var(t.get("datasource", p.get("datasource"))):
+            fail(f"bridge-dashboard.json: {tw}: datasource is not the datasource variable")
+        names = identifiers(expr)
+        if not names:
+            fail(f"bridge-dashboard.json: {tw}: no metric in {expr!r}")
+        for n in names:
+            if not re.fullmatch(r"bridge_[a-z0-9_]+", n):
+                fail(f"bridge-dashboard.json: {tw}: {n} is not a bridge_ metric")
+        e = re.sub(r"\$(__rate_interval|\{__rate_interval\})", "5m", expr)
+        e = re.sub(r"\$(__interval|\{__interval\})", "1m", e)
+        e = re.sub(r"\$(__range|\{__range\})", "1h", e)
+        records.append({"record": f"dashboard:panel_{p.get('id')}:{t.get('refId')}", "expr": e})
+# JSON is YAML: promtool reads it as a rule file.
+json.dump({"groups": [{"name": "dashboard", "rules": records}]}, open(rules_out, "w"), indent=1)
+if not fails:
+    print(f"PASS: bridge-dashboard.json: {n_panels} panels, {n_targets} queries: titles, grid, "
+          "datasource variable, bridge_ metrics only")
+for f in fails:
+    print(f"FAIL: {f}")
+sys.exit(1 if fails else 0)
+PY
+}
+# dashboard_promql RULES: promtool check rules on the queries.
+dashboard_promql() {
+  local out
+  if out=$(promtool check rules "$1" 2>&1); then
+    echo "PASS: bridge-dashboard.json: every query is valid PromQL (promtool check rules)"
+  else
+    echo "FAIL: bridge-dashboard.json: a query is not valid PromQL:"
+    printf '%s\n' "$out" | indent
+    return 1
+  fi
+}
+run_py_check "dashboard checks" dashboard_check "$dashboard" "$tmp/dashboard-queries.yml"
+[[ -s $tmp/dashboard-queries.yml ]] && run_py_check "dashboard PromQL check" dashboard_promql "$tmp/dashboard-queries.yml"
+# Broken copies: not JSON; a panel without a title, a query on a metric not
+# ours, a query that does not parse.
+sed '$d' "$dashboard" >"$tmp/dashboard-truncated.json"
+if dashboard_check "$tmp/dashboard-truncated.json" "$tmp/dq-truncated.yml" >/dev/null 2>&1; then
+  fail "dashboard checks accepted a truncated copy of bridge-dashboard.json"
+else
+  pass "dashboard checks reject a truncated copy of bridge-dashboard.json (not JSON)"
+fi
+python3 - "$dashboard" "$tmp/dashboard-broken.json" <<'PY'
+import json, sys
+dash = json.load(open(sys.argv[1]))
+queried = [p for p in dash["panels"] if p.get("targets")]
+queried[0]["title"] = ""
+queried[1]["targets"][0]["expr"] = "sum(rate(up[5m]))"
+queried[2]["targets"][0]["expr"] = "sum(rate(bridge_gateway_webhooks_total[$__rate_interval])"
+json.dump(dash, open(sys.argv[2], "w"))
+PY
+broken_out=$(dashboard_check "$tmp/dashboard-broken.json" "$tmp/dq-broken.yml" || true)
+if grep -q 'has no title' <<<"$broken_out" && grep -q 'up is not a bridge_ metric' <<<"$broken_out" &&
+   ! dashboard_promql "$tmp/dq-broken.yml" >/dev/null 2>&1; then
+  pass "dashboard checks reject a broken copy (no title, a metric not ours, a query that does not parse)"
+else
+  fail "dashboard checks accepted a broken copy of bridge-dashboard.json"
+  printf '%s\n' "$broken_out" | indent
+fi
+
+# ---- metrics the dashboard and the alerts use -------------------------------
+# tests/deploy/used_metrics.py lists them (for the test that compares them with
+# a running cluster's /metrics). Here: that it runs, and a note for any name
+# no source file registers (a typo, or a metric not written yet).
+if used=$(python3 "$root/tests/deploy/used_metrics.py" "$root" 2>&1) && [[ -n $used ]]; then
+  pass "tests/deploy/used_metrics.py lists $(wc -l <<<"$used") metrics used by the dashboard and the alert rules"
+  registered=$(grep -rhoE --include='*.cc' --include='*.h' '"bridge_[a-z0-9_]+"' \
+    "$root/common" "$root/gateway" "$root/controller" "$root/media_worker" 2>/dev/null | tr -d '"' | sort -u)
+  unknown=$(comm -23 <(sort -u <<<"$used") <(printf '%s\n' "$registered") | xargs)
+  [[ -z $unknown ]] || note "used by the dashboard or the alerts but named in no source file: $unknown"
+else
+  fail "tests/deploy/used_metrics.py failed"
+  printf '%s\n' "$used" | indent
 fi
 
 # ---- nginx ------------------------------------------------------------------

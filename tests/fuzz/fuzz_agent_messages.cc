@@ -70,8 +70,6 @@ class FakePool : public bridge::ws::ClientPool {
 void FuzzHelpers(absl::string_view line) {
   const std::string s(line);
   (void)ai::ParseAudioFormat(s);
-  (void)ai::RetryableConnectFailure(s);
-  (void)ai::RefusedHttpStatus(s);
   (void)ai::NormalizeBaseUrl(s);
   for (bool ulaw : {false, true}) {
     std::optional<std::vector<int16_t>> pcm = ai::DecodeAudio(s, ulaw);

@@ -125,7 +125,7 @@ class AgentClient : public ws::ConnectionHandler {
     close_code_ = code;
     close_reason_ = reason;
   }
-  void OnFail(const std::string& error) override {
+  void OnFail(const std::string& error, int) override {
     absl::MutexLock l(&mu_);
     failure_ = error;
   }

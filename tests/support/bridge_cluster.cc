@@ -85,6 +85,7 @@ BridgeCluster::BridgeCluster(ClusterOptions options) : options_(std::move(option
   controllers_.resize(options_.controllers);
   controller_grpcs_.resize(options_.controllers);
   controller_metrics_.resize(options_.controllers);
+  controller_admins_.resize(options_.controllers);
   for (int i = 0; i < options_.controllers; ++i) StartControllerAt(i, "127.0.0.1:0");
   gateway_ = Spawn(BRIDGE_GATEWAY_BIN,
                    {"--listen=127.0.0.1:0", absl::StrCat("--controller=", controller_grpc_)},
@@ -108,6 +109,7 @@ BridgeCluster::~BridgeCluster() = default;
 void BridgeCluster::StartControllerAt(int i, const std::string& listen) {
   std::vector<std::string> args = {
       absl::StrCat("--listen=", listen), "--metrics_listen=127.0.0.1:0",
+      "--admin_listen=127.0.0.1:0",
       absl::StrCat("--store=", options_.store.empty() ? absl::StrCat("sqlite:", db_) : options_.store),
       "--heartbeat_timeout=5s"};
   args.insert(args.end(), options_.controller_args.begin(), options_.controller_args.end());
@@ -121,7 +123,15 @@ void BridgeCluster::StartControllerAt(int i, const std::string& listen) {
   auto ready = Ready(*controllers_[i], "grpc");
   controller_grpcs_[i] = ready["grpc"];
   controller_metrics_[i] = ready["metrics"];
+  controller_admins_[i] = ready["admin"];
   controller_grpc_ = absl::StrJoin(controller_grpcs_, ",");
+}
+
+std::vector<std::string> BridgeCluster::MetricsAddresses() const {
+  std::vector<std::string> all = {gateway_http_};
+  all.insert(all.end(), controller_metrics_.begin(), controller_metrics_.end());
+  all.insert(all.end(), worker_metrics_.begin(), worker_metrics_.end());
+  return all;
 }
 
 int BridgeCluster::AwaitLeader(int excluded) {

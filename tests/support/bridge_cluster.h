@@ -78,6 +78,11 @@ class BridgeCluster {
   const std::string& cluster_token() const { return cluster_token_; }
   const std::string& admin_token() const { return admin_token_; }
   const std::string& gateway_http() const { return gateway_http_; }
+  const std::string& whatsapp_sim_http() const { return wa_http_; }
+  // Controller i's operator console (--admin_listen), host:port.
+  const std::string& controller_admin(int i) const { return controller_admins_[i]; }
+  // Every /metrics address: gateway, controllers, workers.
+  std::vector<std::string> MetricsAddresses() const;
   ChildProcess& controller() { return *controllers_[0]; }
   ChildProcess& worker(int i) { return *workers_[i]; }
   const std::string& worker_grpc(int i) const { return worker_grpc_[i]; }  // Media.Converse
@@ -91,7 +96,7 @@ class BridgeCluster {
 
   const ClusterOptions options_;
   std::string db_, el_http_, controller_grpc_, gateway_http_, wa_http_;
-  std::vector<std::string> controller_grpcs_, controller_metrics_;
+  std::vector<std::string> controller_grpcs_, controller_metrics_, controller_admins_;
   std::vector<std::string> worker_metrics_, worker_grpc_;
   std::string cluster_token_, admin_token_;  // empty without `credentials`
   std::unique_ptr<ChildProcess> el_, gateway_, wa_;

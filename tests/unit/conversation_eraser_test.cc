@@ -33,7 +33,7 @@ class IdCatcher : public ws::ConnectionHandler {
     id_ = msg["conversation_initiation_metadata_event"].value("conversation_id", "");
   }
   void OnClose(int, const std::string&, bool) override { Done("closed"); }
-  void OnFail(const std::string& error) override { Done(error); }
+  void OnFail(const std::string& error, int) override { Done(error); }
   std::string WaitId() {
     absl::MutexLock l(&mu_);
     auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !id_.empty() || !end_.empty(); };

@@ -39,9 +39,10 @@ void Recorder::OnClose(int code, const std::string& reason, bool remote) {
   ++finish_count_;
 }
 
-void Recorder::OnFail(const std::string& error) {
+void Recorder::OnFail(const std::string& error, int http_status) {
   absl::MutexLock lock(&mu_);
   fail_ = error;
+  fail_http_status_ = http_status;
   ++finish_count_;
 }
 
@@ -84,6 +85,10 @@ std::optional<CloseEvent> Recorder::close() const {
 std::optional<std::string> Recorder::fail() const {
   absl::MutexLock lock(&mu_);
   return fail_;
+}
+int Recorder::fail_http_status() const {
+  absl::MutexLock lock(&mu_);
+  return fail_http_status_;
 }
 int Recorder::finish_count() const {
   absl::MutexLock lock(&mu_);

@@ -129,6 +129,7 @@ TEST_F(WebSocketTest, RefusedUpgradeFailsClientWithStatus) {
   ASSERT_TRUE(pool_->Connect({.url = test_util::WsUrlFor(**refusing, "/?token=SECRET")}, client)
                   .ok());
   ASSERT_TRUE(client->WaitFail());
+  EXPECT_EQ(client->fail_http_status(), 403);
   EXPECT_THAT(*client->fail(), HasSubstr("403"));
   EXPECT_THAT(*client->fail(), HasSubstr("forbidden"));
   EXPECT_THAT(*client->fail(), HasSubstr((*refusing)->address()));

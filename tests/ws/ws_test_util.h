@@ -36,7 +36,7 @@ class Recorder : public ConnectionHandler {
   void OnText(const std::string& text) override;
   void OnBinary(const std::string& data) override;
   void OnClose(int code, const std::string& reason, bool remote) override;
-  void OnFail(const std::string& error) override;
+  void OnFail(const std::string& error, int http_status) override;
 
   bool WaitOpen();
   bool WaitTexts(size_t count);
@@ -48,6 +48,7 @@ class Recorder : public ConnectionHandler {
   std::vector<std::string> texts() const;
   std::optional<CloseEvent> close() const;
   std::optional<std::string> fail() const;
+  int fail_http_status() const;
   int finish_count() const;  // OnClose + OnFail calls: must never exceed 1
 
  private:
@@ -58,6 +59,7 @@ class Recorder : public ConnectionHandler {
   std::vector<std::string> texts_ ABSL_GUARDED_BY(mu_);
   std::optional<CloseEvent> close_ ABSL_GUARDED_BY(mu_);
   std::optional<std::string> fail_ ABSL_GUARDED_BY(mu_);
+  int fail_http_status_ ABSL_GUARDED_BY(mu_) = 0;
   int finish_count_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

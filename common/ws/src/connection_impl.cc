@@ -209,15 +209,15 @@ void ConnectionImpl::HandleClose(int code, const std::string& reason) {
   Finish([&](ConnectionHandler& handler) { handler.OnClose(code, reason, remote); });
 }
 
-void ConnectionImpl::HandleFail(const std::string& error) {
+void ConnectionImpl::HandleFail(const std::string& error, int http_status) {
   if (state_ == State::kClosed) return;
-  Finish([&](ConnectionHandler& handler) { handler.OnFail(error); });
+  Finish([&](ConnectionHandler& handler) { handler.OnFail(error, http_status); });
 }
 
 void ConnectionImpl::FailNow(const std::string& error) {
   if (state_ == State::kClosed) return;
   WireAbort();
-  Finish([&](ConnectionHandler& handler) { handler.OnFail(error); });
+  Finish([&](ConnectionHandler& handler) { handler.OnFail(error, 0); });
 }
 
 void ConnectionImpl::Finish(const std::function<void(ConnectionHandler&)>& notify) {

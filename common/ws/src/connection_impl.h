@@ -68,7 +68,7 @@ class ConnectionImpl : public Connection,
   // we sent: websocketpp drops the socket right after sending 1002, 1007,
   // 1008, 1009 or 1011 without waiting for the echo.
   void HandleClose(int code, const std::string& reason);
-  void HandleFail(const std::string& error);
+  void HandleFail(const std::string& error, int http_status);
 
   // The wire (io thread only). WireClose gets only sendable codes.
   virtual void WireSend(const std::string& text) = 0;

@@ -74,7 +74,9 @@ class WireConnection final : public ConnectionImpl {
     con->set_fail_handler(
         [self, describe = std::move(describe_fail)](websocketpp::connection_hdl hdl) {
           ConPtr c = std::static_pointer_cast<Con>(hdl.lock());
-          self->HandleFail(c ? describe(*c) : std::string("connection lost"));
+          if (!c) return self->HandleFail("connection lost", 0);
+          const int status = c->get_response_code();  // 0, or 101 if it failed after
+          self->HandleFail(describe(*c), status == 101 ? 0 : status);
         });
   }
 

@@ -17,6 +17,11 @@ struct ControllerOptions {
   // Credentials (docs/security.md). Without them only loopback is served.
   std::string cluster_token;  // Ingest, WorkerLink
   std::string admin_token;    // Sessions
+  // The operator console (docs/console.md); "" = none. Its bearer token is
+  // admin_token, else one derived from session_secret; with neither it is
+  // served on loopback only.
+  std::string admin_listen;
+  std::string session_secret;
   std::string metrics_listen = "0.0.0.0:9100";
   std::string store = "sqlite:./data/controller.db";
   // Cluster mode (--store=etcd:...): the address standbys give clients for
@@ -48,7 +53,7 @@ struct ControllerOptions {
   std::string elevenlabs_api_key;
 };
 
-// Endpoints: grpc=, metrics=.
+// Endpoints: grpc=, metrics=, and admin= with a console.
 class ControllerServer : public Service {
  public:
   static absl::StatusOr<std::unique_ptr<ControllerServer>> Start(const ControllerOptions& opts);

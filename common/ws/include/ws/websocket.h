@@ -86,7 +86,10 @@ class ConnectionHandler {
   virtual void OnClose(int code, const std::string& reason, bool remote) = 0;
   // The client could not connect or the handshake failed (no OnOpen/OnClose).
   // Client errors name host:port, never the URL (its query may hold secrets).
-  virtual void OnFail(const std::string& error) {}
+  // `http_status` is the status of a refused handshake (401, 429, ...), 0
+  // when no HTTP answer came (network, TLS, timeout): callers decide on it,
+  // never on the text.
+  virtual void OnFail(const std::string& error, int http_status) {}
 };
 
 struct TlsFiles {
