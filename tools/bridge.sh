@@ -2,6 +2,8 @@
 # whatsapp-elevenlabs-bridge: the one entry point.
 #
 #   tools/bridge.sh up      install what is missing, build, run the cluster in the foreground
+#                           (--cluster: etcd and three controllers; --observe: also
+#                           Debian's prometheus with deploy/prometheus/bridge-alerts.yml)
 #   tools/bridge.sh test    install what is missing, build, run every test (ctest)
 #   tools/bridge.sh test --sanitize=address   the same with clang ASan+UBSan (+ fuzzers'
 #                                             seeds, thread-safety analysis), in ./build-asan
@@ -30,7 +32,8 @@ BUILD_PACKAGES=(
   golang-etcd-server-dev etcd-server libjemalloc-dev
 )
 # The deploy checks: systemd-analyze, promtool, nginx -t, yamllint (tests/deploy).
-TEST_PACKAGES=(opus-tools curl procps systemd prometheus nginx-light yamllint openssl)
+# chromium: the browser tests (tests/browser), headless over the DevTools protocol.
+TEST_PACKAGES=(opus-tools curl procps systemd prometheus nginx-light yamllint openssl chromium)
 # Sanitizers, the thread-safety analysis and libFuzzer: clang and its runtimes
 # (libclang-rt-dev has the ASan/TSan/UBSan/libFuzzer libraries, llvm the symbolizer).
 CLANG_PACKAGES=(clang libclang-rt-dev llvm)
@@ -367,11 +370,13 @@ start_controllers() {
   if ((!cluster)); then
     start controller env BRIDGE_ADMIN_TOKEN="$admin_token" "${CONTROLLER_ENV[@]}" "${ctl[@]}" \
       --listen="$host:${CONTROLLER_PORT:-7000}" --metrics_listen="$host:${CONTROLLER_METRICS_PORT:-9100}" \
-      --store="sqlite:$data/controller.db"
+      --admin_listen="$host:${ADMIN_PORT:-7080}" --store="sqlite:$data/controller.db"
     local c
     c=$(wait_ready controller)
     CONTROLLERS=$(field "$c" grpc)
+    METRICS_CONTROLLERS=("$(field "$c" metrics)")
     CONTROLLER_LINES+=("controller   grpc $CONTROLLERS   metrics http://$(field "$c" metrics)/metrics")
+    CONTROLLER_LINES+=("console      http://$(field "$c" admin)/   (the operator token: BRIDGE_ADMIN_TOKEN in credentials.env)")
     return
   fi
   # Not etcd's 2379/2380: installing Debian's etcd-server starts a system etcd
@@ -389,32 +394,61 @@ start_controllers() {
   wait_http etcd "http://$host:$etcd_port/health" '"health":"true"'
   CONTROLLER_LINES+=("etcd         http://$host:$etcd_port   data $data/etcd")
   local i list=()
+  METRICS_CONTROLLERS=()
   for i in 1 2 3; do
     start "controller-$i" supervise env BRIDGE_ADMIN_TOKEN="$admin_token" "${CONTROLLER_ENV[@]}" "${ctl[@]}" \
       --listen="$host:$(port_plus "${CONTROLLER_PORT:-7000}" $((i - 1)))" \
       --metrics_listen="$host:$(port_plus "${CONTROLLER_METRICS_PORT:-9110}" $((i - 1)))" \
+      --admin_listen="$host:$(port_plus "${ADMIN_PORT:-7080}" $((i - 1)))" \
       --store="etcd:$host:$etcd_port" --leader_lease="${LEADER_LEASE:-5s}"
   done
   for i in 1 2 3; do
     local c
     c=$(wait_ready "controller-$i")
     list+=("$(field "$c" grpc)")
+    METRICS_CONTROLLERS+=("$(field "$c" metrics)")
     CONTROLLER_LINES+=("controller-$i grpc $(field "$c" grpc)   metrics http://$(field "$c" metrics)/metrics")
+    CONTROLLER_LINES+=("  console    http://$(field "$c" admin)/   (the leader's serves; a standby's says so)")
   done
   CONTROLLERS=$(IFS=,; echo "${list[*]}")
 }
 
+# start_observer DATA HOST GATEWAYS CONTROLLERS WORKERS (comma lists of
+# host:port serving /metrics): Debian's prometheus scraping them with the alert
+# rules of deploy/prometheus (the rules' own tests: tests/deploy).
+start_observer() {
+  local data=$1 host=$2 port=${PROMETHEUS_PORT:-9090} cfg="$RUN_DIR/prometheus.yml"
+  quoted() { sed 's/[^,][^,]*/"&"/g' <<<"$1"; }
+  cat >"$cfg" <<EOF
+# Written by tools/bridge.sh up --observe for this run's addresses.
+global: {scrape_interval: 5s, evaluation_interval: 5s}
+rule_files: ["$ROOT/deploy/prometheus/bridge-alerts.yml"]
+scrape_configs:
+  - {job_name: bridge-gateway, static_configs: [{targets: [$(quoted "$3")]}]}
+  - {job_name: bridge-controller, static_configs: [{targets: [$(quoted "$4")]}]}
+  - {job_name: bridge-worker, static_configs: [{targets: [$(quoted "$5")]}]}
+EOF
+  start prometheus prometheus --config.file="$cfg" --storage.tsdb.path="$data/prometheus" \
+    --web.listen-address="$host:$port"
+  wait_http prometheus "http://$host:$port/-/ready" "Ready"
+  OBSERVER_LINE="prometheus   http://$host:$port/alerts   (rules: deploy/prometheus/bridge-alerts.yml; dashboard: deploy/grafana/bridge-dashboard.json)"
+}
+
 cmd_up() {
-  local cluster=0
-  case "${1:-}" in
-    --cluster) cluster=1 ;;
-    "") ;;
-    *) die "up: unknown option '$1' (usage: tools/bridge.sh up [--cluster])" ;;
-  esac
+  local cluster=0 observe=0
+  while (($#)); do
+    case "$1" in
+      --cluster) cluster=1 ;;
+      --observe) observe=1 ;;
+      *) die "up: unknown option '$1' (usage: tools/bridge.sh up [--cluster] [--observe])" ;;
+    esac
+    shift
+  done
   if [[ -z ${BRIDGE_SKIP_BUILD:-} ]]; then
     ensure_packages "${BUILD_PACKAGES[@]}"
     build
   fi
+  ((observe)) && ensure_packages prometheus
   local data="${BRIDGE_DATA_DIR:-$ROOT/data}"
   ((cluster)) && data="${BRIDGE_DATA_DIR:-$ROOT/data/cluster}"
   RUN_DIR="${BRIDGE_RUN_DIR:-$data/run}"
@@ -457,7 +491,7 @@ cmd_up() {
   local cgrpc=$CONTROLLERS
   # Two gateways in cluster mode, as behind a load balancer; the simulated
   # Meta sends to the first.
-  local gateways=1 gw ghttp="" gateway_lines=()
+  local gateways=1 gw ghttp="" gateway_lines=() gateway_metrics=()
   ((cluster)) && gateways=2
   for gw in $(seq "$gateways"); do
     local name=gateway
@@ -467,6 +501,7 @@ cmd_up() {
     local g
     g=$(wait_ready "$name")
     [[ -z $ghttp ]] && ghttp=$(field "$g" http)
+    gateway_metrics+=("$(field "$g" http)")
     gateway_lines+=("$(printf '%-12s http://%s/webhook/whatsapp   (health: /healthz, /readyz, metrics: /metrics)' "$name" "$(field "$g" http)")")
   done
   if ((sims)); then
@@ -485,6 +520,11 @@ cmd_up() {
   local w1 w2
   w1=$(wait_ready worker-1)
   w2=$(wait_ready worker-2)
+  OBSERVER_LINE=""
+  if ((observe)); then
+    start_observer "$data" "$host" "$(IFS=,; echo "${gateway_metrics[*]}")" \
+      "$(IFS=,; echo "${METRICS_CONTROLLERS[*]}")" "$(field "$w1" metrics),$(field "$w2" metrics)"
+  fi
 
   {
     echo
@@ -494,6 +534,7 @@ cmd_up() {
     for line in "${gateway_lines[@]}" "${CONTROLLER_LINES[@]}"; do echo "  $line"; done
     echo "  worker-1     grpc $(field "$w1" grpc)   metrics http://$(field "$w1" metrics)/metrics"
     echo "  worker-2     grpc $(field "$w2" grpc)   metrics http://$(field "$w2" metrics)/metrics"
+    [[ -n $OBSERVER_LINE ]] && echo "  $OBSERVER_LINE"
     echo "  logs         $RUN_DIR/*.log"
     echo
     echo "  credentials  $RUN_DIR/credentials.env (made for this run; the APIs refuse calls without them)"

@@ -4,6 +4,8 @@
 # one of them (no orphans) and exits 0. All ports are 0, so two runs in
 # parallel do not collide. Waits on output, never sleeps to synchronise.
 # With --cluster: etcd, three controllers (one leads), two gateways.
+# Without it, --observe too: prometheus scrapes every service with the alert
+# rules loaded, and the operator console answers with the run's token.
 set -euo pipefail
 ROOT="$1"
 BUILD="$2"
@@ -19,7 +21,7 @@ fail() { echo "FAIL: $*"; echo "--- bridge.sh output ---"; cat "$OUT"; exit 1; }
 
 export BUILD_DIR="$BUILD" BRIDGE_SKIP_BUILD=1 BRIDGE_RUN_DIR="$WORK/run" BRIDGE_DATA_DIR="$WORK"
 export CONTROLLER_PORT=0 CONTROLLER_METRICS_PORT=0 WORKER1_PORT=0 WORKER1_METRICS_PORT=0
-export WORKER2_PORT=0 WORKER2_METRICS_PORT=0 GATEWAY_PORT=0
+export WORKER2_PORT=0 WORKER2_METRICS_PORT=0 GATEWAY_PORT=0 ADMIN_PORT=0
 # No real accounts: the simulators must stand in (a developer's .env is not read
 # because ROOT has none in CI; the variables below make sure of it here too).
 export ELEVENLABS_AGENT_ID= WHATSAPP_ACCESS_TOKEN=
@@ -31,8 +33,10 @@ free_port() {
     (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
 }
-export ETCD_PORT=$(free_port) ETCD_PEER_PORT=$(free_port)
-setsid "$ROOT/tools/bridge.sh" up $MODE >"$OUT" 2>&1 </dev/null &
+export ETCD_PORT=$(free_port) ETCD_PEER_PORT=$(free_port) PROMETHEUS_PORT=$(free_port)
+UP_ARGS=$MODE
+[[ -z $MODE ]] && UP_ARGS=--observe
+setsid "$ROOT/tools/bridge.sh" up $UP_ARGS >"$OUT" 2>&1 </dev/null &
 PID=$!
 PGID=$PID
 
@@ -66,6 +70,40 @@ curl -fsS -H 'Content-Type: audio/ogg' --data-binary @"$note" "$wa/sim/users/155
 reply=$(curl -fsS "$wa/sim/users/15557654321/outbox?min_count=1&wait_ms=60000")
 grep -q '"type":"audio"' <<<"$reply" || fail "no voice-note reply in the outbox: $reply"
 grep -q '"voice":true' <<<"$reply" || fail "the reply is not a voice note: $reply"
+
+# The consoles, with the token the run made (credentials.env): the leader's
+# lists the session; a standby's answers 503 and says why.
+consoles=$(sed -n 's|.*console *\(http://[^ ]*\)/ .*|\1|p' "$OUT")
+[[ -n "$consoles" ]] || fail "no console URL printed"
+# shellcheck disable=SC1091
+source "$WORK/run/credentials.env"
+listed=0
+for console in $consoles; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$console/api/sessions")
+  [[ $code == 401 ]] || fail "the console at $console answered $code without the token"
+  answer=$(curl -s -w ' HTTP %{http_code}' -H "Authorization: Bearer $BRIDGE_ADMIN_TOKEN" "$console/api/sessions")
+  case $answer in
+    *'"sessions"'*'HTTP 200') listed=$((listed + 1)) ;;
+    *'HTTP 503') [[ -n $MODE ]] || fail "the only console is unavailable: $answer" ;;
+    *) fail "the console at $console answered: $answer" ;;
+  esac
+done
+[[ $listed == 1 ]] || fail "$listed consoles listed the session (expected the leader's only)"
+
+if [[ -z $MODE ]]; then
+  prom="http://127.0.0.1:$PROMETHEUS_PORT"
+  grep -q "prometheus *$prom/alerts" "$OUT" || fail "no prometheus line printed"
+  curl -fsS "$prom/api/v1/rules" | grep -q '"BridgeNoLeader"' || fail "prometheus has not loaded the alert rules"
+  # Every service scraped and up: gateway, controller, two workers (a poll of
+  # prometheus's own state; the timeout guards a hang).
+  up=""
+  for _ in $(seq 300); do
+    up=$(curl -fsS "$prom/api/v1/query?query=sum(up)" | grep -o '"value":\[[^]]*\]' || true)
+    [[ $up == *'"4"]' ]] && break
+    sleep 0.2
+  done
+  [[ $up == *'"4"]' ]] || fail "prometheus does not see the four services up: $up"
+fi
 
 kill -TERM "$PID"
 rc=0

@@ -3,7 +3,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "phone_page.h"
 #include "sim_core.h"
+#include "voice_note.h"
 
 namespace bridge::whatsapp_sim {
 namespace {
@@ -141,20 +143,38 @@ void UserText(const HttpRequest& req, HttpResponse& res, SimCore& core) {
 
 // The body is the audio file. It is not checked: users do send broken notes,
 // and the bridge must cope (DESIGN.md §6).
-void UserVoice(const HttpRequest& req, HttpResponse& res, SimCore& core) {
-  if (req.body.empty()) return Error(res, 400, "the body is the audio file; it is empty");
+void DeliverVoice(const HttpRequest& req, HttpResponse& res, SimCore& core,
+                  const std::string& bytes) {
   InboundMessage m;
   Delivery d;
   if (!StartInbound(req, res, core, &m, &d)) return;
   m.type = "audio";
   m.voice = BoolParam(req, "voice", true);
   m.mime_type = req.Param("mime", "audio/ogg; codecs=opus");
-  m.media_id = core.state().PutMedia(req.Param("media_id"), req.body, m.mime_type,
+  m.media_id = core.state().PutMedia(req.Param("media_id"), bytes, m.mime_type,
                                      /*uploaded=*/false);
   m.sha256 = core.state().GetMedia(m.media_id)->sha256;
   // Meta is rolling `url` out (Nov 2025): ?url=false leaves it out.
   if (BoolParam(req, "url", true)) m.url = core.DownloadUrl(m.media_id, "");
   Deliver(m, std::move(d), res, core, json{{"media_id", m.media_id}});
+}
+
+void UserVoice(const HttpRequest& req, HttpResponse& res, SimCore& core) {
+  if (req.body.empty()) return Error(res, 400, "the body is the audio file; it is empty");
+  DeliverVoice(req, res, core, req.body);
+}
+
+// A voice note recorded as PCM (the phone page's microphone: s16le mono at
+// ?rate=), made into what a WhatsApp phone sends: Ogg/Opus, mono, 16 kHz.
+void UserVoicePcm(const HttpRequest& req, HttpResponse& res, SimCore& core) {
+  int64_t rate = 48000;
+  if (!IntParam(req, res, "rate", 8000, 192000, &rate)) return;
+  if (req.body.empty() || req.body.size() % 2 != 0) {
+    return Error(res, 400, "the body is s16le mono PCM: an even, non-zero number of bytes");
+  }
+  auto ogg = EncodeVoiceNote(req.body, static_cast<int>(rate));
+  if (!ogg.ok()) return Error(res, 400, ogg.status().message());
+  DeliverVoice(req, res, core, *ogg);
 }
 
 // Reactions, edits and revokes name the message they are about (?message_id=).
@@ -333,39 +353,6 @@ void FaultsRoute(const HttpRequest& req, HttpResponse& res, SimCore& core) {
   Reply(res, now);
 }
 
-// ------------------------------------------------------------- phone page
-
-// One page, no build step: type as a user, watch what the business answers.
-constexpr char kPhonePage[] = R"HTML(<!doctype html>
-<html><head><meta charset="utf-8"><title>whatsapp-sim phone</title>
-<style>body{font:15px sans-serif;max-width:34em;margin:1em auto}#log div{margin:.3em 0;padding:.4em
-.6em;border-radius:.5em;max-width:80%}.me{background:#dcf8c6;margin-left:auto!important}.biz{background:#eee}</style>
-</head><body><h3>whatsapp-sim phone</h3>
-<p>User <input id="wa" value="16505551234" size="14"> name <input id="name" value="Sim User" size="12"></p>
-<div id="log"></div>
-<form id="f"><input id="text" size="40" autofocus> <button>Send</button></form>
-<script>
-const $ = id => document.getElementById(id), log = $('log'); let seen = 0, user = '';
-function add(cls, html) { const d = document.createElement('div'); d.className = cls; d.innerHTML = html; log.append(d); }
-function esc(s) { return String(s).replace(/[&<>]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;'}[c])); }
-$('f').onsubmit = async e => { e.preventDefault(); const t = $('text').value; if (!t) return; $('text').value = '';
-  add('me', esc(t)); await fetch(`/sim/users/${$('wa').value}/text?name=${encodeURIComponent($('name').value)}`,
-  {method: 'POST', body: t}); };
-async function poll() {
-  for (;;) {
-    if ($('wa').value !== user) { user = $('wa').value; seen = 0; log.innerHTML = ''; }
-    try {
-      const r = await fetch(`/sim/users/${user}/outbox?min_count=${seen + 1}&wait_ms=20000`);
-      const out = await r.json();
-      for (const m of out.slice(seen)) add('biz', m.type === 'text' ? esc(m.text) : m.media_id ?
-        `<audio controls src="/sim/media/${m.media_id}"></audio> ${m.voice ? '(voice note)' : ''}` : esc(m.type));
-      seen = Math.max(seen, out.length);
-    } catch (e) { await new Promise(r => setTimeout(r, 1000)); }
-  }
-}
-poll();
-</script></body></html>
-)HTML";
 
 }  // namespace
 
@@ -375,6 +362,7 @@ void AddControlRoutes(HttpServer& server, SimCore& core) {
   };
   server.Route("POST", "/sim/users/([^/]+)/text", bind(UserText));
   server.Route("POST", "/sim/users/([^/]+)/voice", bind(UserVoice));
+  server.Route("POST", "/sim/users/([^/]+)/voice_pcm", bind(UserVoicePcm));
   server.Route("POST", "/sim/users/([^/]+)/reaction", bind(UserReaction));
   server.Route("POST", "/sim/users/([^/]+)/edit", bind(UserEdit));
   server.Route("POST", "/sim/users/([^/]+)/revoke", bind(UserRevoke));
@@ -395,7 +383,7 @@ void AddControlRoutes(HttpServer& server, SimCore& core) {
   });
   server.Route("GET", "/", [](const HttpRequest&, HttpResponse& res) {
     res.content_type = "text/html; charset=utf-8";
-    res.body = kPhonePage;
+    res.body = std::string(PhonePage());
   });
 }
 
