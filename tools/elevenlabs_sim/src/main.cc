@@ -11,7 +11,7 @@
 ABSL_FLAG(std::string, listen, "127.0.0.1:0", "HTTP + WebSocket listen address");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve https/wss");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
-ABSL_FLAG(std::string, api_key, "", "If set, the signed-URL call (xi-api-key) and sockets need it");
+ABSL_FLAG(std::string, api_key, "", "If set, the signed-URL call (xi-api-key) and sockets need it (env ELEVENLABS_API_KEY)");
 ABSL_FLAG(std::string, agent_id, "", "If set, the only agent id known");
 ABSL_FLAG(std::string, input_format, "pcm_16000",
           "user_input_audio_format (pcm_8000..pcm_48000, ulaw_8000)");
