@@ -81,6 +81,12 @@ ControllerMetrics::ControllerMetrics() {
                       .Help("Workers declared dead (gone past --reattach_grace, or heartbeats missed)")
                       .Register(r)
                       .Add({});
+  workers_left = &prometheus::BuildCounter()
+                      .Name("bridge_controller_workers_left_total")
+                      .Help("Workers that said goodbye (drained, stopped) and detached: not "
+                            "counted as lost")
+                      .Register(r)
+                      .Add({});
   turns_coalesced = &prometheus::BuildCounter()
                          .Name("bridge_controller_messages_coalesced_total")
                          .Help("Messages answered together with an earlier one of the same burst")

@@ -41,6 +41,7 @@ struct ControllerMetrics {
   prometheus::Gauge* turns_pending;
   prometheus::Gauge* workers_serving;
   prometheus::Counter* workers_dead;
+  prometheus::Counter* workers_left;  // said goodbye (drain, SIGTERM): not lost
   prometheus::Counter* turns_coalesced;
   prometheus::Counter* handoffs;
   prometheus::Counter* takeovers;

@@ -313,8 +313,13 @@ void Coordinator::Lose(WorkerEntry* w, const std::string& why) {
 void Coordinator::Abandon(WorkerEntry* w) {
   const std::string id = w->worker.worker_id();
   w->worker.set_state(v1::WORKER_STATE_DEAD);
-  metrics_.workers_dead->Increment();
-  LogWarn("worker dead; its sessions move", {{"worker_id", id}});
+  if (w->leaving) {  // a rollout's SIGTERM: expected, and no alert should fire on it
+    metrics_.workers_left->Increment();
+    LogInfo("worker left; its sessions move", {{"worker_id", id}});
+  } else {
+    metrics_.workers_dead->Increment();
+    LogWarn("worker dead; its sessions move", {{"worker_id", id}});
+  }
   for (auto& [sid, s] : sessions_) {
     if (s->session.worker_id() != id) continue;
     if (s->inflight) {

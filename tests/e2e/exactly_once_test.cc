@@ -89,6 +89,9 @@ TEST(ExactlyOnceTest, AWorkerStoppedMidTurnHandsItBackAndTheOtherAnswers) {
   EXPECT_EQ(sessions[0].worker_id(), victim == 0 ? "w1" : "w0");
   EXPECT_EQ(sessions[0].turns_done(), 1);
   EXPECT_EQ(c.Outbox(user, 1).size(), 1u);
+  // It said goodbye: counted as left, not lost (BridgeWorkerLost stays quiet).
+  EXPECT_TRUE(c.AwaitControllerMetric("bridge_controller_workers_left_total 1")) << c.Logs();
+  EXPECT_TRUE(c.AwaitControllerMetric("bridge_controller_workers_lost_total 0")) << c.Logs();
 }
 
 // A Media.Converse stream that started and then sits idle, as a forgotten
