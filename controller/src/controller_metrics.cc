@@ -33,6 +33,14 @@ ControllerMetrics::ControllerMetrics() {
                            .Name("bridge_controller_delivery_failures_total")
                            .Help("`failed` statuses for messages the workers sent, by error code")
                            .Register(r);
+  calls = &prometheus::BuildCounter()
+               .Name("bridge_controller_calls_total")
+               .Help("WhatsApp calls by outcome: offered to a worker, duplicate webhook, no "
+                     "worker to take it, rejected, reject failed, ended")
+               .Register(r);
+  for (const char* o : {"offered", "duplicate", "no_worker", "rejected", "reject_failed", "ended"}) {
+    calls->Add({{"outcome", o}});
+  }
   // At 0 from the start: the window-closed alert's increase() sees the first.
   delivery_failures->Add({{"code", "131047"}});
   ingest_commit_seconds = &prometheus::BuildHistogram()

@@ -117,6 +117,7 @@ class Coordinator {
   void OnTurnResult(WorkerChannel* channel, const v1::TurnResult& result);
   void OnSessionReport(WorkerChannel* channel, const v1::SessionReport& report);
   void OnLeaving(WorkerChannel* channel, const v1::WorkerLeaving& leaving);
+  void OnCallReport(WorkerChannel* channel, const v1::CallReport& report);
   void Detach(WorkerChannel* channel, const std::string& why);
 
   // Sessions API.
@@ -189,7 +190,7 @@ class Coordinator {
   };
 
   // What a committed ingest transaction turned out to be (DeliverResponse).
-  enum class Outcome { kAccepted, kDuplicate, kTooOld, kApplied, kStatus, kIgnored };
+  enum class Outcome { kAccepted, kDuplicate, kTooOld, kApplied, kStatus, kIgnored, kCall };
   // A store transaction and what to do in memory once it committed. `apply`
   // runs under mu_ (each lambda says ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_), so
   // its body is checked; the analysis cannot follow the std::function, so the
@@ -264,6 +265,8 @@ class Coordinator {
   void Evict(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchAll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   WorkerEntry* PickWorker(const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A `calls` webhook entry (coordinator_calls.cc).
+  Outcome OnCallEvent(const v1::CallEvent& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   WorkerEntry* WorkerOf(WorkerChannel* channel) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unassign(SessionEntry* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The turn goes back to the head of its session's queue, to run again.
@@ -327,6 +330,7 @@ class Coordinator {
   std::deque<std::pair<absl::Time, std::string>> sent_expiry_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, UnmatchedFailure> unmatched_failures_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, absl::Time> calls_seen_ ABSL_GUARDED_BY(mu_);  // call id -> first offer
   // A user's last exchanges (memory), by user key (BSUID, else phone): a
   // copy of the store's "r/" records, bounded by memory_turns and memory_ttl.
   std::map<std::string, std::deque<v1::TranscriptEntry>> memory_ ABSL_GUARDED_BY(mu_);

@@ -64,6 +64,8 @@ class Coordinator::IngestBatch {
       case Outcome::kIgnored:
         metrics_->other_events->Increment();
         return r.set_ignored(r.ignored() + 1);
+      case Outcome::kCall:
+        return r.set_calls(r.calls() + 1);
     }
   }
   void Finish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -105,6 +107,8 @@ void Coordinator::Ingest(const v1::DeliverRequest& request,
       plan = PlanStatus(ev.status());
     } else if (ev.has_message()) {
       plan = PlanMessage(ev.message(), &now);
+    } else if (ev.has_call()) {
+      now = OnCallEvent(ev.call());
     } else {
       LogInfo("webhook event ignored", {{"field", ev.other().field()},
                                         {"errors", ev.other().errors_size()}});

@@ -71,6 +71,7 @@ class AttachReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1
     else if (m.has_turn_result()) coordinator_->OnTurnResult(this, m.turn_result());
     else if (m.has_session_report()) coordinator_->OnSessionReport(this, m.session_report());
     else if (m.has_leaving()) coordinator_->OnLeaving(this, m.leaving());
+    else if (m.has_call_report()) coordinator_->OnCallReport(this, m.call_report());
     return absl::OkStatus();
   }
 

@@ -24,6 +24,7 @@ GatewayMetrics::GatewayMetrics() {
   messages = &events->Add({{"kind", "message"}});
   statuses = &events->Add({{"kind", "status"}});
   others = &events->Add({{"kind", "other"}});
+  calls = &events->Add({{"kind", "call"}});
   malformed_parts = &events->Add({{"kind", "malformed"}});
   ack_seconds = &prometheus::BuildHistogram()
                      .Name("bridge_webhook_ack_seconds")

@@ -23,6 +23,7 @@ struct GatewayMetrics {
   prometheus::Counter* messages;
   prometheus::Counter* statuses;
   prometheus::Counter* others;
+  prometheus::Counter* calls;  // `calls` webhook entries (connect, terminate)
   prometheus::Counter* malformed_parts;  // skipped entries, changes, messages, statuses
   prometheus::Histogram* ack_seconds;
 };

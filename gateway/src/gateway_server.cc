@@ -140,11 +140,15 @@ class GatewayServerImpl final : public GatewayServer {
     }
     metrics_.acked->Increment();
     for (const auto& ev : batch->events()) {
-      (ev.has_message() ? metrics_.messages : ev.has_status() ? metrics_.statuses : metrics_.others)
+      (ev.has_message()  ? metrics_.messages
+       : ev.has_status() ? metrics_.statuses
+       : ev.has_call()   ? metrics_.calls
+                         : metrics_.others)
           ->Increment();
     }
     LogDebug("webhook acked", {{"delivery", batch->delivery_id()}, {"accepted", ack->accepted()},
-                               {"duplicates", ack->duplicates()}, {"statuses", ack->statuses()}});
+                               {"duplicates", ack->duplicates()}, {"statuses", ack->statuses()},
+                               {"calls", ack->calls()}});
     Answer(res, 200, "EVENT_RECEIVED");
   }
 

@@ -268,6 +268,34 @@ absl::StatusOr<v1::StatusUpdate> Status(const json& s, const std::string& path) 
   return st;
 }
 
+// One `calls` entry (PROTOCOLS.md A6). A connect must carry its offer: a call
+// nobody can answer is refused here rather than ringing out.
+absl::StatusOr<v1::CallEvent> Call(const json& c, const json* contacts, const std::string& path) {
+  if (!c.is_object()) return Bad(path, "expected an object");
+  v1::CallEvent out;
+  out.set_call_id(Str(c, "id"));
+  if (out.call_id().empty()) return Bad(absl::StrCat(path, ".id"), "missing");
+  const std::string event = Str(c, "event");
+  if (event == "connect") out.set_type(v1::CALL_EVENT_TYPE_CONNECT);
+  else if (event == "terminate") out.set_type(v1::CALL_EVENT_TYPE_TERMINATE);
+  else return Bad(absl::StrCat(path, ".event"), absl::StrCat("'", event, "' is not connect or terminate"));
+  out.set_timestamp(Int(c, "timestamp"));
+  Sender(c, contacts, out.mutable_from());
+  if (out.from().wa_id().empty() && out.from().user_id().empty()) {
+    return Bad(path, "no caller (from, from_user_id)");
+  }
+  const json& session = Body(c, "session");
+  if (out.type() == v1::CALL_EVENT_TYPE_CONNECT) {
+    if (Str(session, "sdp_type") != "offer" || Str(session, "sdp").empty()) {
+      return Bad(absl::StrCat(path, ".session"), "a connect needs {sdp_type: offer, sdp}");
+    }
+    out.set_sdp(Str(session, "sdp"));
+  }
+  out.set_status(Str(c, "status"));
+  out.set_duration_s(static_cast<int32_t>(Int(c, "duration")));
+  return out;
+}
+
 // Collects the events of a batch and what had to be skipped.
 struct Batch {
   v1::DeliverRequest* out;
@@ -292,13 +320,26 @@ absl::Status Change(const json& change, const std::string& path, const Batch& ba
   auto messages = Member(value, "messages", json::value_t::array, vpath);
   auto statuses = Member(value, "statuses", json::value_t::array, vpath);
   auto errors = Member(value, "errors", json::value_t::array, vpath);
-  for (const auto* s : {&metadata, &contacts, &messages, &statuses, &errors}) {
+  auto calls = Member(value, "calls", json::value_t::array, vpath);
+  for (const auto* s : {&metadata, &contacts, &messages, &statuses, &errors, &calls}) {
     if (!s->ok()) return s->status();
   }
   const std::string phone = *metadata ? Str(**metadata, "phone_number_id") : "";
   const std::string display = *metadata ? Str(**metadata, "display_phone_number") : "";
+  if (field == "calls" && *calls) {
+    for (size_t i = 0; i < (*calls)->size(); ++i) {
+      auto call = Call((**calls)[i], *contacts, absl::StrCat(vpath, ".calls[", i, "]"));
+      if (!call.ok()) {
+        batch.Skip(call.status());
+        continue;
+      }
+      call->set_phone_number_id(phone);
+      *batch.out->add_events()->mutable_call() = *std::move(call);
+    }
+    return absl::OkStatus();
+  }
   if (field != "messages" || (!*messages && !*statuses)) {
-    // Calls, account updates, value.errors: kept whole, counted, logged.
+    // Account updates, value.errors, call statuses: kept whole, counted, logged.
     v1::OtherEvent* other = batch.out->add_events()->mutable_other();
     other->set_field(field);
     other->set_phone_number_id(phone);

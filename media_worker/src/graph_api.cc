@@ -261,6 +261,8 @@ class GraphApiImpl final : public GraphApi {
                         const std::string& message_id) override {
     return Read(phone_number_id, message_id, /*typing=*/false);
   }
+  absl::Status ActOnCall(const std::string& phone_number_id, const std::string& call_id,
+                         CallAction action, const std::string& sdp_answer) override;
 
  private:
   std::string GraphUrl(absl::string_view path) const { return absl::StrCat(prefix_, path); }
@@ -486,6 +488,26 @@ absl::StatusOr<std::string> GraphApiImpl::SendVoiceNote(const std::string& phone
   json m = {{"messaging_product", "whatsapp"}, {"recipient_type", "individual"},
             {"type", "audio"},                  {"audio", {{"id", media_id}, {"voice", true}}}};
   return SendMessage(phone_number_id, to, std::move(m), reply_to);
+}
+
+absl::Status GraphApiImpl::ActOnCall(const std::string& phone_number_id,
+                                     const std::string& call_id, CallAction action,
+                                     const std::string& sdp_answer) {
+  if (!graph_internal::IsSafeId(phone_number_id)) return BadId("phone number id", phone_number_id);
+  static constexpr const char* kNames[] = {"pre_accept", "accept", "reject", "terminate"};
+  const bool with_sdp = action == CallAction::kPreAccept || action == CallAction::kAccept;
+  if (with_sdp == sdp_answer.empty()) {
+    return absl::InvalidArgumentError(with_sdp ? "pre_accept and accept need the SDP answer"
+                                               : "only pre_accept and accept carry an SDP");
+  }
+  json m = {{"messaging_product", "whatsapp"},
+            {"call_id", call_id},
+            {"action", kNames[static_cast<int>(action)]}};
+  if (with_sdp) m["session"] = {{"sdp_type", "answer"}, {"sdp", sdp_answer}};
+  absl::StatusOr<std::string> body =
+      Call({"POST", GraphUrl("/" + phone_number_id + "/calls"), Dump(m)});
+  if (!body.ok()) return body.status();
+  return graph_internal::ParseSuccess(*body);
 }
 
 absl::Status GraphApiImpl::Read(const std::string& phone_number_id,

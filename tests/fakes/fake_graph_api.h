@@ -120,6 +120,16 @@ class FakeGraphApi final : public GraphApi {
     reads_.push_back({message_id, false});
     return absl::OkStatus();
   }
+  absl::Status ActOnCall(const std::string&, const std::string& call_id, CallAction action,
+                         const std::string&) override {
+    absl::MutexLock l(&mu_);
+    calls_.push_back({call_id, action});
+    return absl::OkStatus();
+  }
+  std::vector<std::pair<std::string, CallAction>> calls() {
+    absl::MutexLock l(&mu_);
+    return calls_;
+  }
 
  private:
   // What the real client returns for a read timeout after the request went out.
@@ -140,6 +150,7 @@ class FakeGraphApi final : public GraphApi {
   int seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<Sent> sent_ ABSL_GUARDED_BY(mu_);
   std::vector<Read> reads_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<std::string, CallAction>> calls_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace bridge::media_worker::testing

@@ -355,7 +355,7 @@ TEST_F(CoordinatorTest, DrainMovesSessionsAndIdsAreMasked) {
 TEST_F(CoordinatorTest, StatusesAndOtherEventsAreCountedNotQueued) {
   v1::WebhookEvent status, other;
   status.mutable_status()->set_message_id("wamid.s");
-  other.mutable_other()->set_field("calls");
+  other.mutable_other()->set_field("account_update");
   auto r = Deliver({status, other});
   EXPECT_EQ(r.statuses(), 1);
   EXPECT_EQ(r.ignored(), 1);

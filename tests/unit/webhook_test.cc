@@ -174,7 +174,7 @@ TEST(WebhookParserTest, UsernameUsersWithEmptyWaIdAndUnknownTypes) {
                   "user_id":"US.13491208655302741918","parent_user_id":"US.ENT.99"}],
      "messages":[{"from":"","from_user_id":"US.13491208655302741918","id":"wamid.X",
        "timestamp":1750000000,"type":"poll","poll":{"new":1},"future_field":true}]}},
-    {"field":"calls","value":{"calls":[{"id":"c1","event":"connect"}]}}]}]})";
+    {"field":"account_update","value":{"event":"VERIFIED_ACCOUNT"}}]}]})";
   auto r = ParseWebhook(body);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->events_size(), 2);
@@ -187,7 +187,7 @@ TEST(WebhookParserTest, UsernameUsersWithEmptyWaIdAndUnknownTypes) {
   EXPECT_EQ(m.type(), v1::MESSAGE_TYPE_UNKNOWN);
   EXPECT_EQ(m.type_name(), "poll");
   EXPECT_EQ(m.timestamp(), 1750000000);  // a number where Meta usually sends a string
-  EXPECT_EQ(r->events(1).other().field(), "calls");
+  EXPECT_EQ(r->events(1).other().field(), "account_update");
 }
 
 // One change of the messages field with `messages` (and contacts) as given.
@@ -341,6 +341,42 @@ TEST(WebhookParserTest, OnlyABodyThatIsNoWebhookAtAllIsRefused) {
     EXPECT_EQ(r->events_size(), 0);
     EXPECT_THAT(problems, ::testing::ElementsAre(HasSubstr(p.says))) << p.file;
   }
+}
+
+// `calls` webhooks (PROTOCOLS.md A6) become typed events: a connect with its
+// offer, a terminate with how it ended; an entry that cannot be answered is
+// skipped with its path, and the rest of the batch still counts.
+TEST(WebhookParserTest, CallsBecomeCallEvents) {
+  const std::string body = R"({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[
+    {"field":"calls","value":{"messaging_product":"whatsapp",
+      "metadata":{"display_phone_number":"15550001111","phone_number_id":"106540352242922"},
+      "contacts":[{"profile":{"name":"Ana"},"wa_id":"15551230020"}],
+      "calls":[
+        {"id":"wacid.A","from":"15551230020","to":"15550001111","event":"connect","timestamp":"1744116163",
+         "session":{"sdp_type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"}},
+        {"id":"wacid.B","from":"15551230020","event":"terminate","timestamp":"1744116200",
+         "status":"COMPLETED","duration":37},
+        {"id":"wacid.C","from":"15551230020","event":"connect"},
+        {"id":"wacid.D","from":"15551230020","event":"ring"}]}}]}]})";
+  std::vector<std::string> problems;
+  auto r = ParseWebhook(body, &problems);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->events_size(), 2);
+  const v1::CallEvent& connect = r->events(0).call();
+  EXPECT_EQ(connect.type(), v1::CALL_EVENT_TYPE_CONNECT);
+  EXPECT_EQ(connect.call_id(), "wacid.A");
+  EXPECT_EQ(connect.phone_number_id(), "106540352242922");
+  EXPECT_EQ(connect.from().wa_id(), "15551230020");
+  EXPECT_EQ(connect.from().profile_name(), "Ana");
+  EXPECT_EQ(connect.timestamp(), 1744116163);
+  EXPECT_THAT(connect.sdp(), ::testing::StartsWith("v=0\r\n"));
+  const v1::CallEvent& end = r->events(1).call();
+  EXPECT_EQ(end.type(), v1::CALL_EVENT_TYPE_TERMINATE);
+  EXPECT_EQ(end.status(), "COMPLETED");
+  EXPECT_EQ(end.duration_s(), 37);
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_THAT(problems[0], HasSubstr("calls[2].session: a connect needs {sdp_type: offer, sdp}"));
+  EXPECT_THAT(problems[1], HasSubstr("calls[3].event: 'ring' is not connect or terminate"));
 }
 
 }  // namespace

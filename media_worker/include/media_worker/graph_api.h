@@ -72,6 +72,9 @@ struct Recipient {
   std::string user_id;
 };
 
+// What the business does with a user's call (PROTOCOLS.md A6).
+enum class CallAction { kPreAccept, kAccept, kReject, kTerminate };
+
 class GraphApi {
  public:
   virtual ~GraphApi() = default;
@@ -104,6 +107,10 @@ class GraphApi {
   // Marks it read only: nobody is about to answer (a person holds the chat).
   virtual absl::Status MarkRead(const std::string& phone_number_id,
                                 const std::string& message_id) = 0;
+  // POST /{phone_number_id}/calls: `sdp_answer` goes with pre_accept and
+  // accept, and must be empty otherwise.
+  virtual absl::Status ActOnCall(const std::string& phone_number_id, const std::string& call_id,
+                            CallAction action, const std::string& sdp_answer) = 0;
 };
 
 std::unique_ptr<GraphApi> NewGraphApi(const GraphApiOptions& options);

@@ -325,6 +325,37 @@ void Stats(const HttpRequest& req, HttpResponse& res, SimCore& core) {
   Reply(res, core.state().Stats(static_cast<size_t>(n), absl::Milliseconds(ms)));
 }
 
+// ------------------------------------------------------------- calls
+
+// The user calls the business: the body is the caller's SDP offer (a
+// browser's, a fixture). Sent as Meta does, as a signed `calls` connect
+// webhook; what the business answers is in GET /sim/calls.
+void UserCall(const HttpRequest& req, HttpResponse& res, SimCore& core) {
+  if (req.body.empty()) return Error(res, 400, "the body is the caller's SDP offer; it is empty");
+  if (!IsValidUtf8(req.body)) return Error(res, 400, "the SDP offer must be UTF-8");
+  InboundMessage m;
+  Delivery d;
+  if (!StartInbound(req, res, core, &m, &d)) return;
+  const std::string call_id = absl::StrCat("wacid.", RandomToken(16));
+  core.state().NoteCall(call_id, json{{"wa_id", m.wa_id}, {"name", m.profile_name}});
+  ojson call = {{"id", call_id}, {"from", m.wa_id}, {"to", core.business().display_phone_number},
+                {"event", "connect"}, {"timestamp", absl::StrCat(m.timestamp)},
+                {"session", {{"sdp_type", "offer"}, {"sdp", req.body}}}};
+  d.event = "call";
+  d.id = call_id;
+  d.body = SerializeLikeMeta(CallWebhook(core.business(), std::move(call), m.wa_id, m.profile_name));
+  LogInfo("user call", {{"from", m.wa_id}, {"call_id", call_id}});
+  core.webhooks().Enqueue(std::move(d));
+  Reply(res, json{{"call_id", call_id}});
+}
+
+void CallActions(const HttpRequest& req, HttpResponse& res, SimCore& core) {
+  size_t min_count = 0;
+  absl::Duration wait;
+  if (!WaitParams(req, res, &min_count, &wait)) return;
+  Reply(res, core.state().CallActions(min_count, wait));
+}
+
 // ------------------------------------------------------------- clock, faults
 
 void Clock(const HttpRequest& req, HttpResponse& res, SimCore& core) {
@@ -363,6 +394,8 @@ void AddControlRoutes(HttpServer& server, SimCore& core) {
   server.Route("POST", "/sim/users/([^/]+)/text", bind(UserText));
   server.Route("POST", "/sim/users/([^/]+)/voice", bind(UserVoice));
   server.Route("POST", "/sim/users/([^/]+)/voice_pcm", bind(UserVoicePcm));
+  server.Route("POST", "/sim/users/([^/]+)/call", bind(UserCall));
+  server.Route("GET", "/sim/calls", bind(CallActions));
   server.Route("POST", "/sim/users/([^/]+)/reaction", bind(UserReaction));
   server.Route("POST", "/sim/users/([^/]+)/edit", bind(UserEdit));
   server.Route("POST", "/sim/users/([^/]+)/revoke", bind(UserRevoke));

@@ -399,6 +399,51 @@ void Messages(const HttpRequest& req, HttpResponse& res, SimCore& core) {
   Send(msg, res, core);
 }
 
+// POST /{phone_number_id}/calls (PROTOCOLS.md A6): the business's answer to
+// a user's call. pre_accept and accept carry the SDP answer; reject and
+// terminate end the call, and Meta then sends its own terminate webhook
+// (REJECTED or COMPLETED) after the 200, as it does.
+void Calls(const HttpRequest& req, HttpResponse& res, SimCore& core) {
+  if (!Admit(req, res, core) || !IsOurNumber(req.matches[1], res, core)) return;
+  if (Faulted(FaultKind::kMessages, res, core)) return;
+  json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (!body.is_object()) return Fail(res, InvalidParamError("The request body must be JSON."));
+  if (Str(body, "messaging_product") != "whatsapp") {
+    return Fail(res, MissingParamError("messaging_product"));
+  }
+  const std::string call_id = Str(body, "call_id"), action = Str(body, "action");
+  if (call_id.empty()) return Fail(res, MissingParamError("call_id"));
+  const json caller = core.state().CallerOf(call_id);
+  if (caller.is_null()) return Fail(res, InvalidParamError(absl::StrCat("Unknown call_id ", call_id)));
+  const bool with_sdp = action == "pre_accept" || action == "accept";
+  if (!with_sdp && action != "reject" && action != "terminate") {
+    return Fail(res, BadValueError("Param action must be one of pre_accept, accept, reject, terminate."));
+  }
+  const json session = body.value("session", json());
+  if (with_sdp && (!session.is_object() || Str(session, "sdp_type") != "answer" ||
+                   Str(session, "sdp").empty())) {
+    return Fail(res, MissingParamError("session"));
+  }
+  if (!with_sdp && !session.is_null()) {
+    return Fail(res, InvalidParamError(absl::StrCat("Param session is not allowed with ", action)));
+  }
+  json record = {{"call_id", call_id}, {"action", action}};
+  if (with_sdp) record["sdp"] = session["sdp"];
+  core.state().RecordCallAction(std::move(record));
+  if (!with_sdp) {
+    ojson end = {{"id", call_id}, {"from", caller.value("wa_id", "")}, {"event", "terminate"},
+                 {"timestamp", absl::StrCat(core.state().NowUnix())},
+                 {"status", action == "reject" ? "REJECTED" : "COMPLETED"}, {"duration", 0}};
+    Delivery d;
+    d.event = "call";
+    d.id = call_id;
+    d.body = SerializeLikeMeta(CallWebhook(core.business(), std::move(end),
+                                           caller.value("wa_id", ""), caller.value("name", "")));
+    core.webhooks().Enqueue(std::move(d));
+  }
+  Ok(res, ojson{{"messaging_product", "whatsapp"}, {"success", true}});
+}
+
 void UnknownPath(const HttpRequest& req, HttpResponse& res, SimCore& core) {
   if (!Admit(req, res, core)) return;
   GraphError e{400, 2500, absl::StrCat("Unknown path components: ", req.path)};
@@ -414,6 +459,7 @@ void AddGraphRoutes(HttpServer& server, SimCore& core) {
   };
   server.Route("POST", v + "/([^/]+)/messages", bind(Messages));
   server.Route("POST", v + "/([^/]+)/media", bind(Upload));
+  server.Route("POST", v + "/([^/]+)/calls", bind(Calls));
   server.Route("GET", v + "/([^/]+)", bind(Resolve));
   server.Route("DELETE", v + "/([^/]+)", bind(DeleteMedia));
   server.Route("GET", kDownloadPath, bind(Download));

@@ -261,6 +261,16 @@ ojson MalformedChange() {
 
 }  // namespace
 
+ojson CallWebhook(const BusinessNumber& to, ojson call, const std::string& wa_id,
+                  const std::string& profile_name) {
+  ojson value = ValueHead(to);
+  value["contacts"] = ojson::array({{{"profile", {{"name", profile_name}}}, {"wa_id", wa_id}}});
+  value["calls"] = ojson::array({std::move(call)});
+  ojson body = Envelope(to, std::move(value));
+  body["entry"][0]["changes"][0]["field"] = "calls";
+  return body;
+}
+
 ojson InboundWebhook(const BusinessNumber& to, const InboundMessage& m) {
   ojson msg;
   if (!m.context_wamid.empty()) {

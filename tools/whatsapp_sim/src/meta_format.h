@@ -99,4 +99,10 @@ struct StatusUpdate {
 std::string DeliveryErrorTitle(int code);
 ojson StatusWebhook(const BusinessNumber& to, const StatusUpdate& s);
 
+// A `calls` webhook (PROTOCOLS.md A6): `call` is the calls[] entry (id, from,
+// event, timestamp, session or status/duration); the caller's contact is
+// added as Meta does.
+ojson CallWebhook(const BusinessNumber& to, ojson call, const std::string& wa_id,
+                  const std::string& profile_name);
+
 }  // namespace bridge::whatsapp_sim

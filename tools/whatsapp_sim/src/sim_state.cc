@@ -196,6 +196,30 @@ void SimState::RecordRead(json read) {
   reads_.push_back(std::move(read));
 }
 
+void SimState::NoteCall(const std::string& call_id, json caller) {
+  absl::MutexLock lock(&mu_);
+  callers_[call_id] = std::move(caller);
+}
+
+json SimState::CallerOf(const std::string& call_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = callers_.find(call_id);
+  return it == callers_.end() ? json() : it->second;
+}
+
+void SimState::RecordCallAction(json action) {
+  absl::MutexLock lock(&mu_);
+  action["at"] = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", NowLocked(), absl::UTCTimeZone());
+  call_actions_.push_back(std::move(action));
+}
+
+json SimState::CallActions(size_t min_count, absl::Duration wait) {
+  absl::MutexLock lock(&mu_);
+  AwaitCount([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return call_actions_.size(); }, min_count,
+             wait);
+  return Slice(call_actions_);
+}
+
 json SimState::Reads(size_t min_count, absl::Duration wait) {
   absl::MutexLock lock(&mu_);
   AwaitCount([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reads_.size(); }, min_count, wait);

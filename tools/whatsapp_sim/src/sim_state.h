@@ -94,6 +94,11 @@ class SimState {
   nlohmann::json Outbox(const std::string& wa_id, size_t min_count, absl::Duration wait);
   void RecordRead(nlohmann::json read);
   nlohmann::json Reads(size_t min_count, absl::Duration wait);
+  // Calls: who placed each, and what the business did with them (/calls).
+  void NoteCall(const std::string& call_id, nlohmann::json caller);
+  nlohmann::json CallerOf(const std::string& call_id) const;  // null if unknown
+  void RecordCallAction(nlohmann::json action);
+  nlohmann::json CallActions(size_t min_count, absl::Duration wait);
   void RecordAttempt(nlohmann::json attempt);
   // Attempts for the webhook carrying message `id` (all when empty).
   nlohmann::json Attempts(const std::string& id, size_t min_count, absl::Duration wait);
@@ -143,6 +148,8 @@ class SimState {
   std::map<std::string, std::string> inbound_wamids_ ABSL_GUARDED_BY(mu_);  // -> wa_id
   std::map<std::string, std::string> bsuid_to_phone_ ABSL_GUARDED_BY(mu_);
   std::vector<nlohmann::json> reads_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, nlohmann::json> callers_ ABSL_GUARDED_BY(mu_);
+  std::vector<nlohmann::json> call_actions_ ABSL_GUARDED_BY(mu_);
   std::vector<nlohmann::json> attempts_ ABSL_GUARDED_BY(mu_);
   Faults faults_ ABSL_GUARDED_BY(mu_);
   size_t long_polls_ ABSL_GUARDED_BY(mu_) = 0;  // readers inside AwaitCount
