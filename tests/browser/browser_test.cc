@@ -157,5 +157,24 @@ TEST_F(BrowserTest, OnTheConsoleAnOperatorTakesOverRepliesToThePhoneAndHandsBack
   Shot("phone-operator-reply.png");
 }
 
+// The Call button: the browser's own WebRTC offer (its candidates gathered)
+// goes through the real gateway, controller and worker, which read it and
+// refuse the call at once today (docs/calls.md); the page says so.
+TEST_F(BrowserTest, ThePhonePagesCallIsDeclinedAtOnceWithTheBrowsersOwnOffer) {
+  ASSERT_TRUE(browser_->Navigate(absl::StrCat("http://", cluster_.whatsapp_sim_http(),
+                                              "/?user=15551230017")).ok());
+  const json button = Eval(R"((async () => {
+    q('#call').click();
+    await until(() => q('#callstatus').textContent === 'The business declined the call');
+    return q('#call').textContent;
+  })())");
+  EXPECT_EQ(button, "Call");
+  Shot("phone-call-declined.png");
+  // Refused because calls are not answered yet, not because the offer was unreadable.
+  EXPECT_THAT(cluster_.Logs(), HasSubstr("calls are not answered by this bridge yet"));
+  EXPECT_TRUE(cluster_.AwaitControllerMetric(R"(bridge_controller_calls_total{outcome="ended"} 1)"))
+      << cluster_.Logs();
+}
+
 }  // namespace
 }  // namespace bridge::testing

@@ -349,6 +349,25 @@ void UserCall(const HttpRequest& req, HttpResponse& res, SimCore& core) {
   Reply(res, json{{"call_id", call_id}});
 }
 
+// The user hangs up: Meta tells the business with a terminate webhook.
+void UserHangup(const HttpRequest& req, HttpResponse& res, SimCore& core) {
+  const std::string call_id = req.Param("call_id");
+  const json caller = core.state().CallerOf(call_id);
+  if (caller.is_null() || caller.value("wa_id", "") != req.matches[1]) {
+    return Error(res, 404, "?call_id= names no call of this user");
+  }
+  if (!CanDeliver(res, core)) return;
+  ojson end = {{"id", call_id}, {"from", caller.value("wa_id", "")}, {"event", "terminate"},
+               {"timestamp", absl::StrCat(core.state().NowUnix())}, {"status", "COMPLETED"}};
+  Delivery d;
+  d.event = "call";
+  d.id = call_id;
+  d.body = SerializeLikeMeta(CallWebhook(core.business(), std::move(end),
+                                         caller.value("wa_id", ""), caller.value("name", "")));
+  core.webhooks().Enqueue(std::move(d));
+  Reply(res, json{{"call_id", call_id}});
+}
+
 void CallActions(const HttpRequest& req, HttpResponse& res, SimCore& core) {
   size_t min_count = 0;
   absl::Duration wait;
@@ -395,6 +414,7 @@ void AddControlRoutes(HttpServer& server, SimCore& core) {
   server.Route("POST", "/sim/users/([^/]+)/voice", bind(UserVoice));
   server.Route("POST", "/sim/users/([^/]+)/voice_pcm", bind(UserVoicePcm));
   server.Route("POST", "/sim/users/([^/]+)/call", bind(UserCall));
+  server.Route("POST", "/sim/users/([^/]+)/hangup", bind(UserHangup));
   server.Route("GET", "/sim/calls", bind(CallActions));
   server.Route("POST", "/sim/users/([^/]+)/reaction", bind(UserReaction));
   server.Route("POST", "/sim/users/([^/]+)/edit", bind(UserEdit));
