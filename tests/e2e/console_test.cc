@@ -134,6 +134,33 @@ TEST(ConsoleTest, IsNotServedOffLoopbackWithoutAToken) {
   EXPECT_THAT(controller.Output(), HasSubstr("SESSION_SECRET"));
 }
 
+// Without --admin_token the console's token is derived from SESSION_SECRET,
+// and the openssl command docs/console.md gives computes the same one.
+TEST(ConsoleTest, WithoutAnAdminTokenTheTokenIsTheDocumentedDerivationOfSessionSecret) {
+  constexpr char kSecret[] = "s3cret-for-the-console-test";
+  ChildProcess controller(
+      BRIDGE_CONTROLLER_BIN,
+      {"--env_file=/nonexistent/.env", "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
+       "--admin_listen=127.0.0.1:0", absl::StrCat("--store=sqlite:", FreshDir("console"), "/c.db")},
+      {{"BRIDGE_ADMIN_TOKEN", ""}, {"SESSION_SECRET", kSecret}});
+  const std::string admin = controller.WaitReady()["admin"];
+  ASSERT_FALSE(admin.empty()) << controller.Output();
+  FILE* p = popen(absl::StrCat("printf bridge-admin-console | openssl dgst -sha256 -hmac ", kSecret)
+                      .c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char line[256] = {0};
+  ASSERT_NE(fgets(line, sizeof(line), p), nullptr);
+  pclose(p);
+  std::string token(line);  // "SHA2-256(stdin)= <hex>\n"
+  token = token.substr(token.rfind(' ') + 1);
+  while (!token.empty() && token.back() == '\n') token.pop_back();
+  ASSERT_EQ(token.size(), 64u) << line;
+  EXPECT_EQ(Api(admin, "GET", "/api/workers", token).status, 200);
+  EXPECT_EQ(Api(admin, "GET", "/api/workers", "").status, 401);
+  EXPECT_THAT(controller.Output(), ::testing::Not(HasSubstr(token)));  // never logged
+  EXPECT_THAT(controller.Output(), ::testing::Not(HasSubstr(kSecret)));
+}
+
 // Every metric the dashboard and the alert rules name (tests/deploy/
 // used_metrics.py reads them) is on some /metrics page of a running cluster
 // once it has answered a message: a renamed metric fails here, not on the
