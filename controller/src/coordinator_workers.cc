@@ -27,7 +27,9 @@ absl::Status Coordinator::Attach(WorkerChannel* channel, const v1::WorkerHello& 
   w.worker.set_address(hello.advertise_address());
   w.worker.set_capacity(std::max(1, hello.capacity()));
   w.worker.set_version(hello.version());
-  w.worker.set_state(v1::WORKER_STATE_SERVING);
+  // A drained worker stays drained (its hello says so), whichever leader it
+  // attaches to: an upgrade's drain must not be undone by a link blip.
+  w.worker.set_state(hello.draining() ? v1::WORKER_STATE_DRAINING : v1::WORKER_STATE_SERVING);
   *w.worker.mutable_attached_at() = Ts(absl::Now());
   *w.worker.mutable_last_heartbeat_at() = Ts(absl::Now());
   Reconcile(&w, hello);

@@ -170,6 +170,7 @@ void WorkerCore::Forget(absl::Time now) {
 
 void WorkerCore::FillHello(v1::WorkerHello* hello) {
   absl::MutexLock lock(&mu_);
+  hello->set_draining(draining_);
   for (const auto& [id, a] : assignments_) hello->add_held_session_ids(id);
   for (const auto& [key, ran] : ran_) {
     if (ran.acked) continue;

@@ -715,6 +715,26 @@ TEST_F(CoordinatorTest, ATurnOutOfAttemptsBecomesOneApology) {
   EXPECT_THAT(s.last_error(), ::testing::HasSubstr("the user was not told"));
 }
 
+// A drained worker that re-attaches (a link blip, a new leader) says it is
+// draining, and stays so: nothing new is assigned to it.
+TEST_F(CoordinatorTest, ADrainedWorkerStaysDrainedWhenItReattaches) {
+  RecordingChannel drained, other;
+  v1::WorkerHello hello;
+  hello.set_worker_id("w-drained");
+  hello.set_capacity(10);
+  hello.set_draining(true);
+  ASSERT_TRUE(coordinator_->Attach(&drained, hello).ok());
+  AttachWorker(&other, "w-other");
+  Deliver({Text("wamid.d1", "111111111", "hi")});
+  EXPECT_TRUE(drained.Turns().empty());
+  ASSERT_EQ(other.Turns().size(), 1u);
+  for (const v1::Worker& w : coordinator_->ListWorkers(false)) {
+    EXPECT_EQ(w.state(), w.worker_id() == "w-drained" ? v1::WORKER_STATE_DRAINING
+                                                       : v1::WORKER_STATE_SERVING)
+        << w.worker_id();
+  }
+}
+
 TEST_F(CoordinatorTest, AWorkerLeavingHandsItsTurnBackAtOnce) {
   RecordingChannel w1, w2;
   AttachWorker(&w1, "w1");
