@@ -195,20 +195,30 @@ TEST(ClusterTest, TheTranscriptAndTheMemorySurviveALeaderChange) {
   c.UserSays(User(0), "text", "my name is Ana", "?retries=30");
   ASSERT_EQ(c.Outbox(User(0), 1).size(), 1u) << c.Logs();
   const std::string id = c.SessionsAfterTurns(1)[0].session_id();
-  c.controller(leader).Signal(SIGKILL);
-  ASSERT_TRUE(c.controller(leader).Wait().has_value());
-  ASSERT_NE(c.AwaitLeader(leader), -1) << c.Logs();
-  // bridgectl finds the new leader; it may still be loading (UNAVAILABLE).
-  auto bridgectl = [&](std::vector<std::string> args) {
+  // bridgectl finds the leader; a new one may still be loading (UNAVAILABLE).
+  // Retried until it answers with `expect` (a bounded retry of the operator's call).
+  auto bridgectl = [&](std::vector<std::string> args, const std::string& expect = "") {
     args.insert(args.begin(), absl::StrCat("--controller=", c.controller_address()));
     const absl::Time deadline = absl::Now() + absl::Seconds(30);
     for (;;) {
       ChildProcess ctl(BRIDGECTL_BIN, args, {{"BRIDGE_ADMIN_TOKEN", c.admin_token()}});
-      if (ctl.Wait().value_or(-1) == 0 || absl::Now() > deadline) return ctl.Output();
-      absl::SleepFor(absl::Milliseconds(200));  // a bounded retry of the operator's call
+      const bool ok = ctl.Wait().value_or(-1) == 0;
+      if ((ok && ctl.Output().find(expect) != std::string::npos) || absl::Now() > deadline) {
+        return ctl.Output();
+      }
+      absl::SleepFor(absl::Milliseconds(200));
     }
   };
-  EXPECT_NE(bridgectl({"transcript", id}).find("my name is Ana"), std::string::npos) << c.Logs();
+  // Durable first: the Sessions API counts a turn done before its commit,
+  // and the transcript is read from the store, so it shows the exchange
+  // once it is committed. Only then is the leader killed.
+  ASSERT_NE(bridgectl({"transcript", id}, "my name is Ana").find("my name is Ana"),
+            std::string::npos) << c.Logs();
+  c.controller(leader).Signal(SIGKILL);
+  ASSERT_TRUE(c.controller(leader).Wait().has_value());
+  ASSERT_NE(c.AwaitLeader(leader), -1) << c.Logs();
+  const std::string transcript = bridgectl({"transcript", id}, "my name is Ana");
+  EXPECT_NE(transcript.find("my name is Ana"), std::string::npos) << transcript << c.Logs();
   bridgectl({"end", id});
   c.UserSays(User(0), "text", "what is my name?", "?retries=30");
   ASSERT_EQ(c.Outbox(User(0), 2).size(), 2u) << c.Logs();
