@@ -3,8 +3,7 @@
 // console against the real cluster. Each step awaits what the page shows (a
 // MutationObserver in the page, audio events), never a sleep. Screenshots go
 // to BRIDGE_ARTIFACTS_DIR (build/test-artifacts/browser).
-#include <sys/stat.h>
-
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -40,7 +39,7 @@ std::string MicrophoneWav(const std::string& dir) {
 }
 
 std::string Artifact(const std::string& name) {
-  mkdir(BRIDGE_ARTIFACTS_DIR, 0755);
+  std::filesystem::create_directories(BRIDGE_ARTIFACTS_DIR);  // a clean clone has none
   return absl::StrCat(BRIDGE_ARTIFACTS_DIR, "/", name);
 }
 
@@ -67,7 +66,8 @@ class BrowserTest : public ::testing::Test {
   }
   void Shot(const std::string& name) {
     const std::string path = Artifact(name);
-    EXPECT_TRUE(browser_->Screenshot(path).ok());
+    const absl::Status s = browser_->Screenshot(path);
+    EXPECT_TRUE(s.ok()) << s;
     std::cout << "screenshot: " << path << "\n";
   }
 

@@ -191,7 +191,10 @@ absl::Status Chromium::Screenshot(const std::string& path) {
   if (!absl::Base64Unescape(shot->value("data", ""), &png)) {
     return absl::InternalError("the screenshot is not base64");
   }
-  std::ofstream(path, std::ios::binary) << png;
+  std::ofstream out(path, std::ios::binary);
+  out << png;
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat("cannot write the screenshot to ", path));
   return absl::OkStatus();
 }
 
