@@ -32,8 +32,11 @@ BUILD_PACKAGES=(
   golang-etcd-server-dev etcd-server libjemalloc-dev
 )
 # The deploy checks: systemd-analyze, promtool, nginx -t, yamllint (tests/deploy).
-# chromium: the browser tests (tests/browser), headless over the DevTools protocol.
-TEST_PACKAGES=(opus-tools curl procps systemd prometheus nginx-light yamllint openssl chromium)
+TEST_PACKAGES=(opus-tools curl procps systemd prometheus nginx-light yamllint openssl)
+# The browser tests (tests/browser) drive Debian's chromium headless over the
+# DevTools protocol. Installed when it can be; where it cannot, those tests
+# skip and say why instead of failing the whole run.
+BROWSER_PACKAGES=(chromium)
 # Sanitizers, the thread-safety analysis and libFuzzer: clang and its runtimes
 # (libclang-rt-dev has the ASan/TSan/UBSan/libFuzzer libraries, llvm the symbolizer).
 CLANG_PACKAGES=(clang libclang-rt-dev llvm)
@@ -66,6 +69,12 @@ ensure_packages() {
   # shellcheck disable=SC2086
   "${sudo[@]}" apt-get install -y -qq --no-install-recommends $missing >/dev/null ||
     die "apt-get could not install: $missing"
+}
+
+# ensure_optional_packages PKG...: as ensure_packages, but a failure is a
+# warning: the tests that need them skip with a message.
+ensure_optional_packages() {
+  ( ensure_packages "$@" ) || say "could not install $*: the tests that need it will skip"
 }
 
 build() {
@@ -149,6 +158,7 @@ cmd_test() {
   done
   if [[ -z $sanitize ]]; then
     ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+    ensure_optional_packages "${BROWSER_PACKAGES[@]}"
     build
     say "running tests"
     # ctest prints its own summary line ("100% tests passed, 0 tests failed out of N").
@@ -157,6 +167,7 @@ cmd_test() {
     return
   fi
   ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}" "${CLANG_PACKAGES[@]}"
+  ensure_optional_packages "${BROWSER_PACKAGES[@]}"
   local dir filter=()
   if [[ $sanitize == address ]]; then
     dir=$ROOT/build-asan
