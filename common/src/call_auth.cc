@@ -49,13 +49,16 @@ grpc::Status CallAuth::Check(const grpc::CallbackServerContext* ctx) const {
     return Refuse(api_, "missing", absl::StrCat(api_, ": credentials required (bearer token)"),
                   peer);
   }
-  const absl::string_view given(it->second.data(), it->second.size());
-  const std::string expected = absl::StrCat("Bearer ", token_);
-  if (given.size() != expected.size() ||
-      CRYPTO_memcmp(given.data(), expected.data(), expected.size()) != 0) {
+  if (!BearerMatches(absl::string_view(it->second.data(), it->second.size()), token_)) {
     return Refuse(api_, "wrong", absl::StrCat(api_, ": wrong credentials"), peer);
   }
   return grpc::Status::OK;
+}
+
+bool BearerMatches(absl::string_view authorization, absl::string_view token) {
+  const std::string expected = absl::StrCat("Bearer ", token);
+  return authorization.size() == expected.size() &&
+         CRYPTO_memcmp(authorization.data(), expected.data(), expected.size()) == 0;
 }
 
 std::string EnvOr(const char* name) {

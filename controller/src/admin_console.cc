@@ -1,7 +1,5 @@
 #include "admin_console.h"
 
-#include <openssl/crypto.h>
-
 #include <deque>
 #include <thread>
 
@@ -98,6 +96,11 @@ class AdminConsoleImpl final : public AdminConsole {
   template <typename Req, typename Resp>
   void Call(grpc::Status (Sessions::Stub::*rpc)(grpc::ClientContext*, const Req&, Resp*),
             const Req& req, HttpResponse& res);
+  // The same for a POST whose JSON body is `Req` but for the session id,
+  // which the path names.
+  template <typename Req, typename Resp>
+  void OnSession(grpc::Status (Sessions::Stub::*rpc)(grpc::ClientContext*, const Req&, Resp*),
+                 const HttpRequest& req, HttpResponse& res);
   void Prepare(grpc::ClientContext* ctx) const;
 
   void ListSessions(const HttpRequest& req, HttpResponse& res);
@@ -123,7 +126,7 @@ class AdminConsoleImpl final : public AdminConsole {
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* watch_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
-  std::deque<std::string> events_ ABSL_GUARDED_BY(mu_);  // SessionEvent JSON
+  std::deque<json> events_ ABSL_GUARDED_BY(mu_);  // SessionEvents, parsed once
   int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;            // of the event after the last
   bool watching_ ABSL_GUARDED_BY(mu_) = false;
   std::string watch_error_ ABSL_GUARDED_BY(mu_);
@@ -198,11 +201,7 @@ void AdminConsoleImpl::Add(const char* method, const std::string& pattern, Handl
 bool AdminConsoleImpl::Authorized(const HttpRequest& req, HttpResponse& res) const {
   if (o_.bearer_token.empty()) return true;  // loopback listener only (Init)
   const std::string given = req.Header("authorization");
-  const std::string expected = absl::StrCat("Bearer ", o_.bearer_token);
-  if (given.size() == expected.size() &&
-      CRYPTO_memcmp(given.data(), expected.data(), expected.size()) == 0) {
-    return true;
-  }
+  if (BearerMatches(given, o_.bearer_token)) return true;
   res.headers.push_back({"WWW-Authenticate", "Bearer"});
   Error(res, 401, given.empty() ? "the console needs the operator token: Authorization: Bearer ..."
                                 : "wrong operator token");
@@ -257,25 +256,26 @@ void AdminConsoleImpl::Transcript(const HttpRequest& req, HttpResponse& res) {
   Call(&Sessions::Stub::GetTranscript, r, res);
 }
 
-void AdminConsoleImpl::TakeOver(const HttpRequest& req, HttpResponse& res) {
-  v1::TakeOverRequest r;
+template <typename Req, typename Resp>
+void AdminConsoleImpl::OnSession(grpc::Status (Sessions::Stub::*rpc)(grpc::ClientContext*,
+                                                                     const Req&, Resp*),
+                                 const HttpRequest& req, HttpResponse& res) {
+  Req r;
   if (!FromJson(req, res, &r)) return;
   r.set_session_id(req.matches[1]);
-  Call(&Sessions::Stub::TakeOver, r, res);
+  Call(rpc, r, res);
+}
+
+void AdminConsoleImpl::TakeOver(const HttpRequest& req, HttpResponse& res) {
+  OnSession(&Sessions::Stub::TakeOver, req, res);
 }
 
 void AdminConsoleImpl::Say(const HttpRequest& req, HttpResponse& res) {
-  v1::SayRequest r;
-  if (!FromJson(req, res, &r)) return;
-  r.set_session_id(req.matches[1]);
-  Call(&Sessions::Stub::Say, r, res);
+  OnSession(&Sessions::Stub::Say, req, res);
 }
 
 void AdminConsoleImpl::HandBack(const HttpRequest& req, HttpResponse& res) {
-  v1::HandBackRequest r;
-  if (!FromJson(req, res, &r)) return;
-  r.set_session_id(req.matches[1]);
-  Call(&Sessions::Stub::HandBack, r, res);
+  OnSession(&Sessions::Stub::HandBack, req, res);
 }
 
 void AdminConsoleImpl::End(const HttpRequest& req, HttpResponse& res) {
@@ -324,13 +324,10 @@ void AdminConsoleImpl::Events(const HttpRequest& req, HttpResponse& res) {
   json out = {{"next", next_seq_ - 1}, {"watching", watching_},
               {"reload", after + 1 < first_kept}};
   if (!watch_error_.empty()) out["error"] = watch_error_;
-  std::string list = "[";
+  json& list = out["events"] = json::array();
   for (int64_t seq = std::max(after + 1, first_kept); seq < next_seq_; ++seq) {
-    if (list.size() > 1) list += ",";
-    list += events_[static_cast<size_t>(seq - first_kept)];
+    list.push_back(events_[static_cast<size_t>(seq - first_kept)]);
   }
-  list += "]";
-  out["events"] = json::parse(list);
   res.Json(200, out.dump());
 }
 
@@ -360,8 +357,9 @@ void AdminConsoleImpl::Watch() {
     }
     v1::SessionEvent ev;
     while (reader->Read(&ev)) {
+      json parsed = json::parse(ToJson(ev));  // once here, not on every poll
       absl::MutexLock lock(&mu_);
-      events_.push_back(ToJson(ev));
+      events_.push_back(std::move(parsed));
       ++next_seq_;
       if (events_.size() > kEventsKept) events_.pop_front();
     }

@@ -171,8 +171,7 @@ class ControllerServerImpl final : public ControllerServer {
     return !cluster_mode() || (e != nullptr && e->Leading());
   }
 
-  // What the controller itself sends out: the transcript webhook (each
-  // exchange, from a durable outbox) and erasures at ElevenLabs.
+  // The operator console (--admin_listen), once the gRPC API it calls serves.
   absl::Status StartConsole(const ControllerOptions& opts) {
     if (opts.admin_listen.empty()) return absl::OkStatus();
     AdminConsoleOptions ao;
@@ -191,6 +190,8 @@ class ControllerServerImpl final : public ControllerServer {
     return absl::OkStatus();
   }
 
+  // What the controller itself sends out: the transcript webhook (each
+  // exchange, from a durable outbox) and erasures at ElevenLabs.
   absl::Status StartOutbound(const ControllerOptions& opts, CoordinatorOptions* co) {
     if (!opts.elevenlabs_api_key.empty()) {
       auto eraser = NewElevenLabsConversationEraser(opts.elevenlabs_base_url, opts.elevenlabs_api_key);

@@ -1,7 +1,5 @@
 #include "elevenlabs_rest.h"
 
-#include "event_counters.h"
-
 #include <memory>
 
 #include "absl/status/status.h"
@@ -12,6 +10,7 @@
 #include "common/log.h"
 #include "agent_protocol.h"
 #include "common/redact.h"
+#include "event_counters.h"
 #include "httplib.h"
 #include "media_worker/speech_to_text.h"
 #include "nlohmann/json.hpp"

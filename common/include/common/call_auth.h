@@ -35,6 +35,10 @@ class CallAuth {
 // never in argv where `ps` shows them).
 std::string EnvOr(const char* name);
 
+// True when an `authorization` value is exactly "Bearer TOKEN", compared in
+// constant time (the gRPC APIs and the operator console's HTTP API).
+bool BearerMatches(absl::string_view authorization, absl::string_view token);
+
 // Adds `authorization: Bearer TOKEN` to an outgoing call; nothing when empty.
 void AttachToken(grpc::ClientContext* ctx, const std::string& token);
 

@@ -357,14 +357,7 @@ void UserHangup(const HttpRequest& req, HttpResponse& res, SimCore& core) {
     return Error(res, 404, "?call_id= names no call of this user");
   }
   if (!CanDeliver(res, core)) return;
-  ojson end = {{"id", call_id}, {"from", caller.value("wa_id", "")}, {"event", "terminate"},
-               {"timestamp", absl::StrCat(core.state().NowUnix())}, {"status", "COMPLETED"}};
-  Delivery d;
-  d.event = "call";
-  d.id = call_id;
-  d.body = SerializeLikeMeta(CallWebhook(core.business(), std::move(end),
-                                         caller.value("wa_id", ""), caller.value("name", "")));
-  core.webhooks().Enqueue(std::move(d));
+  core.QueueCallEnd(call_id, caller, "COMPLETED");
   Reply(res, json{{"call_id", call_id}});
 }
 

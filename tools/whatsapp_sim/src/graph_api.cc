@@ -431,15 +431,7 @@ void Calls(const HttpRequest& req, HttpResponse& res, SimCore& core) {
   if (with_sdp) record["sdp"] = session["sdp"];
   core.state().RecordCallAction(std::move(record));
   if (!with_sdp) {
-    ojson end = {{"id", call_id}, {"from", caller.value("wa_id", "")}, {"event", "terminate"},
-                 {"timestamp", absl::StrCat(core.state().NowUnix())},
-                 {"status", action == "reject" ? "REJECTED" : "COMPLETED"}, {"duration", 0}};
-    Delivery d;
-    d.event = "call";
-    d.id = call_id;
-    d.body = SerializeLikeMeta(CallWebhook(core.business(), std::move(end),
-                                           caller.value("wa_id", ""), caller.value("name", "")));
-    core.webhooks().Enqueue(std::move(d));
+    core.QueueCallEnd(call_id, caller, action == "reject" ? "REJECTED" : "COMPLETED", 0);
   }
   Ok(res, ojson{{"messaging_product", "whatsapp"}, {"success", true}});
 }

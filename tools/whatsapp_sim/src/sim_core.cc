@@ -57,4 +57,17 @@ void SimCore::Close() {
   state_.Close();
 }
 
+void SimCore::QueueCallEnd(const std::string& call_id, const nlohmann::json& caller,
+                           const std::string& status, std::optional<int> duration_s) {
+  const std::string wa_id = caller.value("wa_id", "");
+  ojson end = {{"id", call_id}, {"from", wa_id}, {"event", "terminate"},
+               {"timestamp", absl::StrCat(state_.NowUnix())}, {"status", status}};
+  if (duration_s) end["duration"] = *duration_s;
+  Delivery d;
+  d.event = "call";
+  d.id = call_id;
+  d.body = SerializeLikeMeta(CallWebhook(business(), std::move(end), wa_id, caller.value("name", "")));
+  webhooks_.Enqueue(std::move(d));
+}
+
 }  // namespace bridge::whatsapp_sim

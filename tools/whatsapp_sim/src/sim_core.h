@@ -41,6 +41,12 @@ class SimCore {
                      const std::string& wamid, bool voice_note,
                      std::optional<int> failed_code = std::nullopt);
 
+  // Queues the `calls` terminate webhook Meta sends when a call ends (the
+  // business's reject or terminate, the caller's hang-up). `caller` is what
+  // SimState::NoteCall kept; `duration_s` is left out when not given.
+  void QueueCallEnd(const std::string& call_id, const nlohmann::json& caller,
+                    const std::string& status, std::optional<int> duration_s = std::nullopt);
+
   // Sleeps for the latency fault; returns early at shutdown.
   void ApplyLatency();
   void Close();
