@@ -30,6 +30,7 @@ BUILD_PACKAGES=(
   libopus-dev libogg-dev libspeexdsp-dev libspandsp-dev libmimetic-dev prometheus-cpp-dev nlohmann-json3-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   golang-etcd-server-dev etcd-server libjemalloc-dev
+  libnice-dev libsrtp2-dev
 )
 # The deploy checks: systemd-analyze, promtool, nginx -t, yamllint (tests/deploy).
 TEST_PACKAGES=(opus-tools curl procps systemd prometheus nginx-light yamllint openssl)

@@ -167,7 +167,11 @@ DtlsSetup AnswerSetup(DtlsSetup offered) {
   return offered == DtlsSetup::kActive ? DtlsSetup::kPassive : DtlsSetup::kActive;
 }
 
-std::string BuildSdpAnswer(const SdpOffer& offer, const SdpAnswerParams& ours) {
+namespace {
+
+// One audio section in the shape both sides of a WhatsApp call use.
+std::string Render(const SdpOffer& offer, const SdpAnswerParams& ours, absl::string_view setup,
+                   bool ice_lite) {
   const std::string opus = absl::StrCat(offer.opus_payload_type);
   std::string payloads = opus;
   if (offer.telephone_event_payload_type >= 0) {
@@ -185,6 +189,7 @@ std::string BuildSdpAnswer(const SdpOffer& offer, const SdpAnswerParams& ours) {
       "s=-",
       "t=0 0",
   };
+  if (ice_lite) l.push_back("a=ice-lite");
   if (!offer.mid.empty()) l.push_back(absl::StrCat("a=group:BUNDLE ", offer.mid));
   l.push_back(absl::StrCat("m=audio ", ours.port, " UDP/TLS/RTP/SAVPF ", payloads));
   l.push_back(absl::StrCat("c=IN IP4 ", ours.origin_address));
@@ -192,7 +197,7 @@ std::string BuildSdpAnswer(const SdpOffer& offer, const SdpAnswerParams& ours) {
   l.push_back(absl::StrCat("a=ice-ufrag:", ours.ice_ufrag));
   l.push_back(absl::StrCat("a=ice-pwd:", ours.ice_pwd));
   l.push_back(absl::StrCat("a=fingerprint:sha-256 ", ours.fingerprint_sha256));
-  l.push_back(absl::StrCat("a=setup:", SetupName(AnswerSetup(offer.setup))));
+  l.push_back(absl::StrCat("a=setup:", setup));
   l.push_back("a=sendrecv");
   l.push_back("a=rtcp-mux");
   l.push_back(absl::StrCat("a=rtpmap:", opus, " opus/48000/2"));
@@ -203,6 +208,21 @@ std::string BuildSdpAnswer(const SdpOffer& offer, const SdpAnswerParams& ours) {
   for (const std::string& c : ours.candidates) l.push_back(absl::StrCat("a=", c));
   l.push_back("a=end-of-candidates");
   return absl::StrCat(absl::StrJoin(l, "\r\n"), "\r\n");
+}
+
+}  // namespace
+
+std::string BuildSdpAnswer(const SdpOffer& offer, const SdpAnswerParams& ours) {
+  return Render(offer, ours, SetupName(AnswerSetup(offer.setup)), /*ice_lite=*/false);
+}
+
+std::string BuildSdpOffer(const SdpAnswerParams& ours, bool ice_lite) {
+  SdpOffer shape;  // Meta's usual offer (PROTOCOLS.md A6)
+  shape.session_id = "1";
+  shape.opus_payload_type = 111;
+  shape.opus_fmtp = "minptime=20;useinbandfec=1";
+  shape.telephone_event_payload_type = 126;
+  return Render(shape, ours, "actpass", ice_lite);
 }
 
 }  // namespace bridge::media_worker

@@ -58,4 +58,9 @@ DtlsSetup AnswerSetup(DtlsSetup offered);
 // credentials and every candidate, end-of-candidates, our fingerprint and role.
 std::string BuildSdpAnswer(const SdpOffer& offer, const SdpAnswerParams& ours);
 
+// An offer in the shape of Meta's (Opus 111 with FEC, telephone-event 126,
+// actpass, optionally ICE-lite): what the load caller and tests place calls
+// with. ParseSdpOffer reads it, and reads answers too.
+std::string BuildSdpOffer(const SdpAnswerParams& ours, bool ice_lite);
+
 }  // namespace bridge::media_worker

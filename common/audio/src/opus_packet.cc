@@ -135,4 +135,32 @@ absl::StatusOr<int> OpusPacketDecoder::Conceal(int samples,
   return total;
 }
 
+absl::StatusOr<int> OpusPacketDecoder::DecodeFec(absl::Span<const uint8_t> next_packet,
+                                                 int samples, std::vector<int16_t>* pcm) {
+  if (next_packet.empty()) return absl::InvalidArgumentError("empty Opus packet");
+  const int step = sample_rate_ / 400;
+  const int n_want = (std::max(samples, step) + step - 1) / step * step;
+  const size_t base = pcm->size();
+  pcm->resize(base + size_t(n_want));
+  // decode_fec=1: the packet's in-band redundancy for the frame before it;
+  // without any, libopus conceals instead (same length either way).
+  const int n = opus_decode(dec_, next_packet.data(), opus_int32(next_packet.size()),
+                            pcm->data() + base, n_want, 1);
+  if (n != n_want) {
+    pcm->resize(base);
+    return OpusError("opus_decode (fec)", n < 0 ? n : OPUS_INTERNAL_ERROR);
+  }
+  return n;
+}
+
+absl::Status OpusPacketEncoder::EnableFec(int expected_loss_percent) {
+  int err;
+  if ((err = opus_encoder_ctl(enc_, OPUS_SET_INBAND_FEC(1))) != OPUS_OK ||
+      (err = opus_encoder_ctl(enc_, OPUS_SET_PACKET_LOSS_PERC(expected_loss_percent))) !=
+          OPUS_OK) {
+    return OpusError("opus_encoder_ctl (fec)", err);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace bridge::audio

@@ -36,6 +36,10 @@ class OpusPacketEncoder {
   // Encoder delay in samples at sample_rate (the Ogg pre-skip, unscaled).
   int lookahead() const { return lookahead_; }
 
+  // In-band FEC (LBRR): each packet also carries a coarse copy of the one
+  // before it, sized for this loss rate (0..100). Costs bitrate, saves
+  // speech on lossy mobile links; a call asks for it (useinbandfec=1).
+  absl::Status EnableFec(int expected_loss_percent);
   // Encodes exactly frame_samples() samples; replaces *packet with the packet.
   absl::Status Encode(absl::Span<const int16_t> frame,
                       std::vector<uint8_t>* packet);
@@ -68,6 +72,11 @@ class OpusPacketDecoder {
   // Packet loss concealment: appends `samples` samples (rounded up to a
   // multiple of 2.5 ms) predicted from the audio so far; returns how many.
   absl::StatusOr<int> Conceal(int samples, std::vector<int16_t>* pcm);
+  // A lost packet rebuilt from the in-band FEC of `next_packet` (the one
+  // after it): appends `samples` samples (the lost packet's duration). A
+  // packet without FEC data gives concealment instead.
+  absl::StatusOr<int> DecodeFec(absl::Span<const uint8_t> next_packet, int samples,
+                                std::vector<int16_t>* pcm);
 
  private:
   OpusPacketDecoder(OpusDecoder* dec, int sample_rate);

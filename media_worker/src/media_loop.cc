@@ -1,0 +1,60 @@
+#include "media_loop.h"
+
+#include <glib.h>
+#include <pthread.h>
+
+namespace bridge::media_worker {
+namespace {
+
+using Task = std::function<void()>;
+
+gboolean RunOnce(gpointer data) {
+  (*static_cast<Task*>(data))();
+  return G_SOURCE_REMOVE;
+}
+
+void DeleteTask(gpointer data) { delete static_cast<Task*>(data); }
+
+}  // namespace
+
+MediaLoop::MediaLoop(const std::string& name)
+    : context_(g_main_context_new()), loop_(g_main_loop_new(context_, FALSE)) {
+  thread_ = std::thread([this, name] {
+    pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+    g_main_context_push_thread_default(context_);
+    g_main_loop_run(loop_);
+    g_main_context_pop_thread_default(context_);
+  });
+}
+
+MediaLoop::~MediaLoop() {
+  Post([loop = loop_] { g_main_loop_quit(loop); });
+  thread_.join();
+  g_main_loop_unref(loop_);
+  g_main_context_unref(context_);  // drops sources still attached
+}
+
+void MediaLoop::Post(std::function<void()> task) {
+  GSource* source = g_idle_source_new();
+  g_source_set_priority(source, G_PRIORITY_DEFAULT);
+  g_source_set_callback(source, RunOnce, new Task(std::move(task)), DeleteTask);
+  g_source_attach(source, context_);
+  g_source_unref(source);
+}
+
+unsigned MediaLoop::After(absl::Duration delay, std::function<void()> task) {
+  GSource* source = g_timeout_source_new(static_cast<guint>(absl::ToInt64Milliseconds(delay)));
+  g_source_set_callback(source, RunOnce, new Task(std::move(task)), DeleteTask);
+  const unsigned id = g_source_attach(source, context_);
+  g_source_unref(source);
+  return id;
+}
+
+void MediaLoop::Cancel(unsigned id) {
+  if (id == 0) return;
+  if (GSource* s = g_main_context_find_source_by_id(context_, id)) g_source_destroy(s);
+}
+
+bool MediaLoop::InLoop() const { return g_main_context_is_owner(context_); }
+
+}  // namespace bridge::media_worker
