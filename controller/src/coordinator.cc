@@ -337,7 +337,9 @@ void Coordinator::DispatchAll() {
 
 void Coordinator::End(SessionEntry* s, const std::string& reason) {
   if (s->session.state() == v1::SESSION_STATE_ENDED) return;
-  if (auto w = workers_.find(s->session.worker_id()); w != workers_.end() && w->second.channel) {
+  // A call's end goes to its worker as a CallEnd, by whoever ends it.
+  if (auto w = workers_.find(s->session.worker_id());
+      w != workers_.end() && w->second.channel && s->session.kind() != v1::SESSION_KIND_CALL) {
     v1::ControllerMessage end;
     end.mutable_end_session()->set_session_id(s->session.session_id());
     end.mutable_end_session()->set_reason(reason);
@@ -348,7 +350,7 @@ void Coordinator::End(SessionEntry* s, const std::string& reason) {
   s->session.set_end_reason(reason);
   *s->session.mutable_ended_at() = Ts(absl::Now());
   Unindex(*s);
-  if (s->session.kind() != v1::SESSION_KIND_CONVERSE) {
+  if (!Ephemeral(s->session)) {
     Txn txn;
     txn.DeletePrefix(TurnPrefix(s->session.session_id()));
     Persist(*s, &txn);
@@ -371,7 +373,7 @@ void Coordinator::Tick(absl::Time now) {
   Evict(now);  // before ending more: what ends now is listed until the next tick
   for (auto& [id, s] : sessions_) {
     if (s->session.state() == v1::SESSION_STATE_ENDED || s->inflight || !s->pending.empty() ||
-        s->session.kind() == v1::SESSION_KIND_CONVERSE ||  // a stream ends with its call
+        Ephemeral(s->session) ||  // a stream or a call ends with itself
         HeldForPerson(s->session)) {  // the user was told a person will reply: no timeout
       continue;
     }

@@ -267,6 +267,11 @@ class Coordinator {
   WorkerEntry* PickWorker(const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A `calls` webhook entry (coordinator_calls.cc).
   Outcome OnCallEvent(const v1::CallEvent& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartCallSession(const v1::CallEvent& call, WorkerEntry* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tells the call's worker it ends; `terminate`: it tells Meta too.
+  void SendCallEnd(const SessionEntry& s, const std::string& reason, bool terminate)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndCallOfLostWorker(SessionEntry* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   WorkerEntry* WorkerOf(WorkerChannel* channel) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unassign(SessionEntry* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The turn goes back to the head of its session's queue, to run again.

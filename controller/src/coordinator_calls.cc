@@ -1,19 +1,33 @@
 // WhatsApp calls (PROTOCOLS.md A6, docs/calls.md): a `calls` connect is
 // offered to the least loaded worker, which answers it through the Graph API
-// (today: refuses it at once, see media_worker/src/call_refusal.h); the
-// call's end and the worker's report are counted and logged. Not durable on
-// purpose: a call is answered within Meta's ~30-60 s or not at all, and an
-// offer lost with a controller rings out (Meta's retry of the webhook, if
-// the gateway could not acknowledge it, brings it again).
+// and carries its media, or refuses it with a reason. A call is a session of
+// its own kind (SESSION_KIND_CALL, its id Meta's call id): listed, watched,
+// counted against its worker's capacity and endable through Sessions, never
+// stored. Its end reaches the worker that holds it as a CallEnd: the caller
+// hung up (Meta already knows), an operator ended it, or the worker died
+// (another worker sends `terminate` for it). Not durable on purpose: a call
+// is answered within Meta's ~30-60 s or not at all.
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "coordinator.h"
+#include "coordinator_internal.h"
 
 namespace bridge::controller {
 namespace {
 // Meta retries a webhook it saw no 200 for; a call rings at most about a
 // minute, so an id seen within this long is the same call again.
 constexpr absl::Duration kCallRemembered = absl::Minutes(10);
+
+const char* ReportOutcome(v1::CallOutcome o) {
+  switch (o) {
+    case v1::CALL_OUTCOME_REJECTED: return "rejected";
+    case v1::CALL_OUTCOME_REJECT_FAILED: return "reject_failed";
+    case v1::CALL_OUTCOME_ANSWERED: return "answered";
+    case v1::CALL_OUTCOME_FAILED: return "failed";
+    case v1::CALL_OUTCOME_ENDED: return "ended_by_bridge";
+    default: return "unknown";
+  }
+}
 }  // namespace
 
 Coordinator::Outcome Coordinator::OnCallEvent(const v1::CallEvent& call) {
@@ -22,6 +36,12 @@ Coordinator::Outcome Coordinator::OnCallEvent(const v1::CallEvent& call) {
     count("ended");
     LogInfo("call ended", {{"call_id", call.call_id()}, {"status", call.status()},
                            {"duration_s", call.duration_s()}});
+    if (auto it = sessions_.find(call.call_id()); it != sessions_.end() &&
+        it->second->session.kind() == v1::SESSION_KIND_CALL) {
+      const std::string reason = absl::StrCat("the call ended (", call.status(), ")");
+      SendCallEnd(*it->second, reason, /*terminate=*/false);  // Meta knows: no terminate
+      End(it->second.get(), reason);
+    }
     return Outcome::kCall;
   }
   const absl::Time now = absl::Now();
@@ -38,6 +58,7 @@ Coordinator::Outcome Coordinator::OnCallEvent(const v1::CallEvent& call) {
     LogWarn("call offered with no worker to take it: it rings out", {{"call_id", call.call_id()}});
     return Outcome::kCall;
   }
+  StartCallSession(call, w);
   v1::ControllerMessage m;
   v1::CallOffer* offer = m.mutable_call_offer();
   offer->set_call_id(call.call_id());
@@ -50,14 +71,81 @@ Coordinator::Outcome Coordinator::OnCallEvent(const v1::CallEvent& call) {
   return Outcome::kCall;
 }
 
+// Listed from the offer on (PENDING while it is answered), so an operator
+// sees a call ringing and where.
+void Coordinator::StartCallSession(const v1::CallEvent& call, WorkerEntry* w) {
+  auto e = std::make_unique<SessionEntry>();
+  v1::Session& s = e->session;
+  s.set_session_id(call.call_id());
+  s.set_kind(v1::SESSION_KIND_CALL);
+  s.set_phone_number_id(call.phone_number_id());
+  s.set_wa_id(call.from().wa_id());
+  s.set_user_id(call.from().user_id());
+  s.set_profile_name(call.from().profile_name());
+  s.set_worker_id(w->worker.worker_id());
+  s.set_state(v1::SESSION_STATE_PENDING);
+  *s.mutable_created_at() = Ts(absl::Now());
+  *s.mutable_last_activity_at() = Ts(absl::Now());
+  w->worker.set_active_sessions(w->worker.active_sessions() + 1);
+  e->durable = true;  // nothing to persist: a call does not survive its worker
+  Notify(v1::SESSION_EVENT_TYPE_CREATED, *e);
+  sessions_[call.call_id()] = std::move(e);
+  UpdateGauges();
+}
+
 void Coordinator::OnCallReport(WorkerChannel* channel, const v1::CallReport& report) {
   Locked lock(this);
   WorkerEntry* w = WorkerOf(channel);
-  const bool rejected = report.outcome() == v1::CALL_OUTCOME_REJECTED;
-  metrics_.calls->Add({{"outcome", rejected ? "rejected" : "reject_failed"}}).Increment();
-  LogInfo(rejected ? "call rejected" : "call reject failed",
-          {{"call_id", report.call_id()}, {"worker_id", w ? w->worker.worker_id() : ""},
-           {"reason", report.reason()}});
+  metrics_.calls->Add({{"outcome", ReportOutcome(report.outcome())}}).Increment();
+  LogInfo("call report", {{"call_id", report.call_id()}, {"outcome", ReportOutcome(report.outcome())},
+                          {"worker_id", w ? w->worker.worker_id() : ""},
+                          {"reason", report.reason()}, {"duration_ms", report.duration_ms()}});
+  auto it = sessions_.find(report.call_id());
+  if (it == sessions_.end() || it->second->session.kind() != v1::SESSION_KIND_CALL) return;
+  SessionEntry* s = it->second.get();
+  if (report.outcome() == v1::CALL_OUTCOME_ANSWERED) {
+    s->session.set_state(v1::SESSION_STATE_ACTIVE);
+    *s->session.mutable_last_activity_at() = Ts(absl::Now());
+    Notify(v1::SESSION_EVENT_TYPE_UPDATED, *s);
+    return;
+  }
+  if (report.outcome() != v1::CALL_OUTCOME_ENDED) s->session.set_last_error(report.reason());
+  End(s, report.reason());
+  DispatchAll();  // its capacity may be what a queued session waits for
+}
+
+void Coordinator::SendCallEnd(const SessionEntry& s, const std::string& reason, bool terminate) {
+  auto w = workers_.find(s.session.worker_id());
+  if (w == workers_.end() || w->second.channel == nullptr) return;
+  v1::ControllerMessage m;
+  v1::CallEnd* end = m.mutable_call_end();
+  end->set_call_id(s.session.session_id());
+  end->set_reason(reason);
+  end->set_terminate(terminate);
+  end->set_phone_number_id(s.session.phone_number_id());
+  w->second.channel->Send(std::move(m));
+}
+
+// Its media died with it: the caller hears silence until Meta is told. Any
+// serving worker can say `terminate` for it; the call's capacity is freed.
+void Coordinator::EndCallOfLostWorker(SessionEntry* s) {
+  const std::string reason = "the worker carrying the call was lost";
+  if (WorkerEntry* other = PickWorker(SessionEntry()); other != nullptr) {
+    v1::ControllerMessage m;
+    v1::CallEnd* end = m.mutable_call_end();
+    end->set_call_id(s->session.session_id());
+    end->set_reason(reason);
+    end->set_terminate(true);
+    end->set_phone_number_id(s->session.phone_number_id());
+    other->channel->Send(std::move(m));
+    metrics_.calls->Add({{"outcome", "worker_lost"}}).Increment();
+    LogWarn("call's worker lost: terminate sent through another worker",
+            {{"call_id", s->session.session_id()}, {"via", other->worker.worker_id()}});
+  } else {
+    LogWarn("call's worker lost and no other worker to terminate it: Meta ends it",
+            {{"call_id", s->session.session_id()}});
+  }
+  End(s, reason);
 }
 
 }  // namespace bridge::controller

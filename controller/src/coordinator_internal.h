@@ -12,6 +12,12 @@
 
 namespace bridge::controller {
 
+// Sessions that live as long as a worker's stream or call: never stored,
+// never timed out as idle, never moved to another worker.
+inline bool Ephemeral(const v1::Session& s) {
+  return s.kind() == v1::SESSION_KIND_CONVERSE || s.kind() == v1::SESSION_KIND_CALL;
+}
+
 // Store keys. Sessions and turns sort by id and sequence, so a prefix range
 // returns a session's queue in arrival order.
 inline std::string SessionKey(const std::string& id) { return absl::StrCat("s/", id); }

@@ -1,6 +1,7 @@
 // The Sessions API: what operators list, end, drain and watch; ids masked
 // unless revealed.
 #include "coordinator.h"
+#include "coordinator_internal.h"
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -39,7 +40,11 @@ absl::StatusOr<v1::Session> Coordinator::EndSession(const std::string& id,
   Locked lock(this);
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("no session ", id));
-  End(it->second.get(), reason.empty() ? "ended by operator" : reason);
+  const std::string why = reason.empty() ? "ended by operator" : reason;
+  if (it->second->session.kind() == v1::SESSION_KIND_CALL) {
+    SendCallEnd(*it->second, why, /*terminate=*/true);
+  }
+  End(it->second.get(), why);
   return Public(it->second->session, false);
 }
 
@@ -66,7 +71,7 @@ absl::StatusOr<v1::Worker> Coordinator::DrainWorker(const std::string& id) {
   // ones after their current turn (Dispatch moves them).
   for (auto& [sid, s] : sessions_) {
     if (s->session.worker_id() != id || s->inflight ||
-        s->session.kind() == v1::SESSION_KIND_CONVERSE) {
+        Ephemeral(s->session)) {
       continue;
     }
     v1::ControllerMessage moved;

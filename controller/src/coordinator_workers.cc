@@ -96,8 +96,7 @@ void Coordinator::Reconcile(WorkerEntry* w, const v1::WorkerHello& hello) {
       Requeue(s.get(), *std::move(s->inflight));
       s->inflight.reset();
     }
-    if (!held.count(sid) && !running.count(sid) &&
-        s->session.kind() != v1::SESSION_KIND_CONVERSE) {
+    if (!held.count(sid) && !running.count(sid) && !Ephemeral(s->session)) {
       s->session.set_worker_id("");  // it forgot it: the next turn assigns it afresh
       continue;
     }
@@ -252,7 +251,7 @@ void Coordinator::OnLeaving(WorkerChannel* channel, const v1::WorkerLeaving& lea
   // (handed back) or when its stream ends.
   for (auto& [sid, s] : sessions_) {
     if (s->session.worker_id() == w->worker.worker_id() && !s->inflight &&
-        s->session.kind() != v1::SESSION_KIND_CONVERSE) {
+        !Ephemeral(s->session)) {
       Unassign(s.get());
     }
   }
@@ -297,6 +296,7 @@ void Coordinator::Lose(WorkerEntry* w, const std::string& why) {
   w->lost_at = absl::Now();
   LogWarn("worker link lost", {{"worker_id", w->worker.worker_id()}, {"why", why},
                                {"grace_ms", absl::ToInt64Milliseconds(options_.reattach_grace)}});
+  std::vector<SessionEntry*> calls;
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     SessionEntry* s = it->second.get();
     if (s->session.worker_id() == w->worker.worker_id() &&
@@ -305,8 +305,13 @@ void Coordinator::Lose(WorkerEntry* w, const std::string& why) {
       it = sessions_.erase(it);
       continue;
     }
+    if (s->session.worker_id() == w->worker.worker_id() &&
+        s->session.kind() == v1::SESSION_KIND_CALL && s->session.state() != v1::SESSION_STATE_ENDED) {
+      calls.push_back(s);
+    }
     ++it;
   }
+  for (SessionEntry* s : calls) EndCallOfLostWorker(s);
 }
 
 // The worker did not come back: its turns run again elsewhere (nothing

@@ -1,19 +1,14 @@
 #include "call_refusal.h"
 
 #include "absl/strings/str_cat.h"
-#include "call_sdp.h"
 #include "common/log.h"
 
 namespace bridge::media_worker {
 
-v1::CallReport RefuseCall(GraphApi& graph, const v1::CallOffer& offer) {
+v1::CallReport RefuseCall(GraphApi& graph, const v1::CallOffer& offer, const std::string& reason) {
   v1::CallReport report;
   report.set_call_id(offer.call_id());
-  // The offer is read all the same: a malformed one says so in the reason,
-  // which is what an operator needs once calls are answered.
-  absl::StatusOr<SdpOffer> sdp = ParseSdpOffer(offer.sdp());
-  report.set_reason(sdp.ok() ? "calls are not answered by this bridge yet (docs/calls.md)"
-                             : std::string(sdp.status().message()));
+  report.set_reason(reason);
   absl::Status s = graph.ActOnCall(offer.phone_number_id(), offer.call_id(), CallAction::kReject, "");
   if (!s.ok()) {
     report.set_outcome(v1::CALL_OUTCOME_REJECT_FAILED);

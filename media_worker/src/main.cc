@@ -4,6 +4,8 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -74,6 +76,25 @@ ABSL_FLAG(std::string, agent_greeting, "skip",
 ABSL_FLAG(absl::Duration, greeting_wait, absl::Seconds(2),
           "With --agent_greeting=deliver: how long a new conversation waits for the greeting");
 
+ABSL_FLAG(std::string, calls, "on",
+          "Answer WhatsApp calls with the agent (on), or refuse each at once with a reason (off)");
+ABSL_FLAG(int, max_calls, 0,
+          "Calls this worker carries at once (0: half of --capacity); more are rejected with a "
+          "reason. docs/benchmarks.md has the CPU and memory per call to size it");
+ABSL_FLAG(absl::Duration, call_max_duration, absl::Hours(1),
+          "A call still going after this long is ended with terminate");
+ABSL_FLAG(std::string, stun_server, "",
+          "STUN server for a server-reflexive candidate, [stun:]host[:port] (env STUN_SERVER); "
+          "empty: none (Meta's side is ICE-lite on public addresses)");
+ABSL_FLAG(std::string, media_public_ip, "",
+          "The public IPv4 address of this worker's media behind a 1:1 NAT: host candidates "
+          "are announced with it");
+ABSL_FLAG(std::string, media_port_range, "",
+          "UDP ports for call media, MIN-MAX (one port per call); empty: any");
+ABSL_FLAG(std::vector<std::string>, media_ips, {},
+          "Local addresses media is gathered on (comma list); empty: every interface but "
+          "loopback");
+
 int main(int argc, char** argv) {
   bridge::BlockShutdownSignals();
   bridge::LoadConfig(argc, argv, "bridge-worker",
@@ -85,6 +106,7 @@ int main(int argc, char** argv) {
                       {"WHATSAPP_GRAPH_BASE_URL", "whatsapp_graph_base_url"},
                       {"WHATSAPP_GRAPH_API_VERSION", "whatsapp_graph_api_version"},
                       {"SESSION_SECRET", "session_secret", true},
+                      {"STUN_SERVER", "stun_server"},
                       {"BRIDGE_CLUSTER_TOKEN", "cluster_token", true}});
   bridge::media_worker::WorkerOptions opts;
   opts.listen = absl::GetFlag(FLAGS_listen);
@@ -149,5 +171,29 @@ int main(int argc, char** argv) {
     return 2;
   }
   opts.converse_start_timeout = absl::GetFlag(FLAGS_converse_start_timeout);
+  const std::string calls = absl::GetFlag(FLAGS_calls);
+  if (calls != "on" && calls != "off") {
+    bridge::LogError("--calls must be on or off", {{"value", calls}});
+    return 2;
+  }
+  opts.calls = calls == "on";
+  opts.max_calls = absl::GetFlag(FLAGS_max_calls);
+  opts.call_max_duration = absl::GetFlag(FLAGS_call_max_duration);
+  opts.stun_server = absl::GetFlag(FLAGS_stun_server);
+  opts.media_public_ip = absl::GetFlag(FLAGS_media_public_ip);
+  opts.media_local_ips = absl::GetFlag(FLAGS_media_ips);
+  if (const std::string range = absl::GetFlag(FLAGS_media_port_range); !range.empty()) {
+    std::vector<std::string> p = absl::StrSplit(range, '-');
+    if (p.size() != 2 || !absl::SimpleAtoi(p[0], &opts.media_port_min) ||
+        !absl::SimpleAtoi(p[1], &opts.media_port_max) || opts.media_port_min < 1 ||
+        opts.media_port_max > 65535 || opts.media_port_min > opts.media_port_max) {
+      bridge::LogError("--media_port_range must be MIN-MAX, 1..65535", {{"value", range}});
+      return 2;
+    }
+  }
+  if (opts.max_calls < 0 || opts.call_max_duration <= absl::ZeroDuration()) {
+    bridge::LogError("--max_calls must be >= 0 and --call_max_duration positive");
+    return 2;
+  }
   return bridge::RunUntilSignal("bridge-worker", bridge::media_worker::WorkerServer::Start(opts));
 }

@@ -1,7 +1,6 @@
 #include "worker_core.h"
 
 #include "absl/time/clock.h"
-#include "call_refusal.h"
 #include "common/log.h"
 
 namespace bridge::media_worker {
@@ -74,13 +73,6 @@ void WorkerCore::OnMessage(const v1::ControllerMessage& m) {
     }
     case v1::ControllerMessage::kEndSession:
       EndSession(m.end_session());
-      break;
-    case v1::ControllerMessage::kCallOffer:
-      threads_.Submit([this, offer = m.call_offer()] {
-        v1::WorkerMessage out;
-        *out.mutable_call_report() = RefuseCall(*graph_, offer);
-        report_(std::move(out));
-      });
       break;
     case v1::ControllerMessage::kDrain: {
       absl::MutexLock lock(&mu_);

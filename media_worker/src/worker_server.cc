@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/process.h"
+#include "call_desk.h"
 #include "controller_link.h"
 #include "converse_service.h"
 #include "event_counters.h"
@@ -47,6 +48,21 @@ TurnSettings SettingsFrom(const WorkerOptions& o) {
   return t;
 }
 
+CallSettings CallSettingsFrom(const WorkerOptions& o) {
+  CallSettings c;
+  c.enabled = o.calls;
+  c.max_calls = o.max_calls > 0 ? o.max_calls : std::max(1, o.capacity / 2);
+  c.max_duration = o.call_max_duration;
+  c.network.public_ip = o.media_public_ip;
+  c.network.port_min = o.media_port_min;
+  c.network.port_max = o.media_port_max;
+  c.network.local_ips = o.media_local_ips;
+  const TurnSettings t = SettingsFrom(o);
+  c.agent = t.agent;
+  c.user_id_salt = t.user_id_salt;
+  return c;
+}
+
 class WorkerServerImpl final : public WorkerServer {
  public:
   ~WorkerServerImpl() override { Shutdown(); }
@@ -81,6 +97,12 @@ class WorkerServerImpl final : public WorkerServer {
     core_ = std::make_unique<WorkerCore>(SettingsFrom(opts_), graph_.get(), stt_.get(),
                                          ws_pool_.get(), opts.turn_threads,
                                          [this](v1::WorkerMessage m) { link_->Send(std::move(m)); });
+    CallSettings call_settings = CallSettingsFrom(opts_);
+    if (auto s = ResolveStunServer(opts_.stun_server, &call_settings.network); !s.ok()) return s;
+    auto desk = CallDesk::Create(std::move(call_settings), graph_.get(), ws_pool_.get(),
+                                 [this](v1::WorkerMessage m) { link_->Send(std::move(m)); });
+    if (!desk.ok()) return desk.status();
+    calls_ = *std::move(desk);
     ConverseSettings converse;
     converse.turn = SettingsFrom(opts_);
     converse.start_timeout = opts.converse_start_timeout;
@@ -112,11 +134,20 @@ class WorkerServerImpl final : public WorkerServer {
         converse_->EndSession(ended, m.end_session().reason());  // a Media.Converse stream
         return;
       }
-      if (m.has_drain()) converse_->Drain();
+      if (m.has_call_offer()) return calls_->Offer(m.call_offer());
+      if (m.has_call_end()) return calls_->End(m.call_end());
+      if (m.has_drain()) {
+        converse_->Drain();
+        calls_->Drain();
+      }
       core_->OnMessage(m);
     };
     cb.fill_hello = [this](v1::WorkerHello* hello) { core_->FillHello(hello); };
-    cb.load = [this] { return core_->Load(); };
+    cb.load = [this] {
+      v1::WorkerHeartbeat load = core_->Load();
+      load.set_active_calls(calls_->active());
+      return load;
+    };
     cb.on_connection = [this](bool up) {
       if (up) converse_->Reannounce();  // reports made while the link was down are lost
     };
@@ -142,12 +173,14 @@ class WorkerServerImpl final : public WorkerServer {
   void Shutdown() override {
     if (converse_) converse_->Drain();  // no new streams while the turns are handed back
     if (link_) link_->AnnounceLeaving("shutting down");  // first: nothing new comes here
+    if (calls_) calls_->Shutdown(absl::Seconds(5));  // terminate sent for each live call
     if (core_) core_->HandBack(absl::Seconds(5));
     if (link_) link_->Leave(absl::Seconds(2));  // once the handed-back results are written
     if (converse_) converse_->Shutdown();  // streams end UNAVAILABLE, agent sockets close
     if (grpc_) grpc_->Shutdown(absl::Seconds(1));
     if (converse_) converse_->WaitForStreams();
     core_.reset();
+    calls_.reset();
     if (ws_pool_) ws_pool_->Stop();
   }
 
@@ -161,6 +194,7 @@ class WorkerServerImpl final : public WorkerServer {
   std::unique_ptr<GraphApi> graph_;
   std::unique_ptr<SpeechToText> stt_;
   std::unique_ptr<WorkerCore> core_;
+  std::unique_ptr<CallDesk> calls_;
   std::unique_ptr<ControllerLink> link_;
 };
 

@@ -1,38 +1,47 @@
-// Issue #15, signalling: a user's WhatsApp call reaches a worker through the
-// real gateway and controller, and is refused at once with `reject` through
-// the Graph API (the media path is not built yet, docs/calls.md), whether its
-// offer is a real browser's or malformed; Meta's terminate webhook after the
-// reject is recorded; a webhook delivered twice is offered once. Waits are on
-// events (the simulator's /sim/calls long poll, metrics), never a sleep.
-#include <fstream>
-#include <sstream>
+// Issue #15: a user's WhatsApp call through the real gateway, controller and
+// worker, the caller being the product's media library playing Meta's side
+// (tests/support/sim_caller.h) over real UDP: answered with pre_accept and
+// accept, the agent hears the caller's 440 Hz tone and the caller hears the
+// agent; a hang-up ends the call and closes the agent socket; the agent's
+// end_call hangs up; a killed worker's call is terminated through another
+// worker; malformed offers, --calls=off and retried webhooks are handled.
+// Waits are on events (the simulators' long polls, metrics), never a sleep.
+#include <cmath>
+#include <csignal>
 
 #include "absl/strings/str_cat.h"
 #include "bridge_cluster.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
+#include "sim_caller.h"
 
 namespace bridge::testing {
 namespace {
 
 using nlohmann::json;
+using ::testing::Contains;
 using ::testing::HasSubstr;
 
-std::string ChromiumOffer() {
-  std::ifstream in(absl::StrCat(BRIDGE_SDP_FIXTURES_DIR, "/chromium_156_offer.sdp"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+constexpr absl::Duration kWait = absl::Seconds(60);
+
+// One second of 440 Hz, then a second of silence: the agent's VAD ends the
+// turn on the silence (a tone without end would never be answered).
+std::vector<int16_t> ToneThenSilence() {
+  std::vector<int16_t> pcm(32000, 0);
+  for (size_t i = 0; i < 16000; ++i) {
+    pcm[i] = static_cast<int16_t>(8000 * std::sin(2 * M_PI * 440 * static_cast<double>(i) / 16000));
+  }
+  return pcm;
 }
 
-// The user calls; returns the call id.
-std::string UserCalls(BridgeCluster& c, const std::string& user, const std::string& sdp) {
-  httplib::Client cli(absl::StrCat("http://", c.whatsapp_sim_http()));
-  auto r = cli.Post(absl::StrCat("/sim/users/", user, "/call?name=Caller").c_str(), sdp,
-                    "application/sdp");
-  EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
-  return r ? json::parse(r->body, nullptr, false).value("call_id", "") : "";
+ClusterOptions Calls(std::vector<std::string> sim_args = {}, int workers = 1) {
+  ClusterOptions o;
+  o.reply_pace = 1;  // the agent speaks in real time, as on a call
+  o.workers = workers;
+  o.sim_args = std::move(sim_args);
+  o.worker_args = {"--media_ips=127.0.0.1"};
+  return o;
 }
 
 // What the business did with calls, once there are `n` actions.
@@ -43,41 +52,114 @@ json CallActions(BridgeCluster& c, int n) {
   return r ? json::parse(r->body, nullptr, false) : json::array();
 }
 
-TEST(CallsTest, ACallIsRejectedAtOnceAndItsEndIsRecorded) {
-  BridgeCluster c;
-  const std::string call = UserCalls(c, "15551230021", ChromiumOffer());
-  const json actions = CallActions(c, 1);
-  ASSERT_EQ(actions.size(), 1u) << c.Logs();
-  EXPECT_EQ(actions[0]["call_id"], call);
-  EXPECT_EQ(actions[0]["action"], "reject");
-  EXPECT_TRUE(c.AwaitControllerMetric(R"(bridge_controller_calls_total{outcome="rejected"} 1)"))
+std::vector<std::string> Actions(const json& all) {
+  std::vector<std::string> out;
+  for (const json& a : all) out.push_back(a.value("action", ""));
+  return out;
+}
+
+// Places a call and waits until its media is up.
+void Connect(SimCaller& caller, BridgeCluster& c) {
+  ASSERT_TRUE(caller.Call().ok()) << c.Logs();
+  absl::Status s = caller.AwaitAnswer(kWait);
+  ASSERT_TRUE(s.ok()) << s << c.Logs();
+  s = caller.AwaitConnected(kWait);
+  ASSERT_TRUE(s.ok()) << s << c.Logs();
+}
+
+v1::Session CallSession(BridgeCluster& c, v1::SessionState state) {
+  return c.AwaitSession(
+      [state](const v1::Session& s) { return s.kind() == v1::SESSION_KIND_CALL && s.state() == state; },
+      /*include_ended=*/true);
+}
+
+TEST(CallsTest, ACallIsAnsweredTheAgentHearsTheCallerAndAHangUpEndsIt) {
+  BridgeCluster c(Calls());
+  media_worker::MediaLoop loop("caller");
+  SimCaller caller(&loop, {c.whatsapp_sim_http(), "15551230021"});
+  Connect(caller, c);
+  EXPECT_EQ(Actions(CallActions(c, 2)), (std::vector<std::string>{"pre_accept", "accept"}));
+  const v1::Session live = CallSession(c, v1::SESSION_STATE_ACTIVE);
+  EXPECT_EQ(live.session_id(), caller.call_id());
+
+  caller.Say(ToneThenSilence());
+  // The agent's reply (its voice fixture) reaches the caller: half a second
+  // of loud audio is more than any silence or comfort noise.
+  ASSERT_TRUE(caller.AwaitHeard(8000, kWait)) << c.Logs();
+  const json convs = c.Conversations(1);
+  ASSERT_EQ(convs["conversations"].size(), 1u);
+  EXPECT_THAT(convs["conversations"][0]["transcripts"].dump(), HasSubstr("peak 440 Hz"));
+  const media_worker::CallMediaStats stats = caller.Stats();
+  EXPECT_GT(stats.in.received, 100u);
+  EXPECT_EQ(stats.undecryptable, 0u);
+
+  ASSERT_TRUE(caller.Hangup().ok());
+  EXPECT_TRUE(c.AwaitWorkerMetric(R"(bridge_worker_calls_total{outcome="ended"} 1)")) << c.Logs();
+  EXPECT_TRUE(c.AwaitWorkerMetric("bridge_worker_calls_active 0"));
+  EXPECT_EQ(c.Conversations(1, /*ended_only=*/true)["conversations"].size(), 1u)
+      << "the agent socket closes with the call";
+  EXPECT_THAT(CallSession(c, v1::SESSION_STATE_ENDED).end_reason(), HasSubstr("COMPLETED"));
+  EXPECT_EQ(Actions(CallActions(c, 0)).size(), 2u) << "Meta knew: no terminate is sent";
+}
+
+TEST(CallsTest, TheAgentsEndCallHangsUpAfterItsGoodbyePlayed) {
+  BridgeCluster c(Calls({"--end_call_phrase=heard"}));
+  media_worker::MediaLoop loop("caller");
+  SimCaller caller(&loop, {c.whatsapp_sim_http(), "15551230022"});
+  Connect(caller, c);
+  caller.Say(ToneThenSilence());
+  EXPECT_EQ(Actions(CallActions(c, 3)), (std::vector<std::string>{"pre_accept", "accept", "terminate"}))
       << c.Logs();
-  // Meta's terminate webhook comes after the reject's 200.
-  EXPECT_TRUE(c.AwaitControllerMetric(R"(bridge_controller_calls_total{outcome="ended"} 1)"))
-      << c.Logs();
-  EXPECT_TRUE(c.AwaitGatewayMetric(R"(bridge_gateway_webhook_events_total{kind="call"} 2)"));
-  EXPECT_THAT(c.Logs(), HasSubstr("calls are not answered by this bridge yet"));
+  EXPECT_TRUE(caller.AwaitHeard(8000, absl::Seconds(1))) << "the goodbye played before the terminate";
+  EXPECT_THAT(CallSession(c, v1::SESSION_STATE_ENDED).end_reason(), HasSubstr("end_call"));
+}
+
+TEST(CallsTest, AKilledWorkersCallIsTerminatedThroughAnotherWorker) {
+  BridgeCluster c(Calls({}, /*workers=*/2));
+  media_worker::MediaLoop loop("caller");
+  SimCaller caller(&loop, {c.whatsapp_sim_http(), "15551230023"});
+  Connect(caller, c);
+  const v1::Session live = CallSession(c, v1::SESSION_STATE_ACTIVE);
+  c.worker(live.worker_id() == "w0" ? 0 : 1).Signal(SIGKILL);
+  EXPECT_THAT(Actions(CallActions(c, 3)), Contains("terminate")) << c.Logs();
+  EXPECT_TRUE(c.AwaitControllerMetric(R"(bridge_controller_calls_total{outcome="worker_lost"} 1)"));
+  EXPECT_THAT(CallSession(c, v1::SESSION_STATE_ENDED).end_reason(), HasSubstr("worker"));
 }
 
 TEST(CallsTest, AMalformedOfferIsRejectedWithWhatIsWrongWithIt) {
-  BridgeCluster c;
-  UserCalls(c, "15551230022", "v=0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n");
-  const json actions = CallActions(c, 1);
-  ASSERT_EQ(actions.size(), 1u) << c.Logs();
-  EXPECT_EQ(actions[0]["action"], "reject");
+  BridgeCluster c(Calls());
+  httplib::Client cli(absl::StrCat("http://", c.whatsapp_sim_http()));
+  ASSERT_TRUE(cli.Post("/sim/users/15551230024/call", "v=0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+                       "application/sdp"));
+  EXPECT_EQ(Actions(CallActions(c, 1)), std::vector<std::string>{"reject"});
   EXPECT_TRUE(c.AwaitControllerMetric(R"(bridge_controller_calls_total{outcome="rejected"} 1)"));
   EXPECT_THAT(c.Logs(), HasSubstr("transport is RTP/AVP, not UDP/TLS/RTP/SAVPF"));
+  EXPECT_TRUE(c.AwaitControllerMetric(R"(bridge_controller_calls_total{outcome="ended"} 1)"))
+      << "Meta's terminate webhook follows the reject";
+}
+
+TEST(CallsTest, WithCallsOffACallIsRejectedSayingSo) {
+  ClusterOptions o = Calls();
+  o.worker_args.push_back("--calls=off");
+  BridgeCluster c(o);
+  media_worker::MediaLoop loop("caller");
+  SimCaller caller(&loop, {c.whatsapp_sim_http(), "15551230025"});
+  ASSERT_TRUE(caller.Call().ok());
+  EXPECT_EQ(Actions(CallActions(c, 1)), std::vector<std::string>{"reject"});
+  EXPECT_TRUE(c.AwaitControllerMetric(R"(bridge_controller_calls_total{outcome="rejected"} 1)"));
+  EXPECT_THAT(c.Logs(), HasSubstr("calls are off on this worker"));
 }
 
 TEST(CallsTest, ACallWebhookDeliveredTwiceIsOfferedOnce) {
-  BridgeCluster c;
+  BridgeCluster c(Calls());
   c.PostFault(R"({"webhook_duplicate":true})");
-  UserCalls(c, "15551230023", ChromiumOffer());
-  ASSERT_EQ(CallActions(c, 1).size(), 1u) << c.Logs();
+  media_worker::MediaLoop loop("caller");
+  SimCaller caller(&loop, {c.whatsapp_sim_http(), "15551230026"});
+  Connect(caller, c);
   EXPECT_TRUE(c.AwaitControllerMetric(R"(bridge_controller_calls_total{outcome="duplicate"} 1)"))
       << c.Logs();
   EXPECT_TRUE(c.AwaitControllerMetric(R"(bridge_controller_calls_total{outcome="offered"} 1)"));
-  EXPECT_EQ(CallActions(c, 0).size(), 1u);
+  EXPECT_EQ(Actions(CallActions(c, 2)), (std::vector<std::string>{"pre_accept", "accept"}));
 }
 
 }  // namespace

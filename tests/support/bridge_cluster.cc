@@ -197,8 +197,8 @@ json BridgeCluster::Conversations(int min_count, bool ended_only) {
 
 json BridgeCluster::Transcriptions() { return Get(el_http_, "/sim/transcriptions"); }
 
-std::vector<v1::Session> BridgeCluster::Sessions() {
-  auto sessions = ListSessions(controller_grpc_, /*reveal_ids=*/false, admin_token_);
+std::vector<v1::Session> BridgeCluster::Sessions(bool include_ended) {
+  auto sessions = ListSessions(controller_grpc_, /*reveal_ids=*/false, admin_token_, include_ended);
   EXPECT_TRUE(sessions.ok()) << sessions.status();
   return sessions.ok() ? *sessions : std::vector<v1::Session>();
 }
@@ -214,10 +214,11 @@ std::vector<v1::Session> BridgeCluster::SessionsAfterTurns(int64_t turns) {
   }
 }
 
-v1::Session BridgeCluster::AwaitSession(const std::function<bool(const v1::Session&)>& done) {
+v1::Session BridgeCluster::AwaitSession(const std::function<bool(const v1::Session&)>& done,
+                                        bool include_ended) {
   const absl::Time deadline = absl::Now() + kAwait;
   for (;;) {
-    auto sessions = Sessions();
+    auto sessions = Sessions(include_ended);
     if ((sessions.size() == 1 && done(sessions[0])) || absl::Now() > deadline) {
       EXPECT_EQ(sessions.size(), 1u);
       return sessions.empty() ? v1::Session() : sessions[0];

@@ -53,12 +53,13 @@ class BridgeCluster {
   nlohmann::json Conversations(int min_count, bool ended_only = false);
   nlohmann::json Transcriptions();
 
-  std::vector<v1::Session> Sessions();
+  std::vector<v1::Session> Sessions(bool include_ended = false);
   // The sessions once `turns` turns are done in total (the Sessions API is
   // the event: a reply reaches the user just before the worker reports it).
   std::vector<v1::Session> SessionsAfterTurns(int64_t turns);
   // The only session once `done(session)` holds.
-  v1::Session AwaitSession(const std::function<bool(const v1::Session&)>& done);
+  v1::Session AwaitSession(const std::function<bool(const v1::Session&)>& done,
+                           bool include_ended = false);
 
   // True once /metrics of any worker, the controller or the gateway shows `line`.
   bool AwaitWorkerMetric(const std::string& line);

@@ -58,7 +58,8 @@ absl::StatusOr<std::vector<std::string>> ReflectedServices(const std::string& ta
 
 absl::StatusOr<std::vector<bridge::v1::Session>> ListSessions(const std::string& target,
                                                               bool reveal_ids,
-                                                              const std::string& token) {
+                                                              const std::string& token,
+                                                              bool include_ended) {
   // `target` may list several controllers: whichever leads answers.
   auto targets = ControllerTargets::Create(target);
   if (!targets.ok()) return targets.status();
@@ -70,6 +71,7 @@ absl::StatusOr<std::vector<bridge::v1::Session>> ListSessions(const std::string&
     AttachToken(&ctx, token);
     bridge::v1::ListSessionsRequest req;
     req.set_reveal_ids(reveal_ids);
+    req.set_include_ended(include_ended);
     return bridge::v1::Sessions::NewStub(channel)->ListSessions(&ctx, req, &resp);
   });
   if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());

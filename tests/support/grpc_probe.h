@@ -20,7 +20,8 @@ absl::StatusOr<std::vector<std::string>> ReflectedServices(const std::string& ta
 // `token`: the operator token, when the controller has one.
 absl::StatusOr<std::vector<bridge::v1::Session>> ListSessions(const std::string& target,
                                                               bool reveal_ids = false,
-                                                              const std::string& token = "");
+                                                              const std::string& token = "",
+                                                              bool include_ended = false);
 
 // Calls a unary RPC with an empty request through a generic stub and returns
 // the gRPC status code and message (for UNIMPLEMENTED checks).

@@ -25,6 +25,14 @@ struct WorkerOptions {
   // of the capacity stays for WhatsApp users.
   int max_streams = 0;
   absl::Duration converse_start_timeout = absl::Seconds(10);
+  // Calls (docs/calls.md).
+  bool calls = true;
+  int max_calls = 0;                 // 0: half of capacity
+  absl::Duration call_max_duration = absl::Hours(1);
+  std::string stun_server;           // STUN_SERVER: [stun:]host[:port]
+  std::string media_public_ip;
+  int media_port_min = 0, media_port_max = 0;
+  std::vector<std::string> media_local_ips;  // empty: every interface but loopback
   std::string elevenlabs_api_key;
   std::string elevenlabs_agent_id;
   std::string elevenlabs_base_url = "https://api.elevenlabs.io";

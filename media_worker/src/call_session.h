@@ -1,0 +1,111 @@
+// One WhatsApp call answered by the agent (docs/calls.md): the caller's SDP
+// offer answered through the Graph API (`pre_accept`, then `accept` once
+// media is up), the media (call_media.h) bridged to an AgentSession both
+// ways in real time, barge-in, and the end of the call whoever ends it:
+// the agent (`end_call`, its socket closing: `terminate` after what it said
+// has played), the caller (Meta's terminate webhook, via the controller),
+// a failure, or the call's time limit.
+//
+// Threads: media and call state on the media loop; agent events hop there;
+// Graph calls and the agent's start and close (both block) run on the
+// blocking pool. Owns itself (queued work holds it) until finished.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/time/time.h"
+#include "bridge/v1/worker_link.pb.h"
+#include "call_media.h"
+#include "call_metrics.h"
+#include "common/thread_pool.h"
+#include "media_worker/agent_session.h"
+#include "media_worker/graph_api.h"
+
+namespace bridge::ws {
+class ClientPool;
+}
+
+namespace bridge::media_worker {
+
+namespace v1 = ::bridge::v1;
+
+struct CallSettings {
+  bool enabled = true;  // --calls
+  MediaNetwork network;
+  int max_calls = 50;   // --max_calls
+  absl::Duration max_duration = absl::Hours(1);      // --call_max_duration
+  absl::Duration connect_timeout = absl::Seconds(20);  // offer to DTLS up
+  AgentOptions agent;
+  std::string user_id_salt;
+  // Caller speech that starts while agent audio is queued cuts that audio
+  // (barge-in): a frame peaking above this level, for this long.
+  int barge_in_level = 1000;  // about -30 dBFS
+  absl::Duration barge_in_after = absl::Milliseconds(100);
+  // The agent's last words play before `terminate`, for at most this long.
+  absl::Duration goodbye_max = absl::Seconds(30);
+};
+
+// What every call on a worker shares (CallDesk owns it).
+struct CallEnv {
+  CallSettings settings;
+  MediaLoop* loop = nullptr;
+  std::shared_ptr<const DtlsIdentity> identity;
+  GraphApi* graph = nullptr;
+  ws::ClientPool* ws_pool = nullptr;
+  ThreadPool* blocking = nullptr;
+  CallMetrics* metrics = nullptr;
+  std::function<void(v1::WorkerMessage)> report;
+  std::function<void(const std::string& call_id)> on_done;
+};
+
+class CallSession : public std::enable_shared_from_this<CallSession> {
+ public:
+  // Starts answering a checked offer. Any thread.
+  static std::shared_ptr<CallSession> Answer(const CallEnv* env, v1::CallOffer offer,
+                                             SdpOffer sdp);
+  // Ends the call now; `terminate`: tell Meta (not when it told us). Any thread.
+  void End(std::string reason, bool terminate);
+
+  CallSession(const CallEnv* env, v1::CallOffer offer, SdpOffer sdp);  // via Answer
+  ~CallSession();
+
+ private:
+  enum class Phase { kAnswering, kLive, kEnding, kDone };
+  void Begin();
+  void Gathered(absl::StatusOr<LocalDescription> local);
+  void PreAccepted(const absl::Status& s);
+  void MediaUp();
+  void Accepted(const absl::Status& s);
+  void StartAgent();
+  AgentEvents AgentCallbacks();
+  void AgentStarted(int input_rate, int output_rate);
+  void CallerAudio(absl::Span<const int16_t> pcm, absl::Duration waited);
+  void BargeIn(absl::Span<const int16_t> pcm);
+  void AgentAudio(const std::vector<int16_t>& pcm);
+  void EndAfterPlayout(std::string reason);
+  void GoodbyePoll();
+  void Finish(v1::CallOutcome outcome, std::string reason, bool tell_meta);
+  void Graph(CallAction action, std::function<void(absl::Status)> then);
+
+  const CallEnv* const env_;
+  const v1::CallOffer offer_;
+  const SdpOffer sdp_;
+  const absl::Time offered_at_;
+  // Media-loop state.
+  Phase phase_ = Phase::kAnswering;
+  std::string answer_sdp_;
+  std::shared_ptr<CallMedia> media_;
+  std::shared_ptr<AgentSession> agent_;
+  int agent_in_rate_ = 0;
+  std::unique_ptr<class CallResampling> resampling_;
+  absl::Time live_at_;
+  absl::Duration speech_run_;
+  bool speaking_ = false;
+  unsigned limit_timer_ = 0, goodbye_timer_ = 0;
+  absl::Time goodbye_since_;
+  std::string goodbye_reason_;
+  std::shared_ptr<CallSession> self_;  // until Finish
+};
+
+}  // namespace bridge::media_worker
