@@ -3,6 +3,7 @@
 // console against the real cluster. Each step awaits what the page shows (a
 // MutationObserver in the page, audio events), never a sleep. Screenshots go
 // to BRIDGE_ARTIFACTS_DIR (build/test-artifacts/browser).
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -20,22 +21,35 @@ namespace {
 using nlohmann::json;
 using ::testing::HasSubstr;
 
-// A 16-bit mono WAV of a real voice note, for the fake microphone.
-std::string MicrophoneWav(const std::string& dir) {
-  const std::string ogg = AudioFixture("voice_note_hello.ogg");
-  constexpr int kRate = 48000;
-  auto pcm = audio::DecodeOggOpus(
-      absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(ogg.data()), ogg.size()), kRate);
-  EXPECT_TRUE(pcm.ok()) << pcm.status();
-  const uint32_t data = static_cast<uint32_t>(pcm->size() * 2);
+// A 16-bit mono WAV for the fake microphone (chromium loops it).
+std::string WriteWav(const std::string& path, const std::vector<int16_t>& pcm, uint32_t rate) {
+  const uint32_t data = static_cast<uint32_t>(pcm.size() * 2);
   auto u32 = [](uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); };
   auto u16 = [](uint16_t v) { return std::string(reinterpret_cast<const char*>(&v), 2); };
   std::string wav = "RIFF" + u32(36 + data) + "WAVEfmt " + u32(16) + u16(1) + u16(1) +
-                    u32(kRate) + u32(kRate * 2) + u16(2) + u16(16) + "data" + u32(data);
-  wav.append(reinterpret_cast<const char*>(pcm->data()), data);
-  const std::string path = dir + "/microphone.wav";
+                    u32(rate) + u32(rate * 2) + u16(2) + u16(16) + "data" + u32(data);
+  wav.append(reinterpret_cast<const char*>(pcm.data()), data);
   std::ofstream(path, std::ios::binary) << wav;
   return path;
+}
+
+// A real voice note.
+std::string VoiceMicrophone(const std::string& dir) {
+  const std::string ogg = AudioFixture("voice_note_hello.ogg");
+  auto pcm = audio::DecodeOggOpus(
+      absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(ogg.data()), ogg.size()), 48000);
+  EXPECT_TRUE(pcm.ok()) << pcm.status();
+  return WriteWav(dir + "/microphone.wav", pcm.ok() ? *pcm : std::vector<int16_t>(), 48000);
+}
+
+// A caller saying 440 Hz for a second, then silent for `silence_s`: the
+// agent's VAD ends each turn in the silence.
+std::string ToneMicrophone(const std::string& dir, int silence_s) {
+  std::vector<int16_t> pcm(static_cast<size_t>(1 + silence_s) * 48000, 0);
+  for (size_t i = 0; i < 48000; ++i) {
+    pcm[i] = static_cast<int16_t>(8000 * std::sin(2 * M_PI * 440 * static_cast<double>(i) / 48000));
+  }
+  return WriteWav(dir + "/tone.wav", pcm, 48000);
 }
 
 std::string Artifact(const std::string& name) {
@@ -45,6 +59,11 @@ std::string Artifact(const std::string& name) {
 
 class BrowserTest : public ::testing::Test {
  protected:
+  BrowserTest() = default;
+  // A microphone saying a 440 Hz second every 1 + tone_silence_s seconds.
+  BrowserTest(ClusterOptions options, int tone_silence_s)
+      : cluster_(std::move(options)), tone_silence_s_(tone_silence_s) {}
+
   void SetUp() override {
     if (HeadlessBrowser::FindChromium().empty()) {
       GTEST_SKIP() << "chromium is not installed (tools/bridge.sh test installs it with "
@@ -53,7 +72,8 @@ class BrowserTest : public ::testing::Test {
     const std::string dir = FreshDir("browser");
     BrowserOptions o;
     o.profile_dir = dir + "/profile";
-    o.microphone_wav = MicrophoneWav(dir);
+    o.microphone_wav =
+        tone_silence_s_ > 0 ? ToneMicrophone(dir, tone_silence_s_) : VoiceMicrophone(dir);
     auto b = HeadlessBrowser::Launch(o);
     ASSERT_TRUE(b.ok()) << b.status();
     browser_ = *std::move(b);
@@ -72,6 +92,7 @@ class BrowserTest : public ::testing::Test {
   }
 
   BridgeCluster cluster_;
+  const int tone_silence_s_ = 0;  // 0: the voice note
   std::unique_ptr<HeadlessBrowser> browser_;
 };
 
@@ -157,23 +178,83 @@ TEST_F(BrowserTest, OnTheConsoleAnOperatorTakesOverRepliesToThePhoneAndHandsBack
   Shot("phone-operator-reply.png");
 }
 
-// The Call button: the browser's own WebRTC offer (its candidates gathered)
-// goes through the real gateway, controller and worker, which read it and
-// refuse the call at once today (docs/calls.md); the page says so.
-TEST_F(BrowserTest, ThePhonePagesCallIsDeclinedAtOnceWithTheBrowsersOwnOffer) {
-  ASSERT_TRUE(browser_->Navigate(absl::StrCat("http://", cluster_.whatsapp_sim_http(),
-                                              "/?user=15551230017")).ok());
-  const json button = Eval(R"((async () => {
+// Calls from the phone page: chromium's own WebRTC stack is the caller (its
+// host candidates hidden behind mDNS names, as a user's browser has them, so
+// the worker finds it through its checks), through the real cluster, with
+// the agent speaking in real time.
+class CallBrowserTest : public BrowserTest {
+ protected:
+  static ClusterOptions Options(std::vector<std::string> sim_args) {
+    ClusterOptions o;
+    o.reply_pace = 1;
+    o.sim_args = std::move(sim_args);
+    return o;
+  }
+  CallBrowserTest() : BrowserTest(Options({}), /*tone_silence_s=*/2) {}
+  CallBrowserTest(std::vector<std::string> sim_args, int tone_silence_s)
+      : BrowserTest(Options(std::move(sim_args)), tone_silence_s) {}
+
+  // Presses Call and waits until the page says it is in the call.
+  void CallFromThePage(const std::string& user) {
+    ASSERT_TRUE(browser_->Navigate(absl::StrCat("http://", cluster_.whatsapp_sim_http(),
+                                                "/?user=", user)).ok());
+    const json status = Eval(R"((async () => {
+      q('#call').click();
+      await until(() => q('#callstatus').textContent === 'In call', 60000);
+      return q('#callstatus').textContent;
+    })())");
+    ASSERT_EQ(status, "In call") << cluster_.Logs();
+  }
+};
+
+TEST_F(CallBrowserTest, ThePhonePagesCallIsAnsweredTheAgentHearsItAndAHangUpEndsIt) {
+  CallFromThePage("15551230017");
+  // The agent's voice reaches the page: RTP packets and audio energy in the
+  // browser's own statistics (silence has next to none).
+  const json in = Eval(R"((async () => {
+    const inbound = async () => {
+      const stats = await call.pc.getStats();
+      return [...stats.values()].find(s => s.type === 'inbound-rtp' && s.kind === 'audio');
+    };
+    await poll(async () => { const s = await inbound(); return s && s.totalAudioEnergy > 0.05; });
+    const s = await inbound();
+    return {packets: s.packetsReceived, energy: s.totalAudioEnergy, lost: s.packetsLost};
+  })())");
+  EXPECT_GT(in.value("packets", 0), 50) << in.dump();
+  EXPECT_GT(in.value("energy", 0.0), 0.05) << in.dump();
+  Shot("phone-call-live.png");
+  const json convs = cluster_.Conversations(1);
+  ASSERT_EQ(convs["conversations"].size(), 1u);
+  EXPECT_THAT(convs["conversations"][0]["transcripts"].dump(), HasSubstr("peak 440 Hz"))
+      << "the agent heard the browser's microphone";
+
+  const json after = Eval(R"((async () => {
     q('#call').click();
-    await until(() => q('#callstatus').textContent === 'The business declined the call');
+    await until(() => q('#callstatus').textContent === 'You hung up');
     return q('#call').textContent;
   })())");
-  EXPECT_EQ(button, "Call");
-  Shot("phone-call-declined.png");
-  // Refused because calls are not answered yet, not because the offer was unreadable.
-  EXPECT_THAT(cluster_.Logs(), HasSubstr("calls are not answered by this bridge yet"));
-  EXPECT_TRUE(cluster_.AwaitControllerMetric(R"(bridge_controller_calls_total{outcome="ended"} 1)"))
+  EXPECT_EQ(after, "Call");
+  EXPECT_TRUE(cluster_.AwaitWorkerMetric(R"(bridge_worker_calls_total{outcome="ended"} 1)"))
       << cluster_.Logs();
+  EXPECT_EQ(cluster_.Conversations(1, /*ended_only=*/true)["conversations"].size(), 1u)
+      << "the agent socket closed with the call";
+}
+
+class EndCallBrowserTest : public CallBrowserTest {
+ protected:
+  // Quiet long enough for the goodbye to play out: speaking over it would
+  // interrupt the agent before its end_call.
+  EndCallBrowserTest() : CallBrowserTest({"--end_call_phrase=heard"}, /*tone_silence_s=*/15) {}
+};
+
+TEST_F(EndCallBrowserTest, TheAgentsEndCallHangsUpThePhonePage) {
+  CallFromThePage("15551230018");
+  const json status = Eval(R"((async () => {
+    await until(() => q('#callstatus').textContent === 'The business hung up', 60000);
+    return q('#call').textContent;
+  })())");
+  EXPECT_EQ(status, "Call") << cluster_.Logs();
+  Shot("phone-call-ended-by-agent.png");
 }
 
 }  // namespace

@@ -218,6 +218,17 @@ var until = (f, ms = 60000) => new Promise((resolve, reject) => {
   obs.observe(document, {subtree: true, childList: true, characterData: true, attributes: true});
   timer = setTimeout(() => { obs.disconnect(); reject(new Error('never became true: ' + f)); }, ms);
 });
+// For what changes without touching the DOM (WebRTC statistics): asks again
+// every 100 ms.
+var poll = async (f, ms = 60000) => {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error('never became true: ' + f);
+    await new Promise(r => setTimeout(r, 100));
+  }
+};
 )JS";
 
 std::string HeadlessBrowser::FindChromium() {
