@@ -76,6 +76,15 @@ else
   say "Media.Converse benchmark failed; writing the report without it"
 fi
 
+# WhatsApp calls at 10, 50 and 100 concurrent calls on one worker (~2 min).
+CALLS=()
+say "WhatsApp calls: concurrent calls on one bridge-worker (bench/call_load)"
+if BUILD_DIR="$BUILD_DIR" "$ROOT/bench/call_bench.sh" "$TMP/calls.tsv"; then
+  CALLS=(--calls "$TMP/calls.tsv")
+else
+  say "calls benchmark failed; writing the report without it"
+fi
+
 # Cluster capacity (issue #12): ingest CPU per acked webhook on SQLite, a
 # one-member and a three-member etcd, against Node in cluster mode; leader
 # takeover after kill -9 (~3 min).
@@ -93,7 +102,7 @@ fi
 
 python3 "$ROOT/bench/report.py" --audio "$TMP/audio.json" --spawn "$TMP/spawn.tsv" \
   --spawns "$SPAWNS" --command "tools/bridge.sh bench" "${INGEST[@]}" "${TURN[@]}" \
-  "${CONVERSE[@]}" >"$OUT"
+  "${CONVERSE[@]}" "${CALLS[@]}" >"$OUT"
 if [[ -s "$TMP/capacity.md" ]]; then
   echo >>"$OUT"
   cat "$TMP/capacity.md" >>"$OUT"

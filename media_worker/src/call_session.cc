@@ -214,10 +214,11 @@ AgentEvents CallSession::AgentCallbacks() {
     hop([pcm = std::move(pcm)](CallSession* s) { s->AgentAudio(pcm); });
   };
   ev.on_interruption = [hop](int64_t) {
-    hop([](CallSession* s) { s->media_->ClearPlayout(); });
+    hop([](CallSession* s) { s->CutAgentAudio(); });
   };
-  ev.on_user_transcript = [id = offer_.call_id()](const std::string& text) {
+  ev.on_user_transcript = [hop, id = offer_.call_id()](const std::string& text) {
     LogInfo("call: the caller said", {{"call_id", id}, {"chars", static_cast<int64_t>(text.size())}});
+    hop([](CallSession* s) { s->caller_had_turn_ = true; });
   };
   ev.on_reply_end = [hop](ReplyEnd why) {
     if (why != ReplyEnd::kEndCall) return;
@@ -270,10 +271,19 @@ void CallSession::BargeIn(absl::Span<const int16_t> pcm) {
   speech_run_ += absl::Seconds(static_cast<double>(pcm.size()) / kCallRate);
   if (speaking_ || speech_run_ < env_->settings.barge_in_after) return;
   speaking_ = true;  // once per stretch of speech
-  if (media_ && media_->queued() > absl::ZeroDuration()) {
-    media_->ClearPlayout();
-    env_->metrics->barge_ins->Increment();
-  }
+  // Not over the greeting: an agent with disable_first_message_interruptions
+  // wants it heard whole (PROTOCOLS.md B4), and only its own `interruption`
+  // can say it allows one then.
+  if (caller_had_turn_) CutAgentAudio();
+}
+
+// Whichever notices first, our level check or the agent's VAD (its
+// `interruption`), drops the queued agent audio; one barge-in is counted
+// per cut of audio that was still to play.
+void CallSession::CutAgentAudio() {
+  if (!media_ || media_->queued() == absl::ZeroDuration()) return;
+  media_->ClearPlayout();
+  env_->metrics->barge_ins->Increment();
 }
 
 void CallSession::AgentAudio(const std::vector<int16_t>& pcm) {

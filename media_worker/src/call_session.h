@@ -82,6 +82,7 @@ class CallSession : public std::enable_shared_from_this<CallSession> {
   void AgentStarted(int input_rate, int output_rate);
   void CallerAudio(absl::Span<const int16_t> pcm, absl::Duration waited);
   void BargeIn(absl::Span<const int16_t> pcm);
+  void CutAgentAudio();
   void AgentAudio(const std::vector<int16_t>& pcm);
   void EndAfterPlayout(std::string reason);
   void GoodbyePoll();
@@ -102,6 +103,7 @@ class CallSession : public std::enable_shared_from_this<CallSession> {
   absl::Time live_at_;
   absl::Duration speech_run_;
   bool speaking_ = false;
+  bool caller_had_turn_ = false;  // the agent transcribed the caller once
   unsigned limit_timer_ = 0, goodbye_timer_ = 0;
   absl::Time goodbye_since_;
   std::string goodbye_reason_;

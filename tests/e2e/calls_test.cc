@@ -126,6 +126,32 @@ TEST(CallsTest, AKilledWorkersCallIsTerminatedThroughAnotherWorker) {
   EXPECT_THAT(CallSession(c, v1::SESSION_STATE_ENDED).end_reason(), HasSubstr("worker"));
 }
 
+TEST(CallsTest, CallerSpeechCutsOffTheAgentsQueuedAudio) {
+  ClusterOptions o = Calls();
+  o.reply_pace = 0;  // the whole reply arrives at once: seconds of it queued to play
+  BridgeCluster c(o);
+  media_worker::MediaLoop loop("caller");
+  SimCaller caller(&loop, {c.whatsapp_sim_http(), "15551230027"});
+  Connect(caller, c);
+  caller.Say(ToneThenSilence());
+  ASSERT_TRUE(caller.AwaitHeard(1600, kWait)) << "the reply started playing" << c.Logs();
+  caller.Say(ToneThenSilence());  // the caller talks over the agent
+  EXPECT_TRUE(c.AwaitWorkerMetric("bridge_worker_call_barge_ins_total 1")) << c.Logs();
+  EXPECT_GE(c.Conversations(1)["conversations"][0].value("interruptions", 0), 1)
+      << "the agent heard it too";
+}
+
+TEST(CallsTest, AStoppingWorkerTerminatesItsCalls) {
+  BridgeCluster c(Calls());
+  media_worker::MediaLoop loop("caller");
+  SimCaller caller(&loop, {c.whatsapp_sim_http(), "15551230028"});
+  Connect(caller, c);
+  c.worker(0).Signal(SIGTERM);
+  EXPECT_EQ(Actions(CallActions(c, 3)), (std::vector<std::string>{"pre_accept", "accept", "terminate"}))
+      << c.Logs();
+  EXPECT_EQ(c.worker(0).Wait(), 0) << "a clean exit";
+}
+
 TEST(CallsTest, AMalformedOfferIsRejectedWithWhatIsWrongWithIt) {
   BridgeCluster c(Calls());
   httplib::Client cli(absl::StrCat("http://", c.whatsapp_sim_http()));

@@ -936,3 +936,40 @@ TEST(WhatsAppSimBinary, PrintsReadyServesThePhonePageAndStopsCleanly) {
 
 }  // namespace
 }  // namespace bridge::whatsapp_sim
+
+namespace bridge::whatsapp_sim {
+namespace {
+
+// Calls (PROTOCOLS.md A6): the business's actions are validated as Meta does,
+// and an ended call takes none; its terminate webhook comes after the 200.
+TEST_F(WhatsAppSimTest, CallActionsAreValidatedAndAnEndedCallTakesNone) {
+  auto r = Client()->Post(absl::StrCat("/sim/users/", kUser, "/call").c_str(),
+                          "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n", "application/sdp");
+  ASSERT_TRUE(r && r->status == 200) << (r ? r->body : "");
+  const std::string call = json::parse(r->body).value("call_id", "");
+  auto act = [&](const json& body) {
+    auto a = Client()->Post(absl::StrCat("/v23.0/", kPhoneId, "/calls"), Auth(), body.dump(),
+                            "application/json");
+    return std::make_pair(a ? a->status : -1, a ? json::parse(a->body, nullptr, false) : json());
+  };
+  const json answer = {{"sdp_type", "answer"}, {"sdp", "v=0\r\n"}};
+  auto [s1, b1] = act({{"messaging_product", "whatsapp"}, {"call_id", call}, {"action", "accept"}});
+  EXPECT_EQ(s1, 400) << "accept needs the SDP answer";
+  ExpectGraphError(b1, 100);
+  auto [s2, b2] = act({{"messaging_product", "whatsapp"}, {"call_id", call}, {"action", "pre_accept"},
+                       {"session", answer}});
+  EXPECT_EQ(s2, 200) << b2;
+  auto h = Client()->Post(absl::StrCat("/sim/users/", kUser, "/hangup?call_id=", call).c_str(), "",
+                          "text/plain");
+  ASSERT_TRUE(h && h->status == 200);
+  auto [s3, b3] = act({{"messaging_product", "whatsapp"}, {"call_id", call}, {"action", "accept"},
+                       {"session", answer}});
+  EXPECT_EQ(s3, 400) << "the caller hung up: " << b3;
+  EXPECT_THAT(b3.dump(), ::testing::HasSubstr("has ended"));
+  auto again = Client()->Post(absl::StrCat("/sim/users/", kUser, "/hangup?call_id=", call).c_str(),
+                              "", "text/plain");
+  EXPECT_EQ(again ? again->status : -1, 409) << "one hang-up per call";
+}
+
+}  // namespace
+}  // namespace bridge::whatsapp_sim

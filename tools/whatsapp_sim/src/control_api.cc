@@ -356,6 +356,7 @@ void UserHangup(const HttpRequest& req, HttpResponse& res, SimCore& core) {
   if (caller.is_null() || caller.value("wa_id", "") != req.matches[1]) {
     return Error(res, 404, "?call_id= names no call of this user");
   }
+  if (caller.value("ended", false)) return Error(res, 409, "the call has already ended");
   if (!CanDeliver(res, core)) return;
   core.QueueCallEnd(call_id, caller, "COMPLETED");
   Reply(res, json{{"call_id", call_id}});

@@ -59,6 +59,7 @@ void SimCore::Close() {
 
 void SimCore::QueueCallEnd(const std::string& call_id, const nlohmann::json& caller,
                            const std::string& status, std::optional<int> duration_s) {
+  state_.EndCall(call_id);
   const std::string wa_id = caller.value("wa_id", "");
   ojson end = {{"id", call_id}, {"from", wa_id}, {"event", "terminate"},
                {"timestamp", absl::StrCat(state_.NowUnix())}, {"status", status}};

@@ -207,6 +207,11 @@ json SimState::CallerOf(const std::string& call_id) const {
   return it == callers_.end() ? json() : it->second;
 }
 
+void SimState::EndCall(const std::string& call_id) {
+  absl::MutexLock lock(&mu_);
+  if (auto it = callers_.find(call_id); it != callers_.end()) it->second["ended"] = true;
+}
+
 void SimState::RecordCallAction(json action) {
   absl::MutexLock lock(&mu_);
   action["at"] = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", NowLocked(), absl::UTCTimeZone());

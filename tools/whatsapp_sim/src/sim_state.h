@@ -97,6 +97,8 @@ class SimState {
   // Calls: who placed each, and what the business did with them (/calls).
   void NoteCall(const std::string& call_id, nlohmann::json caller);
   nlohmann::json CallerOf(const std::string& call_id) const;  // null if unknown
+  // The call ended (its terminate webhook is queued): CallerOf says "ended".
+  void EndCall(const std::string& call_id);
   void RecordCallAction(nlohmann::json action);
   nlohmann::json CallActions(size_t min_count, absl::Duration wait);
   void RecordAttempt(nlohmann::json attempt);
