@@ -8,7 +8,8 @@
 #
 # Usage: bench/call_bench.sh OUT.tsv   (BUILD_DIR must hold built binaries)
 # OUT.tsv: "# key<TAB>value" facts, a header row, one row per N.
-# Knobs: BENCH_CALLS ("10 50 100"), BENCH_CALL_SECONDS (20).
+# Knobs: BENCH_CALLS ("10 50 100"), BENCH_CALL_SECONDS (20), BENCH_CALL_PROFILE
+# (a path: perf records the worker's CPU there during the load).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
@@ -102,6 +103,10 @@ for N in $CALLS; do
   W_PID=$PID W_METRICS=$(field "$READY" metrics)
   rss_idle=$(status_kib "$W_PID" VmRSS)
   cpu0=$(cpu_seconds "$W_PID")
+  if [[ -n ${BENCH_CALL_PROFILE:-} ]]; then
+    perf record -e cpu-clock -F 999 -g -o "$BENCH_CALL_PROFILE" -p "$W_PID" 2>/dev/null &
+    PIDS+=($!)
+  fi
   say "N=$N: call_load --calls=$N --duration=${SECONDS_PER_CALL}s"
   line=$("$LOAD" --whatsapp_sim="$WA" --calls="$N" --duration="${SECONDS_PER_CALL}s" 2>"$TMP/load-$N.err" |
     grep '^CALLS ' || true)

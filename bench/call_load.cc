@@ -1,9 +1,9 @@
 // Calls load client (issue #15): N WhatsApp calls at once through
 // whatsapp-sim to one worker, each caller on the product's media library
-// playing Meta's side (tests/support/sim_caller.h), all of them on ONE media
-// loop thread here. Each caller says a 440 Hz second then two silent seconds,
+// playing Meta's side (tests/support/sim_caller.h), all of them on one media
+// thread per core here. Each caller says a 440 Hz second then two silent seconds,
 // over and over, for --duration; then hangs up. Prints one summary line:
-//   CALLS n=N ok=K failed=F setup_p50_ms=.. setup_p99_ms=.. heard_s=..
+//   CALLS n=N ok=K failed=F setup_p50_ms=.. setup_p99_ms=..
 //         received=.. lost=.. raw_codec_us_per_call_s=..
 // (raw_codec_us_per_call_s: libopus alone encoding and decoding one second
 // of call audio at the worker's settings, timed here: the floor any
@@ -76,11 +76,16 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const int n = absl::GetFlag(FLAGS_calls);
   const absl::Duration duration = absl::GetFlag(FLAGS_duration);
-  bridge::media_worker::MediaLoop loop("callers");
+  // As many media threads as the worker has (one per core): the callers
+  // must not be the bottleneck they measure.
+  std::vector<std::unique_ptr<bridge::media_worker::MediaLoop>> loops;
+  for (unsigned i = 0; i < std::max(1u, std::thread::hardware_concurrency()); ++i) {
+    loops.push_back(std::make_unique<bridge::media_worker::MediaLoop>(absl::StrCat("callers-", i)));
+  }
   std::vector<std::unique_ptr<SimCaller>> callers;
   for (int i = 0; i < n; ++i) {
     callers.push_back(std::make_unique<SimCaller>(
-        &loop, bridge::testing::SimCallerOptions{absl::GetFlag(FLAGS_whatsapp_sim),
+        loops[static_cast<size_t>(i) % loops.size()].get(), bridge::testing::SimCallerOptions{absl::GetFlag(FLAGS_whatsapp_sim),
                                                  absl::StrCat("1555900", 10000 + i)}));
   }
   // Setup in parallel, as calls arrive; one thread per caller only here, in

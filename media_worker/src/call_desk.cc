@@ -1,6 +1,8 @@
 #include "call_desk.h"
 
 #include <netdb.h>
+
+#include <thread>
 #include <sys/socket.h>
 
 #include "absl/strings/match.h"
@@ -50,11 +52,13 @@ absl::StatusOr<std::unique_ptr<CallDesk>> CallDesk::Create(
   std::unique_ptr<CallDesk> desk(new CallDesk());
   auto identity = DtlsIdentity::Generate();
   if (!identity.ok()) return identity.status();
-  desk->loop_ = std::make_unique<MediaLoop>("media");
+  const int loops = std::max(1u, std::thread::hardware_concurrency());
+  for (int i = 0; i < loops; ++i) {
+    desk->loops_.push_back(std::make_unique<MediaLoop>(absl::StrCat("media-", i)));
+  }
   desk->blocking_ = std::make_unique<ThreadPool>(kBlockingThreads);
   CallEnv& env = desk->env_;
   env.settings = std::move(settings);
-  env.loop = desk->loop_.get();
   env.identity = *std::move(identity);
   env.graph = graph;
   env.ws_pool = ws_pool;
@@ -80,7 +84,8 @@ void CallDesk::Offer(const v1::CallOffer& offer) {
                                       " calls live on this worker (--max_calls)"));
   }
   if (calls_.count(offer.call_id()) > 0) return;  // offered twice: answering already
-  calls_[offer.call_id()] = CallSession::Answer(&env_, offer, *std::move(sdp));
+  MediaLoop* loop = loops_[next_loop_++ % loops_.size()].get();
+  calls_[offer.call_id()] = CallSession::Answer(&env_, loop, offer, *std::move(sdp));
   LogInfo("call offered", {{"call_id", offer.call_id()}, {"live", static_cast<int64_t>(calls_.size())}});
 }
 

@@ -2,12 +2,13 @@
 // answers each with a CallSession, or refuses it at once with `reject` and a
 // reason (calls off, an offer we cannot answer, no capacity, draining); ends
 // calls on the controller's CallEnd; ends them all when the worker stops.
-// Owns the media loop, the DTLS certificate and the call metrics.
+// Owns the media threads, the DTLS certificate and the call metrics.
 #pragma once
 
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -45,7 +46,10 @@ class CallDesk {
 
   CallEnv env_;
   CallMetrics metrics_;
-  std::unique_ptr<MediaLoop> loop_;
+  // One media thread per core (at least one): calls are spread over them,
+  // so both cores carry media and each GLib loop polls fewer sockets.
+  std::vector<std::unique_ptr<MediaLoop>> loops_;
+  size_t next_loop_ ABSL_GUARDED_BY(mu_) = 0;
   std::unique_ptr<ThreadPool> blocking_;
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<CallSession>> calls_ ABSL_GUARDED_BY(mu_);

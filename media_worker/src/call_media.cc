@@ -297,44 +297,43 @@ void CallMedia::SendDatagram(absl::Span<const uint8_t> d) {
 }
 
 void CallMedia::StartTicks() {
-  next_tick_us_ = g_get_monotonic_time();
-  Tick();
+  next_due_us_ = g_get_monotonic_time();
+  std::weak_ptr<CallMedia> weak = weak_from_this();
+  ticker_ = loop_->AddTicker([weak](int64_t now) {
+    if (auto self = weak.lock()) self->Tick(now);
+  });
 }
 
-// One packet per 20 ms on a schedule kept against the monotonic clock, so
-// timer lateness does not accumulate into drift.
-void CallMedia::Tick() {
-  tick_timer_ = 0;
+// One packet per 20 ms, due on a schedule kept against the monotonic clock
+// (tick lateness does not accumulate), checked on the loop's shared tick.
+void CallMedia::Tick(int64_t now) {
   if (closed_) return;
-  const int frame = options_.pcm_rate / 50;
-  int64_t now = g_get_monotonic_time();
-  for (int n = 0; next_tick_us_ <= now && n < kMaxCatchUp; ++n) {
-    if (playout_.empty() && !pending_.empty()) {  // a reply's tail: padded out
-      pending_.resize(static_cast<size_t>(frame), 0);
-      playout_.push_back({std::move(pending_), pending_ready_us_});
-      pending_.clear();
-    }
-    if (!playout_.empty()) {
-      QueuedFrame f = std::move(playout_.front());
-      playout_.pop_front();
-      SendFrame(f.pcm);
-      if (events_.on_played) events_.on_played(absl::Microseconds(now - f.ready_us));
-    } else {
-      static const std::vector<int16_t> kSilence(960, 0);
-      SendFrame(absl::MakeConstSpan(kSilence.data(), static_cast<size_t>(frame)));
-      ++stats_.silence_sent;
-    }
+  for (int n = 0; next_due_us_ <= now && n < kMaxCatchUp; ++n) {
+    SendNext(now);
     if (closed_) return;
-    next_tick_us_ += kFrameUs;
+    next_due_us_ += kFrameUs;
   }
-  if (next_tick_us_ <= now) next_tick_us_ = now + kFrameUs;  // stalled: skip, don't burst
+  if (next_due_us_ <= now) next_due_us_ = now + kFrameUs;  // stalled: skip, don't burst
   DrainJitter();  // gaps whose wait is over
-  if (closed_) return;
-  now = g_get_monotonic_time();
-  std::weak_ptr<CallMedia> weak = weak_from_this();
-  tick_timer_ = loop_->After(absl::Microseconds(std::max<int64_t>(0, next_tick_us_ - now)), [weak] {
-    if (auto self = weak.lock()) self->Tick();
-  });
+}
+
+void CallMedia::SendNext(int64_t now) {
+  const int frame = options_.pcm_rate / 50;
+  if (playout_.empty() && !pending_.empty()) {  // a reply's tail: padded out
+    pending_.resize(static_cast<size_t>(frame), 0);
+    playout_.push_back({std::move(pending_), pending_ready_us_});
+    pending_.clear();
+  }
+  if (!playout_.empty()) {
+    QueuedFrame f = std::move(playout_.front());
+    playout_.pop_front();
+    SendFrame(f.pcm);
+    if (events_.on_played) events_.on_played(absl::Microseconds(std::max<int64_t>(0, now - f.ready_us)));
+    return;
+  }
+  static const std::vector<int16_t> kSilence(960, 0);
+  SendFrame(absl::MakeConstSpan(kSilence.data(), static_cast<size_t>(frame)));
+  ++stats_.silence_sent;
 }
 
 void CallMedia::SendFrame(absl::Span<const int16_t> pcm) {
@@ -356,6 +355,10 @@ void CallMedia::Play(absl::Span<const int16_t> pcm) {
   if (closed_) return;
   const size_t frame = static_cast<size_t>(options_.pcm_rate / 50);
   const int64_t now = g_get_monotonic_time();
+  // Audio after silence goes out now, not at the silence's next slot: the
+  // schedule re-phases to it (the receiver's jitter buffer absorbs one
+  // early packet), which saves up to 20 ms on every reply's start.
+  const bool was_idle = playout_.empty() && pending_.empty();
   if (pending_.empty()) pending_ready_us_ = std::max(now, last_play_ready_us_ + kFrameUs);
   pending_.insert(pending_.end(), pcm.begin(), pcm.end());
   size_t used = 0;
@@ -370,6 +373,10 @@ void CallMedia::Play(absl::Span<const int16_t> pcm) {
     used += frame;
   }
   pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(used));
+  if (was_idle && ticker_ != 0 && !playout_.empty() && next_due_us_ > now) {
+    next_due_us_ = now;
+    Tick(now);
+  }
 }
 
 void CallMedia::ClearPlayout() {
@@ -407,10 +414,10 @@ void CallMedia::Fail(const absl::Status& why) {
 void CallMedia::Close() {
   if (closed_) return;
   closed_ = true;
-  loop_->Cancel(tick_timer_);
+  if (ticker_ != 0) loop_->RemoveTicker(ticker_);
   loop_->Cancel(dtls_timer_);
   loop_->Cancel(connect_timer_);
-  tick_timer_ = dtls_timer_ = connect_timer_ = 0;
+  ticker_ = dtls_timer_ = connect_timer_ = 0;
   if (agent_ != nullptr) {
     g_signal_handlers_disconnect_by_data(agent_, this);
     nice_agent_attach_recv(agent_, stream_, 1, loop_->context(), nullptr, nullptr);

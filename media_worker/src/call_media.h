@@ -134,7 +134,8 @@ class CallMedia : public std::enable_shared_from_this<CallMedia> {
   void DrainJitter();
   void Fail(const absl::Status& why);
   void StartTicks();
-  void Tick();
+  void Tick(int64_t now_us);
+  void SendNext(int64_t now_us);
   void SendFrame(absl::Span<const int16_t> pcm);
   void ArmDtlsTimer();
   void SendDatagram(absl::Span<const uint8_t> datagram);
@@ -157,8 +158,8 @@ class CallMedia : public std::enable_shared_from_this<CallMedia> {
   std::deque<QueuedFrame> playout_;
   std::vector<int16_t> decoded_;     // scratch
   std::vector<uint8_t> encoded_;     // scratch
-  unsigned tick_timer_ = 0, dtls_timer_ = 0, connect_timer_ = 0;
-  int64_t next_tick_us_ = 0;
+  unsigned ticker_ = 0, dtls_timer_ = 0, connect_timer_ = 0;
+  int64_t next_due_us_ = 0;  // when the next packet is due (monotonic µs)
   int64_t last_play_ready_us_ = 0;
   uint16_t out_seq_;
   uint32_t out_ts_;

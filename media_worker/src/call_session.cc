@@ -34,22 +34,22 @@ const char* OutcomeName(v1::CallOutcome o) {
 
 }  // namespace
 
-std::shared_ptr<CallSession> CallSession::Answer(const CallEnv* env, v1::CallOffer offer,
-                                                 SdpOffer sdp) {
-  auto call = std::make_shared<CallSession>(env, std::move(offer), std::move(sdp));
+std::shared_ptr<CallSession> CallSession::Answer(const CallEnv* env, MediaLoop* loop,
+                                                 v1::CallOffer offer, SdpOffer sdp) {
+  auto call = std::make_shared<CallSession>(env, loop, std::move(offer), std::move(sdp));
   call->self_ = call;  // touched on the loop only, from here on
   env->metrics->active->Increment();
-  env->loop->Post([call] { call->Begin(); });
+  loop->Post([call] { call->Begin(); });
   return call;
 }
 
-CallSession::CallSession(const CallEnv* env, v1::CallOffer offer, SdpOffer sdp)
-    : env_(env), offer_(std::move(offer)), sdp_(std::move(sdp)), offered_at_(absl::Now()) {}
+CallSession::CallSession(const CallEnv* env, MediaLoop* loop, v1::CallOffer offer, SdpOffer sdp)
+    : env_(env), loop_(loop), offer_(std::move(offer)), sdp_(std::move(sdp)), offered_at_(absl::Now()) {}
 
 CallSession::~CallSession() = default;
 
 void CallSession::End(std::string reason, bool terminate) {
-  env_->loop->Post([self = shared_from_this(), reason = std::move(reason), terminate] {
+  loop_->Post([self = shared_from_this(), reason = std::move(reason), terminate] {
     if (self->phase_ == Phase::kDone) return;
     self->Finish(self->phase_ == Phase::kAnswering ? v1::CALL_OUTCOME_FAILED
                                                    : v1::CALL_OUTCOME_ENDED,
@@ -86,7 +86,7 @@ void CallSession::Begin() {
   ev.on_played = [m = env_->metrics](absl::Duration late) {
     m->to_caller_seconds->Observe(absl::ToDoubleSeconds(late));
   };
-  auto media = CallMedia::Create(env_->loop, env_->identity, o, std::move(ev));
+  auto media = CallMedia::Create(loop_, env_->identity, o, std::move(ev));
   if (!media.ok()) {
     Finish(v1::CALL_OUTCOME_REJECTED, absl::StrCat("media: ", media.status().message()), true);
     return;
@@ -150,7 +150,7 @@ void CallSession::Accepted(const absl::Status& s) {
   LogInfo("call answered", {{"call_id", offer_.call_id()},
                             {"setup_ms", absl::ToInt64Milliseconds(live_at_ - offered_at_)},
                             {"pair", media_->stats().selected_pair}});
-  limit_timer_ = env_->loop->After(env_->settings.max_duration, [weak = weak_from_this()] {
+  limit_timer_ = loop_->After(env_->settings.max_duration, [weak = weak_from_this()] {
     if (auto self = weak.lock()) {
       self->limit_timer_ = 0;
       self->Finish(v1::CALL_OUTCOME_ENDED, "the call reached --call_max_duration", true);
@@ -163,7 +163,7 @@ void CallSession::Graph(CallAction action, std::function<void(absl::Status)> the
     absl::Status s = self->env_->graph->ActOnCall(self->offer_.phone_number_id(),
                                                   self->offer_.call_id(), action,
                                                   self->answer_sdp_);
-    self->env_->loop->Post([s, then] { then(s); });
+    self->loop_->Post([s, then] { then(s); });
   });
 }
 
@@ -182,7 +182,7 @@ void CallSession::StartAgent() {
         AgentSession::Start(opts, self->AgentCallbacks(), self->env_->ws_pool);
     std::shared_ptr<AgentSession> started;
     if (agent.ok()) started = *std::move(agent);
-    self->env_->loop->Post([self, started, status = agent.status()] {
+    self->loop_->Post([self, started, status = agent.status()] {
       if (!status.ok()) {
         self->Finish(self->phase_ == Phase::kLive ? v1::CALL_OUTCOME_ENDED : v1::CALL_OUTCOME_FAILED,
                      absl::StrCat("agent: ", status.message()), true);
@@ -200,7 +200,7 @@ void CallSession::StartAgent() {
 // Agent callbacks run on the ws io thread: they only hop to the loop.
 AgentEvents CallSession::AgentCallbacks() {
   std::weak_ptr<CallSession> weak = weak_from_this();
-  MediaLoop* loop = env_->loop;
+  MediaLoop* loop = loop_;
   auto hop = [weak, loop](std::function<void(CallSession*)> fn) {
     if (auto s = weak.lock()) loop->Post([s, fn = std::move(fn)] {
       if (s->phase_ != Phase::kDone) fn(s.get());
@@ -316,7 +316,7 @@ void CallSession::GoodbyePoll() {
     Finish(v1::CALL_OUTCOME_ENDED, goodbye_reason_, true);
     return;
   }
-  goodbye_timer_ = env_->loop->After(kGoodbyePoll, [weak = weak_from_this()] {
+  goodbye_timer_ = loop_->After(kGoodbyePoll, [weak = weak_from_this()] {
     if (auto self = weak.lock()) self->GoodbyePoll();
   });
 }
@@ -327,8 +327,8 @@ void CallSession::Finish(v1::CallOutcome outcome, std::string reason, bool tell_
   if (phase_ == Phase::kDone) return;
   const bool was_live = phase_ == Phase::kLive || phase_ == Phase::kEnding;
   phase_ = Phase::kDone;
-  env_->loop->Cancel(limit_timer_);
-  env_->loop->Cancel(goodbye_timer_);
+  loop_->Cancel(limit_timer_);
+  loop_->Cancel(goodbye_timer_);
   limit_timer_ = goodbye_timer_ = 0;
   v1::CallReport report;
   report.set_call_id(offer_.call_id());

@@ -49,7 +49,6 @@ struct CallSettings {
 // What every call on a worker shares (CallDesk owns it).
 struct CallEnv {
   CallSettings settings;
-  MediaLoop* loop = nullptr;
   std::shared_ptr<const DtlsIdentity> identity;
   GraphApi* graph = nullptr;
   ws::ClientPool* ws_pool = nullptr;
@@ -61,13 +60,14 @@ struct CallEnv {
 
 class CallSession : public std::enable_shared_from_this<CallSession> {
  public:
-  // Starts answering a checked offer. Any thread.
-  static std::shared_ptr<CallSession> Answer(const CallEnv* env, v1::CallOffer offer,
-                                             SdpOffer sdp);
+  // Starts answering a checked offer on `loop` (one of the worker's media
+  // threads). Any thread.
+  static std::shared_ptr<CallSession> Answer(const CallEnv* env, MediaLoop* loop,
+                                             v1::CallOffer offer, SdpOffer sdp);
   // Ends the call now; `terminate`: tell Meta (not when it told us). Any thread.
   void End(std::string reason, bool terminate);
 
-  CallSession(const CallEnv* env, v1::CallOffer offer, SdpOffer sdp);  // via Answer
+  CallSession(const CallEnv* env, MediaLoop* loop, v1::CallOffer offer, SdpOffer sdp);  // via Answer
   ~CallSession();
 
  private:
@@ -90,6 +90,7 @@ class CallSession : public std::enable_shared_from_this<CallSession> {
   void Graph(CallAction action, std::function<void(absl::Status)> then);
 
   const CallEnv* const env_;
+  MediaLoop* const loop_;
   const v1::CallOffer offer_;
   const SdpOffer sdp_;
   const absl::Time offered_at_;

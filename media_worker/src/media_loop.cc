@@ -55,6 +55,44 @@ void MediaLoop::Cancel(unsigned id) {
   if (GSource* s = g_main_context_find_source_by_id(context_, id)) g_source_destroy(s);
 }
 
+unsigned MediaLoop::AddTicker(std::function<void(int64_t now_us)> fn) {
+  const unsigned id = next_ticker_++;
+  tickers_[id] = std::make_shared<std::function<void(int64_t)>>(std::move(fn));
+  if (tick_source_ == 0) {
+    GSource* source = g_timeout_source_new(static_cast<guint>(absl::ToInt64Milliseconds(kTick)));
+    g_source_set_callback(
+        source,
+        [](gpointer self) -> gboolean {
+          static_cast<MediaLoop*>(self)->Tick();
+          return G_SOURCE_CONTINUE;
+        },
+        this, nullptr);
+    tick_source_ = g_source_attach(source, context_);
+    g_source_unref(source);
+  }
+  return id;
+}
+
+void MediaLoop::RemoveTicker(unsigned id) {
+  tickers_.erase(id);
+  if (tickers_.empty() && tick_source_ != 0) {
+    Cancel(tick_source_);
+    tick_source_ = 0;
+  }
+}
+
+void MediaLoop::Tick() {
+  const int64_t now = g_get_monotonic_time();
+  // By id, looked up each time: a ticker may remove itself or others.
+  for (unsigned id = 0;;) {
+    auto it = tickers_.upper_bound(id);
+    if (it == tickers_.end()) break;
+    id = it->first;
+    std::shared_ptr<std::function<void(int64_t)>> fn = it->second;
+    (*fn)(now);
+  }
+}
+
 bool MediaLoop::InLoop() const { return g_main_context_is_owner(context_); }
 
 }  // namespace bridge::media_worker

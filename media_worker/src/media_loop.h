@@ -1,10 +1,13 @@
-// The worker's media thread: one GLib main context that runs every call's
-// ICE agent (libnice delivers its packets and signals there), DTLS timers
-// and 20 ms media ticks. One thread for all calls, never one per call; a
-// call's media state is touched only on this thread, so it needs no locks.
+// A media thread: one GLib main context that runs its calls' ICE agents
+// (libnice delivers their packets and signals there), DTLS timers and one
+// shared media tick. A worker runs one per core (call_desk.h), never one
+// per call; a call's media state is touched only on its loop's thread, so
+// it needs no locks.
 #pragma once
 
 #include <functional>
+#include <map>
+#include <memory>
 #include <memory>
 #include <string>
 #include <thread>
@@ -32,14 +35,27 @@ class MediaLoop {
   // Posted from the media thread only.
   unsigned After(absl::Duration delay, std::function<void()> task);
   void Cancel(unsigned id);
+  // Calls `fn(now_us)` (g_get_monotonic_time) every kTick on the media
+  // thread until removed: one timer for all of the loop's calls, so a
+  // hundred calls pacing 20 ms packets cost 200 wakeups a second, not 5000.
+  // Media thread only; a ticker may remove itself (or another) from `fn`.
+  static constexpr absl::Duration kTick = absl::Milliseconds(5);
+  unsigned AddTicker(std::function<void(int64_t now_us)> fn);
+  void RemoveTicker(unsigned id);
   // True on the media thread.
   bool InLoop() const;
 
   GMainContext* context() const { return context_; }
 
  private:
+  void Tick();
+
   GMainContext* context_;
   GMainLoop* loop_;
+  // Media thread only; shared so a ticker that removes itself outlives its call.
+  std::map<unsigned, std::shared_ptr<std::function<void(int64_t)>>> tickers_;
+  unsigned next_ticker_ = 1;
+  unsigned tick_source_ = 0;
   std::thread thread_;
 };
 
