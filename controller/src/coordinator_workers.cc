@@ -118,6 +118,7 @@ void Coordinator::Heartbeat(WorkerChannel* channel, const v1::WorkerHeartbeat& h
     w->last_heartbeat = absl::Now();
     *w->worker.mutable_last_heartbeat_at() = Ts(w->last_heartbeat);
     w->worker.set_active_turns(hb.active_turns());
+    w->worker.set_active_calls(hb.active_calls());
   }
 }
 

@@ -50,10 +50,12 @@ class CallDesk {
   // so both cores carry media and each GLib loop polls fewer sockets.
   std::vector<std::unique_ptr<MediaLoop>> loops_;
   size_t next_loop_ ABSL_GUARDED_BY(mu_) = 0;
-  std::unique_ptr<ThreadPool> blocking_;
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<CallSession>> calls_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  // Last: joined first on destruction, while what its tasks touch (the
+  // loops, mu_, calls_) is still there.
+  std::unique_ptr<ThreadPool> blocking_;
 };
 
 }  // namespace bridge::media_worker

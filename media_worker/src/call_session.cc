@@ -77,7 +77,7 @@ void CallSession::Begin() {
   ev.on_failed = [weak](const absl::Status& why) {
     if (auto s = weak.lock()) {
       s->Finish(s->phase_ == Phase::kLive ? v1::CALL_OUTCOME_ENDED : v1::CALL_OUTCOME_FAILED,
-                absl::StrCat("media: ", why.message()), /*terminate=*/true);
+                absl::StrCat("media: ", why.message()), /*tell_meta=*/true);
     }
   };
   ev.on_audio = [weak](absl::Span<const int16_t> pcm, absl::Duration waited) {
@@ -118,6 +118,7 @@ void CallSession::PreAccepted(const absl::Status& s) {
     Finish(v1::CALL_OUTCOME_REJECT_FAILED, absl::StrCat("pre_accept failed: ", s.message()), false);
     return;
   }
+  pre_accepted_ = true;
   if (absl::Status c = media_->Connect(sdp_); !c.ok()) {
     Finish(v1::CALL_OUTCOME_FAILED, absl::StrCat("media: ", c.message()), true);
     return;
@@ -353,8 +354,10 @@ void CallSession::Finish(v1::CallOutcome outcome, std::string reason, bool tell_
   // Blocking work off the loop: the agent's close, Meta's terminate.
   std::shared_ptr<AgentSession> agent = std::move(agent_);
   std::shared_ptr<CallSession> self = std::move(self_);
-  const CallAction action =
-      outcome == v1::CALL_OUTCOME_REJECTED ? CallAction::kReject : CallAction::kTerminate;
+  // A call Meta never saw us answer is rejected; one we answered, terminated.
+  const CallAction action = outcome == v1::CALL_OUTCOME_REJECTED || !pre_accepted_
+                                ? CallAction::kReject
+                                : CallAction::kTerminate;
   env_->blocking->Submit([self, agent, tell_meta, action, report] {
     if (agent) agent->Close();
     if (tell_meta) {

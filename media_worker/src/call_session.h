@@ -97,6 +97,7 @@ class CallSession : public std::enable_shared_from_this<CallSession> {
   // Media-loop state.
   Phase phase_ = Phase::kAnswering;
   std::string answer_sdp_;
+  bool pre_accepted_ = false;
   std::shared_ptr<CallMedia> media_;
   std::shared_ptr<AgentSession> agent_;
   int agent_in_rate_ = 0;

@@ -26,7 +26,10 @@ void JitterBuffer::Push(uint16_t sequence, uint32_t timestamp, absl::Span<const 
   const int64_t ext = Extend(sequence);
   if (ext > highest_) highest_ = ext;
   // RFC 3550 A.8: transit time in clock units, smoothed |difference| / 16.
-  const int64_t now_units = absl::ToInt64Microseconds(arrival - absl::UnixEpoch()) * kClockRate / 1000000;
+  // Arrival on the RTP clock, from the first packet (from the Unix epoch,
+  // microseconds times 48000 would overflow).
+  if (!have_transit_) first_arrival_ = arrival;
+  const int64_t now_units = absl::ToInt64Microseconds(arrival - first_arrival_) * kClockRate / 1000000;
   const int64_t transit = now_units - static_cast<int64_t>(timestamp);
   if (have_transit_) {
     const double d = std::fabs(static_cast<double>(transit - last_transit_));

@@ -63,6 +63,7 @@ class JitterBuffer {
   uint32_t last_timestamp_ = 0; // of the last frame given out
   int last_samples_ = 960;      // its length on the 48 kHz clock
   bool have_transit_ = false;
+  absl::Time first_arrival_;
   int64_t last_transit_ = 0;
   JitterStats stats_;
 };

@@ -38,11 +38,12 @@ void PrintSessions(const google::protobuf::RepeatedPtrField<v1::Session>& sessio
 
 void PrintWorkers(const google::protobuf::RepeatedPtrField<v1::Worker>& workers,
                   std::ostream& out) {
-  out << absl::StrFormat("%-28s %-22s %-22s %8s %8s\n", "WORKER", "ADDRESS", "STATE", "ACTIVE",
-                         "CAPACITY");
+  out << absl::StrFormat("%-28s %-22s %-22s %8s %6s %8s\n", "WORKER", "ADDRESS", "STATE", "ACTIVE",
+                         "CALLS", "CAPACITY");
   for (const auto& w : workers) {
-    out << absl::StrFormat("%-28s %-22s %-22s %8d %8d\n", w.worker_id(), w.address(),
-                           v1::WorkerState_Name(w.state()), w.active_sessions(), w.capacity());
+    out << absl::StrFormat("%-28s %-22s %-22s %8d %6d %8d\n", w.worker_id(), w.address(),
+                           v1::WorkerState_Name(w.state()), w.active_sessions(), w.active_calls(),
+                           w.capacity());
   }
 }
 
