@@ -116,7 +116,8 @@ ASAN_CMAKE_ARGS=(-DBRIDGE_SANITIZE=address -DBRIDGE_FUZZ=ON -DBRIDGE_THREAD_SAFE
 # binary; they would need a TSan build of gRPC (CTEST_ARGS="-R ..." runs them).
 TSAN_TESTS='^(CoordinatorTest|ResendPolicy|DeriveUserIdTest|DescribeForAgentTest|SplitForWhatsAppTest'
 TSAN_TESTS+='|ConverseFormatTest|InputBudgetTest|InputTranscoderTest|OutboxTest|OutputTranscoderTest'
-TSAN_TESTS+='|AgentSessionTest|WebSocketTest|WebSocketServerTest|WebSocketClientTest)\.'
+TSAN_TESTS+='|AgentSessionTest|WebSocketTest|WebSocketServerTest|WebSocketClientTest'
+TSAN_TESTS+='|CallMediaTest|JitterBufferTest|RtpPacketTest)\.'
 
 # The runtime options of the sanitizers, for the tests and every process they
 # start (the e2e tests spawn the real binaries and inherit the environment).

@@ -145,6 +145,7 @@ void CallMedia::OnGatheringDone(NiceAgent* agent, unsigned stream, void* data) {
       const guint port = nice_address_get_port(&c->addr);
       nice_address_set_from_string(&c->addr, public_ip.c_str());
       nice_address_set_port(&c->addr, port);
+      c->base_addr = c->addr;  // else libnice adds "raddr <private address>"
     }
     gchar* sdp = nice_agent_generate_local_candidate_sdp(agent, c);
     absl::string_view line(sdp);

@@ -44,6 +44,12 @@ ClusterOptions Calls(std::vector<std::string> sim_args = {}, int workers = 1) {
   return o;
 }
 
+// The cluster once its workers are attached: a call offered before that has
+// no worker to take it and rings out (`no_worker`), by design.
+void AwaitWorkers(BridgeCluster& c, int n) {
+  ASSERT_TRUE(c.AwaitControllerMetric(absl::StrCat("bridge_controller_workers ", n))) << c.Logs();
+}
+
 // What the business did with calls, once there are `n` actions.
 json CallActions(BridgeCluster& c, int n) {
   httplib::Client cli(absl::StrCat("http://", c.whatsapp_sim_http()));
@@ -58,8 +64,9 @@ std::vector<std::string> Actions(const json& all) {
   return out;
 }
 
-// Places a call and waits until its media is up.
-void Connect(SimCaller& caller, BridgeCluster& c) {
+// Places a call once the workers are attached and waits until its media is up.
+void Connect(SimCaller& caller, BridgeCluster& c, int workers = 1) {
+  AwaitWorkers(c, workers);
   ASSERT_TRUE(caller.Call().ok()) << c.Logs();
   absl::Status s = caller.AwaitAnswer(kWait);
   ASSERT_TRUE(s.ok()) << s << c.Logs();
@@ -102,6 +109,18 @@ TEST(CallsTest, ACallIsAnsweredTheAgentHearsTheCallerAndAHangUpEndsIt) {
   EXPECT_EQ(Actions(CallActions(c, 0)).size(), 2u) << "Meta knew: no terminate is sent";
 }
 
+// An agent that takes μ-law at 8 kHz and speaks PCM at 24 kHz: the call's
+// 16 kHz audio is resampled both ways.
+TEST(CallsTest, AnAgentAtOtherRatesIsResampledBothWays) {
+  BridgeCluster c(Calls({"--input_format=ulaw_8000", "--output_format=pcm_24000"}));
+  media_worker::MediaLoop loop("caller");
+  SimCaller caller(&loop, {c.whatsapp_sim_http(), "15551230029"});
+  Connect(caller, c);
+  caller.Say(ToneThenSilence());
+  ASSERT_TRUE(caller.AwaitHeard(8000, kWait)) << c.Logs();
+  EXPECT_THAT(c.Conversations(1)["conversations"][0]["transcripts"].dump(), HasSubstr("peak 440 Hz"));
+}
+
 TEST(CallsTest, TheAgentsEndCallHangsUpAfterItsGoodbyePlayed) {
   BridgeCluster c(Calls({"--end_call_phrase=heard"}));
   media_worker::MediaLoop loop("caller");
@@ -118,7 +137,7 @@ TEST(CallsTest, AKilledWorkersCallIsTerminatedThroughAnotherWorker) {
   BridgeCluster c(Calls({}, /*workers=*/2));
   media_worker::MediaLoop loop("caller");
   SimCaller caller(&loop, {c.whatsapp_sim_http(), "15551230023"});
-  Connect(caller, c);
+  Connect(caller, c, /*workers=*/2);
   const v1::Session live = CallSession(c, v1::SESSION_STATE_ACTIVE);
   c.worker(live.worker_id() == "w0" ? 0 : 1).Signal(SIGKILL);
   EXPECT_THAT(Actions(CallActions(c, 3)), Contains("terminate")) << c.Logs();
@@ -154,6 +173,7 @@ TEST(CallsTest, AStoppingWorkerTerminatesItsCalls) {
 
 TEST(CallsTest, AMalformedOfferIsRejectedWithWhatIsWrongWithIt) {
   BridgeCluster c(Calls());
+  AwaitWorkers(c, 1);
   httplib::Client cli(absl::StrCat("http://", c.whatsapp_sim_http()));
   ASSERT_TRUE(cli.Post("/sim/users/15551230024/call", "v=0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
                        "application/sdp"));
@@ -170,6 +190,7 @@ TEST(CallsTest, WithCallsOffACallIsRejectedSayingSo) {
   BridgeCluster c(o);
   media_worker::MediaLoop loop("caller");
   SimCaller caller(&loop, {c.whatsapp_sim_http(), "15551230025"});
+  AwaitWorkers(c, 1);
   ASSERT_TRUE(caller.Call().ok());
   EXPECT_EQ(Actions(CallActions(c, 1)), std::vector<std::string>{"reject"});
   EXPECT_TRUE(c.AwaitControllerMetric(R"(bridge_controller_calls_total{outcome="rejected"} 1)"));

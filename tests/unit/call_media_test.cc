@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
@@ -177,6 +178,51 @@ TEST(CallMediaTest, ACertificateThatDoesNotMatchTheFingerprintEndsTheCall) {
       +[](absl::Status* s) { return !s->ok(); }, &call.worker.failed), absl::Seconds(30));
   EXPECT_TRUE(absl::IsPermissionDenied(call.worker.failed)) << call.worker.failed;
   EXPECT_FALSE(call.worker.connected);
+}
+
+// --media_port_range bounds the ports, --media_public_ip is what the
+// candidates announce (a 1:1 NAT maps it to the host address).
+TEST(CallMediaTest, CandidatesUseThePortRangeAndAnnounceThePublicAddress) {
+  MediaLoop loop("media-test");
+  absl::StatusOr<LocalDescription> local = absl::UnknownError("not gathered");
+  std::shared_ptr<CallMedia> media;
+  absl::Notification done;
+  loop.Post([&] {
+    CallMediaOptions o;
+    o.network.local_ips = {"127.0.0.1"};
+    o.network.port_min = 47100;
+    o.network.port_max = 47199;
+    o.network.public_ip = "203.0.113.7";
+    auto m = CallMedia::Create(&loop, *DtlsIdentity::Generate(), o, {});
+    if (!m.ok()) {
+      local = m.status();
+      done.Notify();
+      return;
+    }
+    media = *m;
+    media->Gather([&](absl::StatusOr<LocalDescription> l) {
+      local = std::move(l);
+      done.Notify();
+    });
+  });
+  done.WaitForNotification();
+  ASSERT_TRUE(local.ok()) << local.status();
+  ASSERT_EQ(local->candidates.size(), 1u);
+  const std::string& c = local->candidates[0];
+  EXPECT_NE(c.find(" 203.0.113.7 "), std::string::npos) << c;
+  EXPECT_EQ(c.find("127.0.0.1"), std::string::npos) << c;
+  int port = 0;
+  for (int p = 47100; p <= 47199; ++p) {
+    if (c.find(absl::StrCat(" ", p, " typ host")) != std::string::npos) port = p;
+  }
+  EXPECT_NE(port, 0) << "a port in 47100-47199: " << c;
+  absl::Notification closed;
+  loop.Post([&] {
+    media->Close();
+    media.reset();
+    closed.Notify();
+  });
+  closed.WaitForNotification();
 }
 
 }  // namespace
