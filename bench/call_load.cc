@@ -24,6 +24,8 @@
 
 ABSL_FLAG(std::string, whatsapp_sim, "", "whatsapp-sim host:port");
 ABSL_FLAG(int, calls, 10, "Concurrent calls");
+ABSL_FLAG(std::vector<std::string>, caller_ips, {"127.0.0.1"},
+          "Addresses the callers' media uses (the worker's --media_ips must reach them)");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(20), "How long each call talks once connected");
 
 namespace {
@@ -85,8 +87,10 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<SimCaller>> callers;
   for (int i = 0; i < n; ++i) {
     callers.push_back(std::make_unique<SimCaller>(
-        loops[static_cast<size_t>(i) % loops.size()].get(), bridge::testing::SimCallerOptions{absl::GetFlag(FLAGS_whatsapp_sim),
-                                                 absl::StrCat("1555900", 10000 + i)}));
+        loops[static_cast<size_t>(i) % loops.size()].get(),
+        bridge::testing::SimCallerOptions{absl::GetFlag(FLAGS_whatsapp_sim),
+                                          absl::StrCat("1555900", 10000 + i), /*ice_lite=*/true,
+                                          absl::GetFlag(FLAGS_caller_ips)}));
   }
   // Setup in parallel, as calls arrive; one thread per caller only here, in
   // the load client, for its blocking HTTP long polls.

@@ -37,11 +37,11 @@ ControllerMetrics::ControllerMetrics() {
                .Name("bridge_controller_calls_total")
                .Help("WhatsApp calls by outcome: offered to a worker, duplicate webhook, no "
                      "worker to take it, rejected, reject failed, answered, failed (answering), "
-                     "ended_by_bridge (the agent, a limit, an operator), worker_lost, ended "
+                     "live_ended (a live call ended on its worker, whoever ended it), worker_lost, ended "
                      "(Meta's terminate webhook)")
                .Register(r);
   for (const char* o : {"offered", "duplicate", "no_worker", "rejected", "reject_failed",
-                        "answered", "failed", "ended_by_bridge", "worker_lost", "ended"}) {
+                        "answered", "failed", "live_ended", "worker_lost", "ended"}) {
     calls->Add({{"outcome", o}});
   }
   // At 0 from the start: the window-closed alert's increase() sees the first.

@@ -24,7 +24,7 @@ const char* ReportOutcome(v1::CallOutcome o) {
     case v1::CALL_OUTCOME_REJECT_FAILED: return "reject_failed";
     case v1::CALL_OUTCOME_ANSWERED: return "answered";
     case v1::CALL_OUTCOME_FAILED: return "failed";
-    case v1::CALL_OUTCOME_ENDED: return "ended_by_bridge";
+    case v1::CALL_OUTCOME_ENDED: return "live_ended";
     default: return "unknown";
   }
 }
