@@ -8,13 +8,13 @@
 #
 # Usage: bench/call_bench.sh OUT.tsv   (BUILD_DIR must hold built binaries)
 # OUT.tsv: "# key<TAB>value" facts, a header row, one row per N.
-# Knobs: BENCH_CALLS ("10 50 100"), BENCH_CALL_SECONDS (20), BENCH_CALL_PROFILE
+# Knobs: BENCH_CALLS ("10 25 50 75 100"), BENCH_CALL_SECONDS (20), BENCH_CALL_PROFILE
 # (a path: perf records the worker's CPU there during the load).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 OUT="${1:?usage: call_bench.sh OUT.tsv}"
-CALLS="${BENCH_CALLS:-10 50 100}"
+CALLS="${BENCH_CALLS:-10 25 50 75 100}"
 SECONDS_PER_CALL="${BENCH_CALL_SECONDS:-20}"
 LOAD="$BUILD_DIR/bench/call_load"
 KEY=sk_bench_calls SECRET=bench-app-secret TOKEN=bench-graph-token
@@ -26,6 +26,7 @@ say() { printf 'calls: %s\n' "$*" >&2; }
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 trap cleanup EXIT
+[[ -n ${BENCH_KEEP:-} ]] && trap - EXIT  # keep the logs
 
 cpu_seconds() {
   awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$1/stat"
@@ -87,7 +88,7 @@ for N in $CALLS; do
   EL_PID=$PID EL=$(field "$READY" http)
   start controller "$BUILD_DIR/controller/bridge-controller" --env_file=/nonexistent \
     --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --store="sqlite:$TMP/c-$N.db"
-  CTRL_PID=$PID CTRL=$(field "$READY" grpc)
+  CTRL_PID=$PID CTRL=$(field "$READY" grpc) CTRL_METRICS=$(field "$READY" metrics)
   start gateway env WEBHOOK_SIGNATURE_SECRET=$SECRET "$BUILD_DIR/gateway/bridge-gateway" \
     --env_file=/nonexistent --listen=127.0.0.1:0 --controller="$CTRL"
   GW_PID=$PID GW=$(field "$READY" http)
@@ -101,6 +102,9 @@ for N in $CALLS; do
     --metrics_listen=127.0.0.1:0 --worker_id=calls --controller="$CTRL" --capacity=4000 \
     --max_calls=2000 --media_ips=127.0.0.1 --voice_input=stream
   W_PID=$PID W_METRICS=$(field "$READY" metrics)
+  # Calls offered before the worker attaches ring out (no_worker): wait for it.
+  timeout 30 bash -c "until curl -fsS http://$CTRL_METRICS/metrics | grep -q '^bridge_controller_workers 1'; do sleep 0.05; done" ||
+    { say "N=$N: the worker never attached"; exit 1; }
   rss_idle=$(status_kib "$W_PID" VmRSS)
   cpu0=$(cpu_seconds "$W_PID")
   if [[ -n ${BENCH_CALL_PROFILE:-} ]]; then

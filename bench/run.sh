@@ -76,7 +76,7 @@ else
   say "Media.Converse benchmark failed; writing the report without it"
 fi
 
-# WhatsApp calls at 10, 50 and 100 concurrent calls on one worker (~2 min).
+# WhatsApp calls at 10 to 100 concurrent calls on one worker (~4 min).
 CALLS=()
 say "WhatsApp calls: concurrent calls on one bridge-worker (bench/call_load)"
 if BUILD_DIR="$BUILD_DIR" "$ROOT/bench/call_bench.sh" "$TMP/calls.tsv"; then

@@ -16,6 +16,7 @@ namespace {
 // Documents are the largest media Meta takes (100 MB); the multipart framing
 // needs a little more.
 constexpr size_t kMaxBody = 101 * 1024 * 1024;
+constexpr int kHttpThreads = 512;  // connections served at once (see Init)
 
 absl::Status CheckOptions(const SimOptions& o) {
   auto bad = [](absl::string_view what) { return absl::InvalidArgumentError(what); };
@@ -49,7 +50,13 @@ class WhatsAppSimImpl final : public WhatsAppSim {
     for (const std::string* s : {&o.access_token, &o.app_secret, &o.verify_token}) {
       RegisterSecret(*s);
     }
-    auto server = HttpServer::Create({o.listen, o.tls_cert, o.tls_key, kMaxBody});
+    // Every phone (page or load caller) holds a connection in a long poll,
+    // and each connection holds a thread: with 32 (the default), 50 callers
+    // waiting for their answers starved the business's own pre_accept calls,
+    // a limit the Graph API does not have. Threads are made on demand.
+    HttpServerOptions http{o.listen, o.tls_cert, o.tls_key, kMaxBody};
+    http.threads = kHttpThreads;
+    auto server = HttpServer::Create(http);
     if (!server.ok()) return server.status();
     server_ = *std::move(server);
     AddGraphRoutes(*server_, core_);
