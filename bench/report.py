@@ -313,7 +313,7 @@ def calls_section(facts, rows):
              "bench/call_bench.sh: for each N, a fresh cluster (elevenlabs-sim answering in real time, "
              "bridge-controller, bridge-gateway, whatsapp-sim, one bridge-worker with loopback media); "
              "bench/call_load places N calls through whatsapp-sim as Meta's side would (ICE-lite, actpass; "
-             "the product's own media library, all N callers on one thread), each saying a 440 Hz second "
+             "the product's own media library, the N callers spread over one media thread per core), each saying a 440 Hz second "
              f"then two silent seconds for {secs} s while the agent answers each turn in real time, then "
              "hangs up. Setup is the caller's view: offer posted to DTLS-SRTP up (the webhook, the "
              "controller, the worker's gathering, pre_accept, ICE, DTLS). Added latency per 20 ms frame is "
@@ -321,8 +321,9 @@ def calls_section(facts, rows):
              "socket (reordering waits included); agent → caller is agent audio arrival to its RTP packet "
              "sent, beyond real-time pacing. CPU per call-second is the worker's user + system time over the "
              "run divided by calls × seconds; the reference beside it is libopus alone encoding and decoding "
-             "one second of call audio at the same settings (16 kHz, 20 ms, complexity 5, FEC), timed in the "
-             "same run: the floor any implementation pays. Memory per call is (peak RSS − idle RSS) / N.", "",
+             "one second of call audio at the same settings (16 kHz, 20 ms, complexity 5, FEC), timed by the "
+             "load client right after its calls, on the same loaded machine: the floor any implementation "
+             "pays (it varies with the load left on the cores, so the ratio is rough). Memory per call is (peak RSS − idle RSS) / N.", "",
              "| calls | ok / failed | setup p50 / p99 ms | caller → agent p50 / p99 ms | agent → caller p50 / p99 ms "
              "| worker CPU ms per call-s | libopus alone ms per call-s | ratio | KiB per call | packets received / lost |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -341,7 +342,11 @@ def calls_section(facts, rows):
               f"{facts.get('cores', '?')} cores.", "",
               f"- **Concurrent calls at ≤ 20 ms p99 added latency per direction, every call connected:** "
               f"{best if best else 'none of the sizes run'} (the largest N run that met it; larger N were not "
-              "run or did not meet it, see the rows).", ""]
+              "run or did not meet it, see the rows).",
+              "- Where a larger N misses it, the two cores are saturated: the load client encodes and decodes "
+              "every call too, so the machine carries each call twice. Agent → caller grows first (a tick that "
+              "runs late delays a paced packet); caller → agent stays low, as a packet is decoded when it "
+              "arrives. The worker's CPU per call-second, not the knee, is the number to size by.", ""]
     return lines
 
 
