@@ -246,7 +246,6 @@ void CallSession::AgentStarted(int input_rate, int output_rate) {
   r->to_agent = *std::move(to_agent);
   r->to_caller = *std::move(to_caller);
   resampling_ = std::move(r);
-  agent_in_rate_ = input_rate;
 }
 
 void CallSession::CallerAudio(absl::Span<const int16_t> pcm, absl::Duration waited) {
@@ -346,7 +345,12 @@ void CallSession::Finish(v1::CallOutcome outcome, std::string reason, bool tell_
     LogInfo("call ended", {{"call_id", offer_.call_id()}, {"outcome", OutcomeName(outcome)},
                            {"reason", reason}, {"received", static_cast<int64_t>(st.in.received)},
                            {"lost", static_cast<int64_t>(st.in.lost)},
-                           {"sent", static_cast<int64_t>(st.packets_sent)}});
+                           {"recovered", static_cast<int64_t>(st.in.recovered)},
+                           {"late", static_cast<int64_t>(st.in.late)},
+                           {"undecryptable", static_cast<int64_t>(st.undecryptable)},
+                           {"rtcp", static_cast<int64_t>(st.rtcp_received)},
+                           {"sent", static_cast<int64_t>(st.packets_sent)},
+                           {"silence_sent", static_cast<int64_t>(st.silence_sent)}});
     media_->Close();
   }
   env_->metrics->Ended(OutcomeName(outcome)).Increment();

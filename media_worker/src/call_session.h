@@ -100,7 +100,6 @@ class CallSession : public std::enable_shared_from_this<CallSession> {
   bool pre_accepted_ = false;
   std::shared_ptr<CallMedia> media_;
   std::shared_ptr<AgentSession> agent_;
-  int agent_in_rate_ = 0;
   std::unique_ptr<class CallResampling> resampling_;
   absl::Time live_at_;
   absl::Duration speech_run_;
