@@ -201,5 +201,23 @@ TEST(ServicesTest, WorkerWithoutAnApiKeyForSpeechToTextExitsTwo) {
   EXPECT_THAT(bad.Output(), HasSubstr("--voice_input"));
 }
 
+// Calls' settings (docs/calls.md): each bad one exits 2 naming itself; a
+// STUN server that does not resolve is found at start, not on the first call.
+TEST(ServicesTest, WorkerWithBadCallSettingsExitsTwoNamingThem) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--calls=maybe", "--calls"},
+      {"--media_port_range=9000", "--media_port_range"},
+      {"--media_port_range=9010-9000", "--media_port_range"},
+      {"--stun_server=stun:nonexistent.invalid:3478", "STUN_SERVER"},
+  };
+  for (const auto& [flag, named] : cases) {
+    ChildProcess w(BRIDGE_WORKER_BIN,
+                   {"--env_file=/nonexistent", "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
+                    "--controller=127.0.0.1:1", "--voice_input=stream", flag});
+    EXPECT_EQ(w.Wait().value_or(-1), 2) << flag << "\n" << w.Output();
+    EXPECT_THAT(w.Output(), HasSubstr(named)) << flag;
+  }
+}
+
 }  // namespace
 }  // namespace bridge::testing
