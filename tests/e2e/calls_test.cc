@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "bridge_cluster.h"
+#include "grpc_probe.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
@@ -131,6 +132,18 @@ TEST(CallsTest, TheAgentsEndCallHangsUpAfterItsGoodbyePlayed) {
       << c.Logs();
   EXPECT_TRUE(caller.AwaitHeard(8000, absl::Seconds(1))) << "the goodbye played before the terminate";
   EXPECT_THAT(CallSession(c, v1::SESSION_STATE_ENDED).end_reason(), HasSubstr("end_call"));
+}
+
+TEST(CallsTest, AnOperatorEndsACallThroughTheSessionsApi) {
+  BridgeCluster c(Calls());
+  media_worker::MediaLoop loop("caller");
+  SimCaller caller(&loop, {c.whatsapp_sim_http(), "15551230030"});
+  Connect(caller, c);
+  const v1::Session live = CallSession(c, v1::SESSION_STATE_ACTIVE);
+  ASSERT_TRUE(EndSession(c.controller_address(), live.session_id(), c.admin_token()).ok());
+  EXPECT_EQ(Actions(CallActions(c, 3)), (std::vector<std::string>{"pre_accept", "accept", "terminate"}))
+      << c.Logs();
+  EXPECT_TRUE(c.AwaitWorkerMetric("bridge_worker_calls_active 0"));
 }
 
 TEST(CallsTest, AKilledWorkersCallIsTerminatedThroughAnotherWorker) {
