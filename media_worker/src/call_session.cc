@@ -362,7 +362,12 @@ void CallSession::Finish(v1::CallOutcome outcome, std::string reason, bool tell_
   const CallAction action = outcome == v1::CALL_OUTCOME_REJECTED || !pre_accepted_
                                 ? CallAction::kReject
                                 : CallAction::kTerminate;
-  env_->blocking->Submit([self, agent, tell_meta, action, report] {
+  // The report goes first: Meta's terminate webhook for our own terminate
+  // must not reach the controller before the reason the call ended does.
+  v1::WorkerMessage m;
+  *m.mutable_call_report() = std::move(report);
+  env_->report(std::move(m));
+  env_->blocking->Submit([self, agent, tell_meta, action] {
     if (agent) agent->Close();
     if (tell_meta) {
       absl::Status s = self->env_->graph->ActOnCall(self->offer_.phone_number_id(),
@@ -372,9 +377,6 @@ void CallSession::Finish(v1::CallOutcome outcome, std::string reason, bool tell_
                 {{"call_id", self->offer_.call_id()}, {"error", std::string(s.message())}});
       }
     }
-    v1::WorkerMessage m;
-    *m.mutable_call_report() = report;
-    self->env_->report(std::move(m));
     self->env_->on_done(self->offer_.call_id());
   });
 }

@@ -178,6 +178,8 @@ TEST(CallsTest, AStoppingWorkerTerminatesItsCalls) {
   media_worker::MediaLoop loop("caller");
   SimCaller caller(&loop, {c.whatsapp_sim_http(), "15551230028"});
   Connect(caller, c);
+  // Accepted first: a stop before that sends terminate while accept is in flight.
+  CallSession(c, v1::SESSION_STATE_ACTIVE);
   c.worker(0).Signal(SIGTERM);
   EXPECT_EQ(Actions(CallActions(c, 3)), (std::vector<std::string>{"pre_accept", "accept", "terminate"}))
       << c.Logs();
