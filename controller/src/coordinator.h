@@ -268,6 +268,7 @@ class Coordinator {
   // A `calls` webhook entry (coordinator_calls.cc).
   Outcome OnCallEvent(const v1::CallEvent& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartCallSession(const v1::CallEvent& call, WorkerEntry* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddEphemeralSession(v1::Session s, WorkerEntry* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Tells the call's worker it ends; `terminate`: it tells Meta too.
   void SendCallEnd(const SessionEntry& s, const std::string& reason, bool terminate)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

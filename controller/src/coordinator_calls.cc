@@ -74,23 +74,15 @@ Coordinator::Outcome Coordinator::OnCallEvent(const v1::CallEvent& call) {
 // Listed from the offer on (PENDING while it is answered), so an operator
 // sees a call ringing and where.
 void Coordinator::StartCallSession(const v1::CallEvent& call, WorkerEntry* w) {
-  auto e = std::make_unique<SessionEntry>();
-  v1::Session& s = e->session;
+  v1::Session s;
   s.set_session_id(call.call_id());
   s.set_kind(v1::SESSION_KIND_CALL);
   s.set_phone_number_id(call.phone_number_id());
   s.set_wa_id(call.from().wa_id());
   s.set_user_id(call.from().user_id());
   s.set_profile_name(call.from().profile_name());
-  s.set_worker_id(w->worker.worker_id());
   s.set_state(v1::SESSION_STATE_PENDING);
-  *s.mutable_created_at() = Ts(absl::Now());
-  *s.mutable_last_activity_at() = Ts(absl::Now());
-  w->worker.set_active_sessions(w->worker.active_sessions() + 1);
-  e->durable = true;  // nothing to persist: a call does not survive its worker
-  Notify(v1::SESSION_EVENT_TYPE_CREATED, *e);
-  sessions_[call.call_id()] = std::move(e);
-  UpdateGauges();
+  AddEphemeralSession(std::move(s), w);
 }
 
 void Coordinator::OnCallReport(WorkerChannel* channel, const v1::CallReport& report) {

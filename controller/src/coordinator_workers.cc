@@ -262,21 +262,29 @@ void Coordinator::OnLeaving(WorkerChannel* channel, const v1::WorkerLeaving& lea
 void Coordinator::StartConverseSession(WorkerChannel* channel, const v1::SessionReport& r) {
   WorkerEntry* w = WorkerOf(channel);
   if (w == nullptr) return;
-  auto e = std::make_unique<SessionEntry>();
-  v1::Session& s = e->session;
+  v1::Session s;
   s.set_session_id(r.session_id());
   s.set_phone_number_id(r.phone_number_id());
   s.set_wa_id(r.wa_id());
   s.set_conversation_id(r.conversation_id());
-  s.set_worker_id(w->worker.worker_id());
   s.set_state(v1::SESSION_STATE_ACTIVE);
   s.set_kind(v1::SESSION_KIND_CONVERSE);
+  AddEphemeralSession(std::move(s), w);
+}
+
+// A stream's or a call's session: on `w` from the start, counted against
+// its capacity, never persisted (it does not survive its worker).
+void Coordinator::AddEphemeralSession(v1::Session s, WorkerEntry* w) {
+  auto e = std::make_unique<SessionEntry>();
+  s.set_worker_id(w->worker.worker_id());
   *s.mutable_created_at() = Ts(absl::Now());
   *s.mutable_last_activity_at() = Ts(absl::Now());
+  e->session = std::move(s);
   w->worker.set_active_sessions(w->worker.active_sessions() + 1);
-  e->durable = true;  // nothing to persist: a stream does not survive its worker
+  e->durable = true;  // nothing to persist
   Notify(v1::SESSION_EVENT_TYPE_CREATED, *e);
-  sessions_[r.session_id()] = std::move(e);
+  const std::string id = e->session.session_id();
+  sessions_[id] = std::move(e);
   UpdateGauges();
 }
 

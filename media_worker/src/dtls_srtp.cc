@@ -264,40 +264,33 @@ absl::Status DtlsSrtp::Connected() {
   return absl::OkStatus();
 }
 
-absl::Status DtlsSrtp::Protect(std::vector<uint8_t>* rtp) {
-  if (!connected()) return absl::FailedPreconditionError("SRTP not keyed yet");
-  int len = static_cast<int>(rtp->size());
-  rtp->resize(rtp->size() + SRTP_MAX_TRAILER_LEN);
-  const srtp_err_status_t e = srtp_protect(srtp_out_, rtp->data(), &len);
-  rtp->resize(static_cast<size_t>(len));
-  return e == srtp_err_status_ok ? absl::OkStatus() : SrtpError("srtp_protect", e);
+namespace {
+
+// One libsrtp2 call in place: the packet grows by up to `room` first (the
+// auth tag) and takes the length libsrtp2 leaves.
+using SrtpFn = srtp_err_status_t (*)(srtp_t, void*, int*);
+absl::Status RunSrtp(SrtpFn fn, const char* name, srtp_t ctx, size_t room,
+                     std::vector<uint8_t>* packet) {
+  if (ctx == nullptr) return absl::FailedPreconditionError("SRTP not keyed yet");
+  int len = static_cast<int>(packet->size());
+  packet->resize(packet->size() + room);
+  const srtp_err_status_t e = fn(ctx, packet->data(), &len);
+  packet->resize(e == srtp_err_status_ok ? static_cast<size_t>(len) : packet->size() - room);
+  return e == srtp_err_status_ok ? absl::OkStatus() : SrtpError(name, e);
 }
 
-absl::Status DtlsSrtp::ProtectRtcp(std::vector<uint8_t>* rtcp) {
-  if (!connected()) return absl::FailedPreconditionError("SRTP not keyed yet");
-  int len = static_cast<int>(rtcp->size());
-  rtcp->resize(rtcp->size() + SRTP_MAX_TRAILER_LEN + 4);
-  const srtp_err_status_t e = srtp_protect_rtcp(srtp_out_, rtcp->data(), &len);
-  rtcp->resize(static_cast<size_t>(len));
-  return e == srtp_err_status_ok ? absl::OkStatus() : SrtpError("srtp_protect_rtcp", e);
+}  // namespace
+
+absl::Status DtlsSrtp::Protect(std::vector<uint8_t>* rtp) {
+  return RunSrtp(srtp_protect, "srtp_protect", srtp_out_, SRTP_MAX_TRAILER_LEN, rtp);
 }
 
 absl::Status DtlsSrtp::Unprotect(std::vector<uint8_t>* srtp) {
-  if (!connected()) return absl::FailedPreconditionError("SRTP not keyed yet");
-  int len = static_cast<int>(srtp->size());
-  const srtp_err_status_t e = srtp_unprotect(srtp_in_, srtp->data(), &len);
-  if (e != srtp_err_status_ok) return SrtpError("srtp_unprotect", e);
-  srtp->resize(static_cast<size_t>(len));
-  return absl::OkStatus();
+  return RunSrtp(srtp_unprotect, "srtp_unprotect", srtp_in_, 0, srtp);
 }
 
 absl::Status DtlsSrtp::UnprotectRtcp(std::vector<uint8_t>* srtcp) {
-  if (!connected()) return absl::FailedPreconditionError("SRTP not keyed yet");
-  int len = static_cast<int>(srtcp->size());
-  const srtp_err_status_t e = srtp_unprotect_rtcp(srtp_in_, srtcp->data(), &len);
-  if (e != srtp_err_status_ok) return SrtpError("srtp_unprotect_rtcp", e);
-  srtcp->resize(static_cast<size_t>(len));
-  return absl::OkStatus();
+  return RunSrtp(srtp_unprotect_rtcp, "srtp_unprotect_rtcp", srtp_in_, 0, srtcp);
 }
 
 }  // namespace bridge::media_worker

@@ -75,7 +75,6 @@ class DtlsSrtp {
 
   // In place; the packet grows by the auth tag. Only once connected.
   absl::Status Protect(std::vector<uint8_t>* rtp);
-  absl::Status ProtectRtcp(std::vector<uint8_t>* rtcp);
   // In place; fails on a forged, replayed or undecryptable packet.
   absl::Status Unprotect(std::vector<uint8_t>* srtp);
   absl::Status UnprotectRtcp(std::vector<uint8_t>* srtcp);
