@@ -49,19 +49,14 @@ cpu_ticks() {
   echo "$total"
 }
 
-free_port() {
-  local p
-  while :; do
-    p=$(shuf -i 20000-60000 -n 1)
-    (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
+# shellcheck source=tools/ports.sh
+source "$ROOT/tools/ports.sh"
 
 # etcd_up MEMBERS: starts a fresh etcd cluster; sets ETCD_EPS and ETCD_PIDS.
 etcd_up() {
   local n=$1 i cluster="" ports=() peers=()
   ETCD_PIDS=()
-  for i in $(seq "$n"); do ports+=("$(free_port)"); peers+=("$(free_port)"); done
+  for i in $(seq "$n"); do ports+=("$(pick_port)"); peers+=("$(pick_port)"); done
   for i in $(seq 0 $((n - 1))); do cluster+="${cluster:+,}e$i=http://127.0.0.1:${peers[$i]}"; done
   for i in $(seq 0 $((n - 1))); do
     etcd --name "e$i" --data-dir "$TMP/etcd$n-$i" --logger=zap --log-outputs=stderr \
@@ -156,7 +151,7 @@ for p in "${ETCD_PIDS[@]}"; do stop "$p"; done
 etcd_up 3
 ingest etcd3 "etcd:$ETCD_EPS/bench" "${ETCD_PIDS[@]}"
 
-NODE_PORT=$(free_port)
+NODE_PORT=$(pick_port)
 start node env WEBHOOK_SIGNATURE_SECRET="$SECRET" EVENTS_FILE="$TMP/node.ndjson" PORT="$NODE_PORT" \
   node "$NODE_DIR/cluster.js"
 node_pid=$PID

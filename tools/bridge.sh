@@ -43,6 +43,9 @@ BROWSER_PACKAGES=(chromium)
 CLANG_PACKAGES=(clang libclang-rt-dev llvm)
 BENCH_PACKAGES=(opus-tools ffmpeg python3 wrk nodejs); command -v npm >/dev/null || BENCH_PACKAGES+=(npm) # NodeSource's nodejs bundles npm and Conflicts: npm
 
+# shellcheck source=tools/ports.sh
+source "$ROOT/tools/ports.sh"
+
 say() { printf 'bridge.sh: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
@@ -305,6 +308,25 @@ start() {
   NAMES+=("$name")
 }
 
+# exited NAME: true when the process started as NAME is no longer running.
+exited() {
+  local idx
+  for idx in "${!NAMES[@]}"; do
+    [[ ${NAMES[$idx]} == "$1" ]] && ! kill -0 "${PIDS[$idx]}" 2>/dev/null && return 0
+  done
+  return 1
+}
+
+# forget NAME: drops a process that exited before it served (it is not stopped
+# or waited for again), so NAME can be started anew.
+forget() {
+  local idx
+  for idx in "${!NAMES[@]}"; do
+    [[ ${NAMES[$idx]} == "$1" ]] && unset "NAMES[$idx]" "PIDS[$idx]"
+  done
+  return 0
+}
+
 # wait_ready NAME: waits for the READY line and prints its key=value pairs.
 wait_ready() {
   local name=$1 log="$RUN_DIR/$1.log" i
@@ -313,12 +335,7 @@ wait_ready() {
       grep -m1 '^READY ' "$log" | cut -d' ' -f3-
       return 0
     fi
-    local idx
-    for idx in "${!NAMES[@]}"; do
-      if [[ ${NAMES[$idx]} == "$name" ]] && ! kill -0 "${PIDS[$idx]}" 2>/dev/null; then
-        die "$name exited before it was ready (see $log)"
-      fi
-    done
+    exited "$name" && die "$name exited before it was ready (see $log)"
     sleep 0.1
   done
   die "$name was not ready after 60 s (see $log)"
@@ -362,15 +379,55 @@ supervise() {
 # port_plus BASE N: the Nth port after BASE; 0 stays 0 (the kernel picks).
 port_plus() { if (($1 == 0)); then echo 0; else echo $(($1 + $2)); fi; }
 
-# wait_http NAME URL PATTERN: waits until URL answers with PATTERN (etcd
-# prints no READY line; its /health says when it serves).
+# wait_http NAME URL PATTERN: waits until URL answers with PATTERN (etcd and
+# prometheus print no READY line; their health endpoints say when they serve).
+# Returns 1 when NAME exited first.
 wait_http() {
   local i
   for i in $(seq 600); do
     curl -fsS "$2" 2>/dev/null | grep -q "$3" && return 0
+    exited "$1" && return 1
     sleep 0.1
   done
   die "$1 did not answer $2 in 60 s (see $RUN_DIR/$1.log)"
+}
+
+# serve_on_ports NAME STARTER PORT...: runs `STARTER PORT...`, which starts NAME
+# and returns wait_http's status. etcd and prometheus cannot listen on port 0
+# and report the port they got, so a 0 here means a port bridge.sh picks
+# (pick_port). Another process can bind a picked port first; then NAME exits
+# with "address already in use" and is started again on new ports (5 tries).
+serve_on_ports() {
+  local name=$1 starter=$2 p picked=0
+  shift 2
+  for p in "$@"; do ((p == 0)) && picked=1; done
+  for _ in 1 2 3 4 5; do
+    local ports=()
+    for p in "$@"; do
+      ((p == 0)) && p=$(pick_port)
+      ports+=("$p")
+    done
+    "$starter" "${ports[@]}" && return 0
+    if ((!picked)) || ! grep -q 'address already in use' "$RUN_DIR/$name.log"; then break; fi
+    say "$name could not bind port ${ports[*]} (taken since it was picked); picking others"
+    forget "$name"
+  done
+  die "$name exited before it served (see $RUN_DIR/$name.log)"
+}
+
+# start_etcd CLIENT_PORT PEER_PORT: one etcd member in $ETCD_DIR on $ETCD_HOST;
+# sets ETCD_CLIENT_PORT. Compaction and quota: docs/cluster.md says why these values.
+start_etcd() {
+  ETCD_CLIENT_PORT=$1
+  local client="http://$ETCD_HOST:$1" peer="http://127.0.0.1:$2"
+  start etcd etcd --name bridge-etcd --data-dir "$ETCD_DIR" \
+    --listen-client-urls "$client" --advertise-client-urls "$client" \
+    --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+    --initial-cluster "bridge-etcd=$peer" \
+    --auto-compaction-mode=periodic --auto-compaction-retention=1h \
+    --quota-backend-bytes=$((2 * 1024 * 1024 * 1024)) --logger=zap --log-outputs=stderr \
+    --log-level=warn
+  wait_http etcd "$client/health" '"health":"true"'
 }
 
 # start_controllers CLUSTER DATA HOST BIN ADMIN_TOKEN: one controller on the
@@ -394,17 +451,9 @@ start_controllers() {
   fi
   # Not etcd's 2379/2380: installing Debian's etcd-server starts a system etcd
   # there (etcd.service), and this one is the cluster's own, in $data/etcd.
-  local etcd_port=${ETCD_PORT:-23790} etcd_peer=${ETCD_PEER_PORT:-23800}
-  # Compaction and quota: docs/cluster.md says why these values.
-  start etcd etcd --name bridge-etcd --data-dir "$data/etcd" \
-    --listen-client-urls "http://$host:$etcd_port" --advertise-client-urls "http://$host:$etcd_port" \
-    --listen-peer-urls "http://127.0.0.1:$etcd_peer" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
-    --initial-cluster "bridge-etcd=http://127.0.0.1:$etcd_peer" \
-    --auto-compaction-mode=periodic --auto-compaction-retention=1h \
-    --quota-backend-bytes=$((2 * 1024 * 1024 * 1024)) --logger=zap --log-outputs=stderr \
-    --log-level=warn
-  wait_http etcd "http://$host:$etcd_port/health" '"health":"true"'
+  ETCD_DIR="$data/etcd" ETCD_HOST=$host
+  serve_on_ports etcd start_etcd "${ETCD_PORT:-23790}" "${ETCD_PEER_PORT:-23800}"
+  local etcd_port=$ETCD_CLIENT_PORT
   CONTROLLER_LINES+=("etcd         http://$host:$etcd_port   data $data/etcd")
   local i list=()
   METRICS_CONTROLLERS=()
@@ -426,11 +475,19 @@ start_controllers() {
   CONTROLLERS=$(IFS=,; echo "${list[*]}")
 }
 
+# start_prometheus PORT: prometheus with $PROMETHEUS_ARGS on $PROMETHEUS_HOST;
+# sets PROMETHEUS_SERVING_PORT.
+start_prometheus() {
+  PROMETHEUS_SERVING_PORT=$1
+  start prometheus prometheus "${PROMETHEUS_ARGS[@]}" --web.listen-address="$PROMETHEUS_HOST:$1"
+  wait_http prometheus "http://$PROMETHEUS_HOST:$1/-/ready" "Ready"
+}
+
 # start_observer DATA HOST GATEWAYS CONTROLLERS WORKERS (comma lists of
 # host:port serving /metrics): Debian's prometheus scraping them with the alert
 # rules of deploy/prometheus (the rules' own tests: tests/deploy).
 start_observer() {
-  local data=$1 host=$2 port=${PROMETHEUS_PORT:-9090} cfg="$RUN_DIR/prometheus.yml"
+  local data=$1 host=$2 cfg="$RUN_DIR/prometheus.yml"
   quoted() { sed 's/[^,][^,]*/"&"/g' <<<"$1"; }
   cat >"$cfg" <<EOF
 # Written by tools/bridge.sh up --observe for this run's addresses.
@@ -441,10 +498,9 @@ scrape_configs:
   - {job_name: bridge-controller, static_configs: [{targets: [$(quoted "$4")]}]}
   - {job_name: bridge-worker, static_configs: [{targets: [$(quoted "$5")]}]}
 EOF
-  start prometheus prometheus --config.file="$cfg" --storage.tsdb.path="$data/prometheus" \
-    --web.listen-address="$host:$port"
-  wait_http prometheus "http://$host:$port/-/ready" "Ready"
-  OBSERVER_LINE="prometheus   http://$host:$port/alerts   (rules: deploy/prometheus/bridge-alerts.yml; dashboard: deploy/grafana/bridge-dashboard.json)"
+  PROMETHEUS_ARGS=(--config.file="$cfg" --storage.tsdb.path="$data/prometheus") PROMETHEUS_HOST=$host
+  serve_on_ports prometheus start_prometheus "${PROMETHEUS_PORT:-9090}"
+  OBSERVER_LINE="prometheus   http://$host:$PROMETHEUS_SERVING_PORT/alerts   (rules: deploy/prometheus/bridge-alerts.yml; dashboard: deploy/grafana/bridge-dashboard.json)"
 }
 
 cmd_up() {

@@ -14,6 +14,7 @@ WORK="$(mktemp -d)"
 OUT="$WORK/up.out"
 cleanup() {
   [[ -n "${PGID:-}" ]] && kill -KILL -- "-$PGID" 2>/dev/null || true
+  [[ -n "${HOLDER_PID:-}" ]] && kill "$HOLDER_PID" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -25,15 +26,25 @@ export WORKER2_PORT=0 WORKER2_METRICS_PORT=0 GATEWAY_PORT=0 ADMIN_PORT=0
 # No real accounts: the simulators must stand in (a developer's .env is not read
 # because ROOT has none in CI; the variables below make sure of it here too).
 export ELEVENLABS_AGENT_ID= WHATSAPP_ACCESS_TOKEN=
-# etcd cannot take port 0: two ports nothing listens on now.
-free_port() {
-  local p
-  while :; do
-    p=$(shuf -i 20000-60000 -n 1)
-    (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
-export ETCD_PORT=$(free_port) ETCD_PEER_PORT=$(free_port) PROMETHEUS_PORT=$(free_port)
+# etcd and prometheus cannot take port 0 themselves: bridge.sh picks free ones
+# and picks again when another process binds one first.
+export ETCD_PORT=0 ETCD_PEER_PORT=0 PROMETHEUS_PORT=0
+# That race, made certain: the first port bridge.sh picks (etcd's with
+# --cluster, prometheus's with --observe) is held by a socket that is bound and
+# not listening, as an outgoing connection's port is; so it looks free.
+# (yamllint, a test package, brings python3.)
+coproc HOLDER { python3 -c 'import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1], flush=True); sys.stdin.read()'; }
+read -r -t 10 HELD <&"${HOLDER[0]}" || fail "the port holder did not start"
+mkdir "$WORK/bin"
+cat >"$WORK/bin/shuf" <<EOF
+#!/bin/sh
+[ -e "$WORK/held-given" ] && exec "$(command -v shuf)" "\$@"
+touch "$WORK/held-given"
+echo $HELD
+EOF
+chmod +x "$WORK/bin/shuf"
+export PATH="$WORK/bin:$PATH"
 UP_ARGS=$MODE
 [[ -z $MODE ]] && UP_ARGS=--observe
 setsid "$ROOT/tools/bridge.sh" up $UP_ARGS >"$OUT" 2>&1 </dev/null &
@@ -54,6 +65,9 @@ if [[ $MODE == --cluster ]]; then
   timeout 60 grep -q -m1 ': leading' < <(tail -n +1 -F "$OUT" 2>/dev/null) ||
     fail "no controller leads"
 fi
+
+grep -q "could not bind port $HELD .*picking others" "$OUT" ||
+  fail "bridge.sh did not say it picked again for the held port $HELD"
 
 webhook=$(sed -n 's|.* \(http://[^ ]*\)/webhook/whatsapp.*|\1|p' "$OUT" | head -1)
 [[ -n "$webhook" ]] || fail "no webhook URL printed"
@@ -91,8 +105,8 @@ done
 [[ $listed == 1 ]] || fail "$listed consoles listed the session (expected the leader's only)"
 
 if [[ -z $MODE ]]; then
-  prom="http://127.0.0.1:$PROMETHEUS_PORT"
-  grep -q "prometheus *$prom/alerts" "$OUT" || fail "no prometheus line printed"
+  prom=$(sed -n 's|.*prometheus *\(http://[^ ]*\)/alerts.*|\1|p' "$OUT")
+  [[ -n $prom ]] || fail "no prometheus line printed"
   curl -fsS "$prom/api/v1/rules" | grep -q '"BridgeNoLeader"' || fail "prometheus has not loaded the alert rules"
   # Every service scraped and up: gateway, controller, two workers (a poll of
   # prometheus's own state; the timeout guards a hang).
