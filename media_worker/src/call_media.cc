@@ -200,7 +200,11 @@ void CallMedia::OnStateChanged(NiceAgent*, unsigned, unsigned, unsigned state, v
   auto* self = static_cast<CallMedia*>(data);
   if (self->closed_) return;
   if (state == NICE_COMPONENT_STATE_FAILED) {
-    self->Fail(absl::UnavailableError("ICE failed: no candidate pair reached the caller"));
+    // After media flowed, FAILED means consent expired (RFC 7675): the
+    // caller stopped answering our checks, as a phone that lost its network does.
+    self->Fail(absl::UnavailableError(
+        self->connected() ? "consent lost: the caller stopped answering ICE checks for 30 s"
+                          : "ICE failed: no candidate pair reached the caller"));
     return;
   }
   if ((state == NICE_COMPONENT_STATE_READY || state == NICE_COMPONENT_STATE_CONNECTED) &&

@@ -186,6 +186,27 @@ TEST(CallsTest, AStoppingWorkerTerminatesItsCalls) {
   EXPECT_EQ(c.worker(0).Wait(), 0) << "a clean exit";
 }
 
+// Meta fails a call that is not accepted within about 30-60 s. This caller
+// never gets to read the answer, so media never comes up and the worker
+// never accepts (it would give up after 20 s, CallSettings::connect_timeout); the
+// simulator's clock is moved past the window: Meta's FAILED terminate webhook
+// ends the session, and the worker lets the call go, sending nothing more.
+TEST(CallsTest, ACallNotAcceptedInTimeFailsAndTheWorkerLetsItGo) {
+  BridgeCluster c(Calls());
+  media_worker::MediaLoop loop("caller");
+  SimCaller caller(&loop, {c.whatsapp_sim_http(), "15551230031"});
+  AwaitWorkers(c, 1);
+  ASSERT_TRUE(caller.Call().ok()) << c.Logs();
+  EXPECT_EQ(Actions(CallActions(c, 1)), std::vector<std::string>{"pre_accept"});
+  httplib::Client sim(absl::StrCat("http://", c.whatsapp_sim_http()));
+  auto r = sim.Post("/sim/clock", R"({"advance_s":61})", "application/json");
+  ASSERT_TRUE(r && r->status == 200);
+  EXPECT_THAT(CallSession(c, v1::SESSION_STATE_ENDED).end_reason(), HasSubstr("FAILED")) << c.Logs();
+  EXPECT_TRUE(c.AwaitWorkerMetric("bridge_worker_calls_active 0")) << c.Logs();
+  EXPECT_EQ(Actions(CallActions(c, 0)), std::vector<std::string>{"pre_accept"})
+      << "no accept, reject or terminate after Meta ended the call";
+}
+
 TEST(CallsTest, AMalformedOfferIsRejectedWithWhatIsWrongWithIt) {
   BridgeCluster c(Calls());
   AwaitWorkers(c, 1);

@@ -940,35 +940,82 @@ TEST(WhatsAppSimBinary, PrintsReadyServesThePhonePageAndStopsCleanly) {
 namespace bridge::whatsapp_sim {
 namespace {
 
+// The user calls: returns the call id.
+std::string PlaceCall(httplib::Client& cli) {
+  auto r = cli.Post(absl::StrCat("/sim/users/", kUser, "/call").c_str(),
+                    "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n", "application/sdp");
+  EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "");
+  return r ? json::parse(r->body, nullptr, false).value("call_id", "") : "";
+}
+
+// The business's POST /calls with `action` (+ an SDP answer when given);
+// returns {status, body}.
+std::pair<int, json> CallAction(httplib::Client& cli, const std::string& call_id,
+                                const std::string& action, bool with_answer = true) {
+  json body = {{"messaging_product", "whatsapp"}, {"call_id", call_id}, {"action", action}};
+  if (with_answer) body["session"] = {{"sdp_type", "answer"}, {"sdp", "v=0\r\n"}};
+  auto a = cli.Post(absl::StrCat("/v23.0/", kPhoneId, "/calls"),
+                    {{"Authorization", absl::StrCat("Bearer ", kToken)}}, body.dump(),
+                    "application/json");
+  return {a ? a->status : -1, a ? json::parse(a->body, nullptr, false) : json()};
+}
+
+// A `calls` terminate webhook: value.calls[0] (event "terminate").
+bool IsCallEnd(const FakeGateway::Post& p) {
+  if (!p.parsed.is_object()) return false;
+  const json& v = p.parsed["entry"][0]["changes"][0]["value"];
+  return v.contains("calls") && v["calls"][0].value("event", "") == "terminate";
+}
+json CallOf(const FakeGateway::Post& p) {
+  return p.parsed["entry"][0]["changes"][0]["value"]["calls"][0];
+}
+
 // Calls (PROTOCOLS.md A6): the business's actions are validated as Meta does,
 // and an ended call takes none; its terminate webhook comes after the 200.
 TEST_F(WhatsAppSimTest, CallActionsAreValidatedAndAnEndedCallTakesNone) {
-  auto r = Client()->Post(absl::StrCat("/sim/users/", kUser, "/call").c_str(),
-                          "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n", "application/sdp");
-  ASSERT_TRUE(r && r->status == 200) << (r ? r->body : "");
-  const std::string call = json::parse(r->body).value("call_id", "");
-  auto act = [&](const json& body) {
-    auto a = Client()->Post(absl::StrCat("/v23.0/", kPhoneId, "/calls"), Auth(), body.dump(),
-                            "application/json");
-    return std::make_pair(a ? a->status : -1, a ? json::parse(a->body, nullptr, false) : json());
-  };
-  const json answer = {{"sdp_type", "answer"}, {"sdp", "v=0\r\n"}};
-  auto [s1, b1] = act({{"messaging_product", "whatsapp"}, {"call_id", call}, {"action", "accept"}});
+  auto cli = Client();
+  const std::string call = PlaceCall(*cli);
+  auto [s1, b1] = CallAction(*cli, call, "accept", /*with_answer=*/false);
   EXPECT_EQ(s1, 400) << "accept needs the SDP answer";
   ExpectGraphError(b1, 100);
-  auto [s2, b2] = act({{"messaging_product", "whatsapp"}, {"call_id", call}, {"action", "pre_accept"},
-                       {"session", answer}});
+  auto [s2, b2] = CallAction(*cli, call, "pre_accept");
   EXPECT_EQ(s2, 200) << b2;
-  auto h = Client()->Post(absl::StrCat("/sim/users/", kUser, "/hangup?call_id=", call).c_str(), "",
-                          "text/plain");
+  auto h = cli->Post(absl::StrCat("/sim/users/", kUser, "/hangup?call_id=", call).c_str(), "",
+                     "text/plain");
   ASSERT_TRUE(h && h->status == 200);
-  auto [s3, b3] = act({{"messaging_product", "whatsapp"}, {"call_id", call}, {"action", "accept"},
-                       {"session", answer}});
+  auto [s3, b3] = CallAction(*cli, call, "accept");
   EXPECT_EQ(s3, 400) << "the caller hung up: " << b3;
   EXPECT_THAT(b3.dump(), ::testing::HasSubstr("has ended"));
-  auto again = Client()->Post(absl::StrCat("/sim/users/", kUser, "/hangup?call_id=", call).c_str(),
-                              "", "text/plain");
+  auto again = cli->Post(absl::StrCat("/sim/users/", kUser, "/hangup?call_id=", call).c_str(), "",
+                         "text/plain");
   EXPECT_EQ(again ? again->status : -1, 409) << "one hang-up per call";
+}
+
+// Meta fails a call the business has not accepted within about 30-60 s
+// (PROTOCOLS.md A6): a FAILED terminate webhook, and a late accept is refused.
+// A call accepted in time lives on.
+TEST_F(WhatsAppSimTest, ACallNotAcceptedInTimeFailsAndALateAcceptIsRefused) {
+  auto cli = Client();
+  const std::string late = PlaceCall(*cli), taken = PlaceCall(*cli);
+  EXPECT_EQ(CallAction(*cli, late, "pre_accept").first, 200);
+  EXPECT_EQ(CallAction(*cli, taken, "pre_accept").first, 200);
+  EXPECT_EQ(CallAction(*cli, taken, "accept").first, 200);
+  int clock_status = 0;
+  PostJson("/sim/clock", R"({"advance_s":31})", &clock_status);
+  ASSERT_EQ(clock_status, 200);
+  std::vector<FakeGateway::Post> ends = gateway_.Wait(1, IsCallEnd);
+  ASSERT_EQ(ends.size(), 1u);
+  EXPECT_EQ(CallOf(ends[0]).value("id", ""), late);
+  EXPECT_EQ(CallOf(ends[0]).value("status", ""), "FAILED");
+  auto [status, body] = CallAction(*cli, late, "accept");
+  EXPECT_EQ(status, 400) << "accepted too late: " << body;
+  EXPECT_THAT(body.dump(), ::testing::HasSubstr("has ended"));
+  EXPECT_EQ(CallAction(*cli, taken, "terminate", /*with_answer=*/false).first, 200)
+      << "the accepted call was not failed";
+  ends = gateway_.Wait(2, IsCallEnd);
+  ASSERT_EQ(ends.size(), 2u);
+  EXPECT_EQ(CallOf(ends[1]).value("id", ""), taken);
+  EXPECT_EQ(CallOf(ends[1]).value("status", ""), "COMPLETED");
 }
 
 }  // namespace

@@ -180,6 +180,28 @@ TEST(CallMediaTest, ACertificateThatDoesNotMatchTheFingerprintEndsTheCall) {
   EXPECT_FALSE(call.worker.connected);
 }
 
+// A caller that vanishes without a terminate (its phone lost the network):
+// the worker's consent checks (RFC 7675) go unanswered and its media fails
+// with that reason, so the call ends instead of playing to nobody. libnice
+// gives up after about 30 s without a response.
+TEST(CallMediaTest, ACallerThatStopsAnsweringLosesConsentAndTheCallFails) {
+  Call call;
+  ASSERT_TRUE(call.Place(/*caller_lite=*/true).ok());
+  ASSERT_TRUE(call.worker.Await([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return call.worker.connected; }));
+  absl::Notification gone;
+  call.loop.Post([&] {
+    call.caller.media->Close();  // silently: no packet says goodbye
+    call.caller.media.reset();
+    gone.Notify();
+  });
+  gone.WaitForNotification();
+  absl::MutexLock l(&call.worker.mu);
+  call.worker.mu.AwaitWithTimeout(absl::Condition(
+      +[](absl::Status* s) { return !s->ok(); }, &call.worker.failed), absl::Seconds(90));
+  EXPECT_TRUE(absl::IsUnavailable(call.worker.failed)) << call.worker.failed;
+  EXPECT_NE(call.worker.failed.message().find("consent"), std::string::npos) << call.worker.failed;
+}
+
 // --media_port_range bounds the ports, --media_public_ip is what the
 // candidates announce (a 1:1 NAT maps it to the host address).
 TEST(CallMediaTest, CandidatesUseThePortRangeAndAnnounceThePublicAddress) {

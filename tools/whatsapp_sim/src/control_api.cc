@@ -337,7 +337,8 @@ void UserCall(const HttpRequest& req, HttpResponse& res, SimCore& core) {
   Delivery d;
   if (!StartInbound(req, res, core, &m, &d)) return;
   const std::string call_id = absl::StrCat("wacid.", RandomToken(16));
-  core.state().NoteCall(call_id, json{{"wa_id", m.wa_id}, {"name", m.profile_name}});
+  core.state().NoteCall(call_id, json{{"wa_id", m.wa_id}, {"name", m.profile_name}},
+                       absl::Seconds(core.opts().call_accept_window_s));
   ojson call = {{"id", call_id}, {"from", m.wa_id}, {"to", core.business().display_phone_number},
                 {"event", "connect"}, {"timestamp", absl::StrCat(m.timestamp)},
                 {"session", {{"sdp_type", "offer"}, {"sdp", req.body}}}};

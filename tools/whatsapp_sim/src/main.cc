@@ -26,6 +26,9 @@ ABSL_FLAG(std::string, tls_key, "", "TLS private key, PEM");
 ABSL_FLAG(int64_t, webhook_retry_base_ms, 1000,
           "Webhook retry backoff base: a failed delivery is retried at once, then after "
           "base, 2x base, 4x base ...");
+ABSL_FLAG(int64_t, call_accept_window_s, 30,
+          "A call not accepted this long after its connect webhook fails, as on Meta "
+          "(about 30-60 s; simulated seconds)");
 
 int main(int argc, char** argv) {
   bridge::BlockShutdownSignals();
@@ -49,5 +52,6 @@ int main(int argc, char** argv) {
   opts.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   opts.tls_key = absl::GetFlag(FLAGS_tls_key);
   opts.webhook_retry_base_ms = absl::GetFlag(FLAGS_webhook_retry_base_ms);
+  opts.call_accept_window_s = absl::GetFlag(FLAGS_call_accept_window_s);
   return bridge::RunUntilSignal("whatsapp-sim", bridge::whatsapp_sim::WhatsAppSim::Start(opts));
 }

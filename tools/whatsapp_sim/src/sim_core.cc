@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 
 namespace bridge::whatsapp_sim {
 
@@ -55,6 +56,26 @@ void SimCore::ApplyLatency() {
 void SimCore::Close() {
   if (!closing_.HasBeenNotified()) closing_.Notify();
   state_.Close();
+  if (call_timer_.joinable()) call_timer_.join();
+}
+
+void SimCore::StartCallTimer() {
+  call_timer_ = std::thread([this] {
+    while (!closing_.HasBeenNotified()) {
+      for (auto& [call_id, caller] : state_.EndUnacceptedCalls()) {
+        LogInfo("call failed: not accepted in time",
+                {{"call_id", call_id}, {"window_s", absl::StrCat(opts_.call_accept_window_s)}});
+        QueueCallEnd(call_id, caller, "FAILED");
+      }
+      // Simulated time: /sim/clock can jump past a deadline, so look at
+      // least once a second rather than sleeping until the deadline.
+      absl::Duration wait = absl::Seconds(1);
+      if (std::optional<absl::Time> next = state_.NextAcceptDeadline()) {
+        wait = std::clamp(*next - state_.Now(), absl::Milliseconds(10), wait);
+      }
+      closing_.WaitForNotificationWithTimeout(wait);
+    }
+  });
 }
 
 void SimCore::QueueCallEnd(const std::string& call_id, const nlohmann::json& caller,

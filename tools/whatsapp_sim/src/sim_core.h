@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/synchronization/notification.h"
 #include "common/http_server.h"
@@ -17,6 +18,7 @@ namespace bridge::whatsapp_sim {
 class SimCore {
  public:
   explicit SimCore(const SimOptions& opts);
+  ~SimCore() { Close(); }
 
   const SimOptions& opts() const { return opts_; }
   SimState& state() { return state_; }
@@ -47,9 +49,13 @@ class SimCore {
   void QueueCallEnd(const std::string& call_id, const nlohmann::json& caller,
                     const std::string& status, std::optional<int> duration_s = std::nullopt);
 
+  // Fails the calls the business has not accepted in time, as Meta does
+  // (--call_accept_window_s), on a thread of its own until Close.
+  void StartCallTimer();
+
   // Sleeps for the latency fault; returns early at shutdown.
   void ApplyLatency();
-  void Close();
+  void Close();  // wakes every wait, stops the call timer
 
  private:
   const SimOptions opts_;
@@ -57,6 +63,7 @@ class SimCore {
   WebhookDelivery webhooks_;
   std::string base_url_;
   absl::Notification closing_;
+  std::thread call_timer_;
 };
 
 // Graph API routes (graph_api.cc) and /sim/ routes + phone page (control_api.cc).

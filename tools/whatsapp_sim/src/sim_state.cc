@@ -196,9 +196,10 @@ void SimState::RecordRead(json read) {
   reads_.push_back(std::move(read));
 }
 
-void SimState::NoteCall(const std::string& call_id, json caller) {
+void SimState::NoteCall(const std::string& call_id, json caller, absl::Duration accept_window) {
   absl::MutexLock lock(&mu_);
   callers_[call_id] = std::move(caller);
+  accept_by_[call_id] = NowLocked() + accept_window;
 }
 
 json SimState::CallerOf(const std::string& call_id) const {
@@ -210,10 +211,38 @@ json SimState::CallerOf(const std::string& call_id) const {
 void SimState::EndCall(const std::string& call_id) {
   absl::MutexLock lock(&mu_);
   if (auto it = callers_.find(call_id); it != callers_.end()) it->second["ended"] = true;
+  accept_by_.erase(call_id);
+}
+
+std::vector<std::pair<std::string, json>> SimState::EndUnacceptedCalls() {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::pair<std::string, json>> out;
+  const absl::Time now = NowLocked();
+  for (auto it = accept_by_.begin(); it != accept_by_.end();) {
+    if (it->second > now) {
+      ++it;
+      continue;
+    }
+    json& caller = callers_[it->first];
+    caller["ended"] = true;  // here, under the lock: a late accept is refused
+    out.emplace_back(it->first, caller);
+    it = accept_by_.erase(it);
+  }
+  return out;
+}
+
+std::optional<absl::Time> SimState::NextAcceptDeadline() const {
+  absl::MutexLock lock(&mu_);
+  std::optional<absl::Time> next;
+  for (const auto& [id, by] : accept_by_) {
+    if (!next || by < *next) next = by;
+  }
+  return next;
 }
 
 void SimState::RecordCallAction(json action) {
   absl::MutexLock lock(&mu_);
+  if (action.value("action", "") == "accept") accept_by_.erase(action.value("call_id", ""));
   action["at"] = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", NowLocked(), absl::UTCTimeZone());
   call_actions_.push_back(std::move(action));
 }

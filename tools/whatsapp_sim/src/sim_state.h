@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -95,11 +96,18 @@ class SimState {
   void RecordRead(nlohmann::json read);
   nlohmann::json Reads(size_t min_count, absl::Duration wait);
   // Calls: who placed each, and what the business did with them (/calls).
-  void NoteCall(const std::string& call_id, nlohmann::json caller);
+  // The business must accept within `accept_window` (simulated time).
+  void NoteCall(const std::string& call_id, nlohmann::json caller, absl::Duration accept_window);
   nlohmann::json CallerOf(const std::string& call_id) const;  // null if unknown
   // The call ended (its terminate webhook is queued): CallerOf says "ended".
   void EndCall(const std::string& call_id);
+  // Records {call_id, action, ...}; an accept stops the call's accept window.
   void RecordCallAction(nlohmann::json action);
+  // Ends the calls whose accept window has passed without an accept and
+  // returns them with their callers (for Meta's FAILED terminate webhook).
+  std::vector<std::pair<std::string, nlohmann::json>> EndUnacceptedCalls();
+  // When the next accept window closes, if any call is waiting for its accept.
+  std::optional<absl::Time> NextAcceptDeadline() const;
   nlohmann::json CallActions(size_t min_count, absl::Duration wait);
   void RecordAttempt(nlohmann::json attempt);
   // Attempts for the webhook carrying message `id` (all when empty).
@@ -152,6 +160,7 @@ class SimState {
   std::vector<nlohmann::json> reads_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, nlohmann::json> callers_ ABSL_GUARDED_BY(mu_);
   std::vector<nlohmann::json> call_actions_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, absl::Time> accept_by_ ABSL_GUARDED_BY(mu_);  // calls not accepted yet
   std::vector<nlohmann::json> attempts_ ABSL_GUARDED_BY(mu_);
   Faults faults_ ABSL_GUARDED_BY(mu_);
   size_t long_polls_ ABSL_GUARDED_BY(mu_) = 0;  // readers inside AwaitCount

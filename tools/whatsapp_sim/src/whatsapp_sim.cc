@@ -28,6 +28,7 @@ absl::Status CheckOptions(const SimOptions& o) {
   if (o.phone_number_id.empty()) return bad("--phone_number_id must not be empty");
   if (o.media_url_ttl_s <= 0) return bad("--media_url_ttl_s must be positive");
   if (o.webhook_retry_base_ms < 0) return bad("--webhook_retry_base_ms must not be negative");
+  if (o.call_accept_window_s <= 0) return bad("--call_accept_window_s must be positive");
   return absl::OkStatus();
 }
 
@@ -67,6 +68,7 @@ class WhatsAppSimImpl final : public WhatsAppSim {
     core_.webhooks().Start();
     if (absl::Status s = server_->Serve(); !s.ok()) return s;
     started_ = true;
+    core_.StartCallTimer();
     if (o.access_token.empty()) {
       LogWarn("no --access_token: Graph calls with any non-empty token are accepted");
     }

@@ -37,6 +37,10 @@ struct SimOptions {
   std::string tls_cert;                     // HTTPS when both are set
   std::string tls_key;
   int64_t webhook_retry_base_ms = 1000;     // see WebhookRetryDelay
+  // A call the business has not accepted this long after the connect webhook
+  // fails (a FAILED terminate webhook). Meta: about 30-60 s (PROTOCOLS.md A6);
+  // the low end, so a bridge that answers late learns it here, not live.
+  int64_t call_accept_window_s = 30;        // simulated seconds
 };
 
 // Endpoints: http= (Graph API, media downloads, /sim/ and the phone page).
