@@ -102,7 +102,7 @@ for N in $CALLS; do
     --metrics_listen=127.0.0.1:0 --worker_id=calls --controller="$CTRL" --capacity=4000 \
     --max_calls=2000 --media_ips=127.0.0.1 --voice_input=stream
   W_PID=$PID W_METRICS=$(field "$READY" metrics)
-  # Calls offered before the worker attaches ring out (no_worker): wait for it.
+  # Calls offered before the worker attaches wait for it (held), inflating setup: wait first.
   timeout 30 bash -c "until curl -fsS http://$CTRL_METRICS/metrics | grep -q '^bridge_controller_workers 1'; do sleep 0.05; done" ||
     { say "N=$N: the worker never attached"; exit 1; }
   rss_idle=$(status_kib "$W_PID" VmRSS)

@@ -35,12 +35,14 @@ ControllerMetrics::ControllerMetrics() {
                            .Register(r);
   calls = &prometheus::BuildCounter()
                .Name("bridge_controller_calls_total")
-               .Help("WhatsApp calls by outcome: offered to a worker, duplicate webhook, no "
-                     "worker to take it, rejected, reject failed, answered, failed (answering), "
+               .Help("WhatsApp calls by outcome: offered to a worker, duplicate webhook, held "
+                     "(no worker attached yet), no_worker (none attached in time: it rang out), "
+                     "no_capacity (every worker full or draining: one rejects it), "
+                     "rejected, reject failed, answered, failed (answering), "
                      "live_ended (a live call ended on its worker, whoever ended it), worker_lost, ended "
                      "(Meta's terminate webhook)")
                .Register(r);
-  for (const char* o : {"offered", "duplicate", "no_worker", "rejected", "reject_failed",
+  for (const char* o : {"offered", "duplicate", "held", "no_worker", "no_capacity", "rejected", "reject_failed",
                         "answered", "failed", "live_ended", "worker_lost", "ended"}) {
     calls->Add({{"outcome", o}});
   }

@@ -26,7 +26,7 @@ struct ControllerMetrics {
   // revoke_dropped, revoke_inform, number_changed, resend_as_text.
   prometheus::Family<prometheus::Counter>* actions;  // {action}
   prometheus::Family<prometheus::Counter>* delivery_failures;  // {code}
-  // {outcome}: offered, duplicate, no_worker, rejected, reject_failed, ended
+  // {outcome}: see controller_metrics.cc
   prometheus::Family<prometheus::Counter>* calls;
   prometheus::Histogram* ingest_commit_seconds;
   prometheus::Histogram* queue_wait_seconds;

@@ -331,6 +331,7 @@ void Coordinator::GiveUp(SessionEntry* s) {
 }
 
 void Coordinator::DispatchAll() {
+  PlaceHeldCalls(absl::Now());
   for (auto& [id, s] : sessions_) Dispatch(s.get());
   UpdateGauges(/*force=*/true);
 }

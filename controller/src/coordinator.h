@@ -268,6 +268,14 @@ class Coordinator {
   // A `calls` webhook entry (coordinator_calls.cc).
   Outcome OnCallEvent(const v1::CallEvent& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartCallSession(const v1::CallEvent& call, WorkerEntry* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Offers a call to a worker, holds it while none is attached, or has one
+  // refuse it when none has room; false when it is still held.
+  bool PlaceCall(const v1::CallEvent& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OfferCall(const v1::CallEvent& call, WorkerEntry* w, const std::string& refuse_reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Places the held calls a worker can take now; lets go of the ones held
+  // too long to be answered in Meta's accept window.
+  void PlaceHeldCalls(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddEphemeralSession(v1::Session s, WorkerEntry* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Tells the call's worker it ends; `terminate`: it tells Meta too.
   void SendCallEnd(const SessionEntry& s, const std::string& reason, bool terminate)
@@ -337,6 +345,11 @@ class Coordinator {
   std::map<std::string, UnmatchedFailure> unmatched_failures_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Time> calls_seen_ ABSL_GUARDED_BY(mu_);  // call id -> first offer
+  struct HeldCall {
+    v1::CallEvent call;
+    absl::Time since;
+  };
+  std::vector<HeldCall> held_calls_ ABSL_GUARDED_BY(mu_);  // offered while no worker was attached
   // A user's last exchanges (memory), by user key (BSUID, else phone): a
   // copy of the store's "r/" records, bounded by memory_turns and memory_ttl.
   std::map<std::string, std::deque<v1::TranscriptEntry>> memory_ ABSL_GUARDED_BY(mu_);

@@ -17,6 +17,9 @@ namespace {
 // Meta retries a webhook it saw no 200 for; a call rings at most about a
 // minute, so an id seen within this long is the same call again.
 constexpr absl::Duration kCallRemembered = absl::Minutes(10);
+// How long a call waits for a worker to attach: Meta fails it unless it is
+// accepted within about 30 s, and the worker needs up to 20 s for media.
+constexpr absl::Duration kCallHeld = absl::Seconds(10);
 
 const char* ReportOutcome(v1::CallOutcome o) {
   switch (o) {
@@ -36,6 +39,7 @@ Coordinator::Outcome Coordinator::OnCallEvent(const v1::CallEvent& call) {
     count("ended");
     LogInfo("call ended", {{"call_id", call.call_id()}, {"status", call.status()},
                            {"duration_s", call.duration_s()}});
+    std::erase_if(held_calls_, [&](const HeldCall& h) { return h.call.call_id() == call.call_id(); });
     if (auto it = sessions_.find(call.call_id()); it != sessions_.end() &&
         it->second->session.kind() == v1::SESSION_KIND_CALL) {
       const std::string reason = absl::StrCat("the call ended (", call.status(), ")");
@@ -52,12 +56,35 @@ Coordinator::Outcome Coordinator::OnCallEvent(const v1::CallEvent& call) {
     count("duplicate");
     return Outcome::kCall;
   }
-  WorkerEntry* w = PickWorker(SessionEntry());
-  if (w == nullptr) {
-    count("no_worker");
-    LogWarn("call offered with no worker to take it: it rings out", {{"call_id", call.call_id()}});
-    return Outcome::kCall;
+  if (!PlaceCall(call)) {
+    count("held");
+    LogWarn("call offered with no worker attached: held for one",
+            {{"call_id", call.call_id()}, {"up_to_s", absl::ToInt64Seconds(kCallHeld)}});
+    held_calls_.push_back({call, now});
   }
+  return Outcome::kCall;
+}
+
+// The least loaded serving worker answers a call. With workers attached but
+// none with room (each at capacity or draining), one of them rejects it with
+// the reason, so the caller hears it end instead of ringing for a minute.
+// With none attached (a rollout, a restart), the call waits for one, for as
+// long as it can still be answered within Meta's accept window.
+bool Coordinator::PlaceCall(const v1::CallEvent& call) {
+  if (WorkerEntry* w = PickWorker(SessionEntry())) {
+    OfferCall(call, w, "");
+    return true;
+  }
+  for (auto& [id, w] : workers_) {
+    if (w.channel == nullptr) continue;
+    metrics_.calls->Add({{"outcome", "no_capacity"}}).Increment();
+    OfferCall(call, &w, "no worker has room for a call: each is at capacity or draining");
+    return true;
+  }
+  return false;
+}
+
+void Coordinator::OfferCall(const v1::CallEvent& call, WorkerEntry* w, const std::string& refuse_reason) {
   StartCallSession(call, w);
   v1::ControllerMessage m;
   v1::CallOffer* offer = m.mutable_call_offer();
@@ -65,10 +92,23 @@ Coordinator::Outcome Coordinator::OnCallEvent(const v1::CallEvent& call) {
   offer->set_phone_number_id(call.phone_number_id());
   *offer->mutable_from() = call.from();
   offer->set_sdp(call.sdp());
+  offer->set_refuse_reason(refuse_reason);
   w->channel->Send(std::move(m));
-  count("offered");
-  LogInfo("call offered", {{"call_id", call.call_id()}, {"worker_id", w->worker.worker_id()}});
-  return Outcome::kCall;
+  if (refuse_reason.empty()) metrics_.calls->Add({{"outcome", "offered"}}).Increment();
+  LogInfo(refuse_reason.empty() ? "call offered" : "call offered to be refused",
+          {{"call_id", call.call_id()}, {"worker_id", w->worker.worker_id()}, {"reason", refuse_reason}});
+}
+
+void Coordinator::PlaceHeldCalls(absl::Time now) {
+  std::erase_if(held_calls_, [&](const HeldCall& h) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (now - h.since > kCallHeld) {
+      metrics_.calls->Add({{"outcome", "no_worker"}}).Increment();
+      LogWarn("call rang out: no worker attached in time",
+              {{"call_id", h.call.call_id()}, {"held_s", absl::ToInt64Seconds(now - h.since)}});
+      return true;
+    }
+    return PlaceCall(h.call);
+  });
 }
 
 // Listed from the offer on (PENDING while it is answered), so an operator

@@ -74,6 +74,7 @@ CallDesk::~CallDesk() { Shutdown(absl::Seconds(5)); }
 
 void CallDesk::Offer(const v1::CallOffer& offer) {
   const CallSettings& s = env_.settings;
+  if (!offer.refuse_reason().empty()) return Refuse(offer, offer.refuse_reason());
   if (!s.enabled) return Refuse(offer, "calls are off on this worker (--calls=off)");
   absl::StatusOr<SdpOffer> sdp = ParseSdpOffer(offer.sdp());
   if (!sdp.ok()) return Refuse(offer, std::string(sdp.status().message()));

@@ -196,7 +196,7 @@ class CallBrowserTest : public BrowserTest {
 
   // Presses Call and waits until the page says it is in the call.
   void CallFromThePage(const std::string& user) {
-    // A call offered before a worker attached would ring out (no_worker).
+    // A call offered before both workers attached would wait for one (held).
     ASSERT_TRUE(cluster_.AwaitControllerMetric("bridge_controller_workers 2")) << cluster_.Logs();
     ASSERT_TRUE(browser_->Navigate(absl::StrCat("http://", cluster_.whatsapp_sim_http(),
                                                 "/?user=", user)).ok());

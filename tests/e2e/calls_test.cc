@@ -45,8 +45,8 @@ ClusterOptions Calls(std::vector<std::string> sim_args = {}, int workers = 1) {
   return o;
 }
 
-// The cluster once its workers are attached: a call offered before that has
-// no worker to take it and rings out (`no_worker`), by design.
+// The cluster once its workers are attached: a call offered before that
+// waits for one (`held`), which would put the attach in what a test measures.
 void AwaitWorkers(BridgeCluster& c, int n) {
   ASSERT_TRUE(c.AwaitControllerMetric(absl::StrCat("bridge_controller_workers ", n))) << c.Logs();
 }
@@ -205,6 +205,49 @@ TEST(CallsTest, ACallNotAcceptedInTimeFailsAndTheWorkerLetsItGo) {
   EXPECT_TRUE(c.AwaitWorkerMetric("bridge_worker_calls_active 0")) << c.Logs();
   EXPECT_EQ(Actions(CallActions(c, 0)), std::vector<std::string>{"pre_accept"})
       << "no accept, reject or terminate after Meta ended the call";
+}
+
+// A call offered while no worker is attached (a rollout, a restart) waits for
+// one, within Meta's accept window: the worker that attaches answers it.
+TEST(CallsTest, ACallOfferedWhileNoWorkerIsAttachedIsAnsweredByTheNextOne) {
+  BridgeCluster c(Calls());
+  AwaitWorkers(c, 1);
+  c.worker(0).Signal(SIGKILL);
+  c.worker(0).Wait();
+  AwaitWorkers(c, 0);
+  media_worker::MediaLoop loop("caller");
+  SimCaller caller(&loop, {c.whatsapp_sim_http(), "15551230032"});
+  ASSERT_TRUE(caller.Call().ok()) << c.Logs();
+  ASSERT_TRUE(c.AwaitControllerMetric(R"(bridge_controller_calls_total{outcome="held"} 1)")) << c.Logs();
+  c.StartWorker(0);
+  absl::Status s = caller.AwaitAnswer(kWait);
+  ASSERT_TRUE(s.ok()) << s << c.Logs();
+  s = caller.AwaitConnected(kWait);
+  ASSERT_TRUE(s.ok()) << s << c.Logs();
+  EXPECT_EQ(Actions(CallActions(c, 2)), (std::vector<std::string>{"pre_accept", "accept"}));
+  EXPECT_TRUE(c.AwaitControllerMetric(R"(bridge_controller_calls_total{outcome="no_worker"} 0)"));
+}
+
+// Every worker is full (here the only one holds its one session): one of
+// them rejects the call, saying why, instead of letting it ring out.
+TEST(CallsTest, WithEveryWorkerFullACallIsRejectedSayingSo) {
+  ClusterOptions o = Calls();
+  o.worker_args.insert(o.worker_args.end(), {"--capacity=1", "--max_calls=1"});
+  BridgeCluster c(o);
+  AwaitWorkers(c, 1);
+  c.UserSays("15551230033", "text", "hello");
+  ASSERT_EQ(c.Outbox("15551230033", 1).size(), 1u) << "answered: its session holds the one place";
+  media_worker::MediaLoop loop("caller");
+  SimCaller caller(&loop, {c.whatsapp_sim_http(), "15551230034"});
+  ASSERT_TRUE(caller.Call().ok()) << c.Logs();
+  EXPECT_EQ(Actions(CallActions(c, 1)), std::vector<std::string>{"reject"}) << c.Logs();
+  EXPECT_TRUE(c.AwaitControllerMetric(R"(bridge_controller_calls_total{outcome="no_capacity"} 1)"));
+  EXPECT_TRUE(c.AwaitControllerMetric(R"(bridge_controller_calls_total{outcome="rejected"} 1)"));
+  std::string reason;
+  for (const v1::Session& s : c.Sessions(/*include_ended=*/true)) {
+    if (s.kind() == v1::SESSION_KIND_CALL) reason = s.end_reason();
+  }
+  EXPECT_THAT(reason, HasSubstr("no worker has room"));
 }
 
 TEST(CallsTest, AMalformedOfferIsRejectedWithWhatIsWrongWithIt) {

@@ -91,8 +91,10 @@ class BridgeCluster {
   // Everything the processes printed, for failure messages.
   std::string Logs() const;
 
- private:
+  // (Re)starts worker i; a running one must have exited first.
   void StartWorker(int i);
+
+ private:
   bool AwaitMetric(const std::vector<std::string>& addresses, const std::string& line);
 
   const ClusterOptions options_;
