@@ -42,8 +42,8 @@ ControllerMetrics::ControllerMetrics() {
                      "live_ended (a live call ended on its worker, whoever ended it), worker_lost, ended "
                      "(Meta's terminate webhook)")
                .Register(r);
-  for (const char* o : {"offered", "duplicate", "held", "no_worker", "no_capacity", "rejected", "reject_failed",
-                        "answered", "failed", "live_ended", "worker_lost", "ended"}) {
+  for (const char* o : {"offered", "duplicate", "held", "no_worker", "no_capacity", "rejected",
+                        "reject_failed", "answered", "failed", "live_ended", "worker_lost", "ended"}) {
     calls->Add({{"outcome", o}});
   }
   // At 0 from the start: the window-closed alert's increase() sees the first.

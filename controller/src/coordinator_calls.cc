@@ -39,7 +39,8 @@ Coordinator::Outcome Coordinator::OnCallEvent(const v1::CallEvent& call) {
     count("ended");
     LogInfo("call ended", {{"call_id", call.call_id()}, {"status", call.status()},
                            {"duration_s", call.duration_s()}});
-    std::erase_if(held_calls_, [&](const HeldCall& h) { return h.call.call_id() == call.call_id(); });
+    std::erase_if(held_calls_,
+                  [&](const HeldCall& h) { return h.call.call_id() == call.call_id(); });
     if (auto it = sessions_.find(call.call_id()); it != sessions_.end() &&
         it->second->session.kind() == v1::SESSION_KIND_CALL) {
       const std::string reason = absl::StrCat("the call ended (", call.status(), ")");
@@ -84,7 +85,8 @@ bool Coordinator::PlaceCall(const v1::CallEvent& call) {
   return false;
 }
 
-void Coordinator::OfferCall(const v1::CallEvent& call, WorkerEntry* w, const std::string& refuse_reason) {
+void Coordinator::OfferCall(const v1::CallEvent& call, WorkerEntry* w,
+                            const std::string& refuse_reason) {
   StartCallSession(call, w);
   v1::ControllerMessage m;
   v1::CallOffer* offer = m.mutable_call_offer();
@@ -96,7 +98,8 @@ void Coordinator::OfferCall(const v1::CallEvent& call, WorkerEntry* w, const std
   w->channel->Send(std::move(m));
   if (refuse_reason.empty()) metrics_.calls->Add({{"outcome", "offered"}}).Increment();
   LogInfo(refuse_reason.empty() ? "call offered" : "call offered to be refused",
-          {{"call_id", call.call_id()}, {"worker_id", w->worker.worker_id()}, {"reason", refuse_reason}});
+          {{"call_id", call.call_id()}, {"worker_id", w->worker.worker_id()},
+           {"reason", refuse_reason}});
 }
 
 void Coordinator::PlaceHeldCalls(absl::Time now) {

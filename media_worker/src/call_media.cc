@@ -60,7 +60,9 @@ CallMedia::CallMedia(MediaLoop* loop, std::shared_ptr<const DtlsIdentity> identi
       out_ts_(Random<uint32_t>()),
       out_ssrc_(Random<uint32_t>()) {}
 
-CallMedia::~CallMedia() { Close(); }
+// Close() ran on the loop (CallSession::Finish, the owners' Close) before the
+// last owner let go, which may be on another thread: this only frees.
+CallMedia::~CallMedia() ABSL_NO_THREAD_SAFETY_ANALYSIS { Close(); }
 
 absl::Status CallMedia::Init() {
   auto enc = audio::OpusPacketEncoder::Create(options_.pcm_rate, options_.bitrate_bps,
@@ -110,6 +112,7 @@ void CallMedia::Gather(std::function<void(absl::StatusOr<LocalDescription>)> don
   std::weak_ptr<CallMedia> weak = weak_from_this();
   connect_timer_ = loop_->After(options_.connect_timeout, [weak] {
     if (auto self = weak.lock()) {
+      self->loop_->AssertInLoop();
       self->connect_timer_ = 0;
       if (!self->connected()) {
         self->Fail(absl::DeadlineExceededError(absl::StrCat(
@@ -126,6 +129,7 @@ void CallMedia::Gather(std::function<void(absl::StatusOr<LocalDescription>)> don
 
 void CallMedia::OnGatheringDone(NiceAgent* agent, unsigned stream, void* data) {
   auto* self = static_cast<CallMedia*>(data);
+  self->loop_->AssertInLoop();
   if (self->closed_ || !self->gathered_) return;
   LocalDescription local;
   gchar *ufrag = nullptr, *pwd = nullptr;
@@ -191,13 +195,17 @@ absl::Status CallMedia::Connect(const SdpOffer& remote) {
   std::weak_ptr<CallMedia> weak = weak_from_this();
   dtls_ = std::make_unique<DtlsSrtp>(identity_, options_.dtls_role, remote.fingerprint_sha256,
                                      [weak](absl::Span<const uint8_t> d) {
-                                       if (auto self = weak.lock()) self->SendDatagram(d);
+                                       auto self = weak.lock();
+                                       if (!self) return;
+                                       self->loop_->AssertInLoop();  // DTLS runs there
+                                       self->SendDatagram(d);
                                      });
   return absl::OkStatus();
 }
 
 void CallMedia::OnStateChanged(NiceAgent*, unsigned, unsigned, unsigned state, void* data) {
   auto* self = static_cast<CallMedia*>(data);
+  self->loop_->AssertInLoop();
   if (self->closed_) return;
   if (state == NICE_COMPONENT_STATE_FAILED) {
     // After media flowed, FAILED means consent expired (RFC 7675): the
@@ -217,6 +225,7 @@ void CallMedia::OnStateChanged(NiceAgent*, unsigned, unsigned, unsigned state, v
 
 void CallMedia::OnReceive(NiceAgent*, unsigned, unsigned, unsigned len, char* buf, void* data) {
   auto* self = static_cast<CallMedia*>(data);
+  self->loop_->AssertInLoop();
   if (self->closed_) return;
   self->Receive(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(buf), len));
 }
@@ -288,7 +297,9 @@ void CallMedia::ArmDtlsTimer() {
   std::weak_ptr<CallMedia> weak = weak_from_this();
   dtls_timer_ = loop_->After(*t, [weak] {
     auto self = weak.lock();
-    if (!self || self->closed_) return;
+    if (!self) return;
+    self->loop_->AssertInLoop();
+    if (self->closed_) return;
     self->dtls_timer_ = 0;
     if (absl::Status s = self->dtls_->OnTimeout(); !s.ok()) return self->Fail(s);
     self->ArmDtlsTimer();
@@ -305,7 +316,10 @@ void CallMedia::StartTicks() {
   next_due_us_ = g_get_monotonic_time();
   std::weak_ptr<CallMedia> weak = weak_from_this();
   ticker_ = loop_->AddTicker([weak](int64_t now) {
-    if (auto self = weak.lock()) self->Tick(now);
+    auto self = weak.lock();
+    if (!self) return;
+    self->loop_->AssertInLoop();
+    self->Tick(now);
   });
 }
 

@@ -94,26 +94,29 @@ struct CallMediaEvents {
 
 class CallMedia : public std::enable_shared_from_this<CallMedia> {
  public:
+  // Everything below runs on `loop` (media_loop.h says how that is checked),
+  // except the destructor: Close() ran there before the last owner let go.
   static absl::StatusOr<std::shared_ptr<CallMedia>> Create(
       MediaLoop* loop, std::shared_ptr<const DtlsIdentity> identity, CallMediaOptions options,
-      CallMediaEvents events);
+      CallMediaEvents events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
   ~CallMedia();
 
   // Gathers every local candidate (no trickle), then calls `done` once.
-  void Gather(std::function<void(absl::StatusOr<LocalDescription>)> done);
+  void Gather(std::function<void(absl::StatusOr<LocalDescription>)> done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
   // The peer's credentials, candidates and fingerprint: checks start.
   // Candidates libnice cannot use (mDNS .local names, TCP) are skipped; a
   // full-ICE peer is still found through its checks (peer-reflexive).
-  absl::Status Connect(const SdpOffer& remote);
+  absl::Status Connect(const SdpOffer& remote) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
   // Queues PCM at pcm_rate to play.
-  void Play(absl::Span<const int16_t> pcm);
+  void Play(absl::Span<const int16_t> pcm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
   // Barge-in: forgets what is queued.
-  void ClearPlayout();
-  absl::Duration queued() const;
-  bool connected() const;
-  CallMediaStats stats() const;
+  void ClearPlayout() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  absl::Duration queued() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  bool connected() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  CallMediaStats stats() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
   // Stops everything; no event runs afterwards. Idempotent.
-  void Close();
+  void Close() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
 
   CallMedia(MediaLoop* loop, std::shared_ptr<const DtlsIdentity> identity, CallMediaOptions options,
             CallMediaEvents events);  // via Create
@@ -128,43 +131,48 @@ class CallMedia : public std::enable_shared_from_this<CallMedia> {
                              unsigned state, void* self);
   static void OnReceive(NiceAgent* agent, unsigned stream, unsigned component, unsigned len,
                         char* buf, void* self);
-  absl::Status Init();
-  void Receive(absl::Span<const uint8_t> packet);
-  void ReceiveRtp(std::vector<uint8_t> packet);
-  void DrainJitter();
-  void Fail(const absl::Status& why);
-  void StartTicks();
-  void Tick(int64_t now_us);
-  void SendNext(int64_t now_us);
-  void SendFrame(absl::Span<const int16_t> pcm);
-  void ArmDtlsTimer();
-  void SendDatagram(absl::Span<const uint8_t> datagram);
+  absl::Status Init() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void Receive(absl::Span<const uint8_t> packet) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void ReceiveRtp(std::vector<uint8_t> packet) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void DrainJitter() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void Fail(const absl::Status& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void StartTicks() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void Tick(int64_t now_us) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void SendNext(int64_t now_us) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void SendFrame(absl::Span<const int16_t> pcm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void ArmDtlsTimer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void SendDatagram(absl::Span<const uint8_t> datagram)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
 
   MediaLoop* const loop_;
   std::shared_ptr<const DtlsIdentity> identity_;
   const CallMediaOptions options_;
-  CallMediaEvents events_;
-  NiceAgent* agent_ = nullptr;
-  unsigned stream_ = 0;
-  std::function<void(absl::StatusOr<LocalDescription>)> gathered_;
-  std::unique_ptr<DtlsSrtp> dtls_;
-  bool dtls_started_ = false;
-  bool closed_ = false;
-  std::unique_ptr<audio::OpusPacketEncoder> encoder_;
-  std::unique_ptr<audio::OpusPacketDecoder> decoder_;
-  JitterBuffer jitter_;
-  std::vector<int16_t> pending_;     // queued PCM not yet a whole frame
-  int64_t pending_ready_us_ = 0;
-  std::deque<QueuedFrame> playout_;
-  std::vector<int16_t> decoded_;     // scratch
-  std::vector<uint8_t> encoded_;     // scratch
-  unsigned ticker_ = 0, dtls_timer_ = 0, connect_timer_ = 0;
-  int64_t next_due_us_ = 0;  // when the next packet is due (monotonic µs)
-  int64_t last_play_ready_us_ = 0;
-  uint16_t out_seq_;
-  uint32_t out_ts_;
-  uint32_t out_ssrc_;
-  CallMediaStats stats_;
+  CallMediaEvents events_ ABSL_GUARDED_BY(media_thread);
+  NiceAgent* agent_ ABSL_GUARDED_BY(media_thread) = nullptr;
+  unsigned stream_ ABSL_GUARDED_BY(media_thread) = 0;
+  std::function<void(absl::StatusOr<LocalDescription>)> gathered_
+      ABSL_GUARDED_BY(media_thread);
+  std::unique_ptr<DtlsSrtp> dtls_ ABSL_GUARDED_BY(media_thread);
+  bool dtls_started_ ABSL_GUARDED_BY(media_thread) = false;
+  bool closed_ ABSL_GUARDED_BY(media_thread) = false;
+  std::unique_ptr<audio::OpusPacketEncoder> encoder_ ABSL_GUARDED_BY(media_thread);
+  std::unique_ptr<audio::OpusPacketDecoder> decoder_ ABSL_GUARDED_BY(media_thread);
+  JitterBuffer jitter_ ABSL_GUARDED_BY(media_thread);
+  std::vector<int16_t> pending_ ABSL_GUARDED_BY(media_thread);  // queued PCM, not a whole frame yet
+  int64_t pending_ready_us_ ABSL_GUARDED_BY(media_thread) = 0;
+  std::deque<QueuedFrame> playout_ ABSL_GUARDED_BY(media_thread);
+  std::vector<int16_t> decoded_ ABSL_GUARDED_BY(media_thread);  // scratch
+  std::vector<uint8_t> encoded_ ABSL_GUARDED_BY(media_thread);  // scratch
+  unsigned ticker_ ABSL_GUARDED_BY(media_thread) = 0;
+  unsigned dtls_timer_ ABSL_GUARDED_BY(media_thread) = 0;
+  unsigned connect_timer_ ABSL_GUARDED_BY(media_thread) = 0;
+  // When the next packet is due (monotonic µs).
+  int64_t next_due_us_ ABSL_GUARDED_BY(media_thread) = 0;
+  int64_t last_play_ready_us_ ABSL_GUARDED_BY(media_thread) = 0;
+  uint16_t out_seq_ ABSL_GUARDED_BY(media_thread);
+  uint32_t out_ts_ ABSL_GUARDED_BY(media_thread);
+  uint32_t out_ssrc_ ABSL_GUARDED_BY(media_thread);
+  CallMediaStats stats_ ABSL_GUARDED_BY(media_thread);
 };
 
 }  // namespace bridge::media_worker

@@ -37,9 +37,11 @@ const char* OutcomeName(v1::CallOutcome o) {
 std::shared_ptr<CallSession> CallSession::Answer(const CallEnv* env, MediaLoop* loop,
                                                  v1::CallOffer offer, SdpOffer sdp) {
   auto call = std::make_shared<CallSession>(env, loop, std::move(offer), std::move(sdp));
-  call->self_ = call;  // touched on the loop only, from here on
   env->metrics->active->Increment();
-  loop->Post([call] { call->Begin(); });
+  loop->Post([call] {
+    call->loop_->AssertInLoop();
+    call->Begin();
+  });
   return call;
 }
 
@@ -50,6 +52,7 @@ CallSession::~CallSession() = default;
 
 void CallSession::End(std::string reason, bool terminate) {
   loop_->Post([self = shared_from_this(), reason = std::move(reason), terminate] {
+    self->loop_->AssertInLoop();
     if (self->phase_ == Phase::kDone) return;
     self->Finish(self->phase_ == Phase::kAnswering ? v1::CALL_OUTCOME_FAILED
                                                    : v1::CALL_OUTCOME_ENDED,
@@ -60,6 +63,7 @@ void CallSession::End(std::string reason, bool terminate) {
 // ---- answering: gather, pre_accept, connect, accept ----
 
 void CallSession::Begin() {
+  self_ = shared_from_this();  // alive until Finish, whoever else lets go
   CallMediaOptions o;
   o.network = env_->settings.network;
   // RFC 8445: against an ICE-lite offerer (Meta) the answerer controls;
@@ -71,17 +75,25 @@ void CallSession::Begin() {
   o.connect_timeout = env_->settings.connect_timeout;
   std::weak_ptr<CallSession> weak = weak_from_this();
   CallMediaEvents ev;
+  // CallMedia calls these on its loop, which is this call's.
   ev.on_connected = [weak] {
-    if (auto s = weak.lock()) s->MediaUp();
+    if (auto s = weak.lock()) {
+      s->loop_->AssertInLoop();
+      s->MediaUp();
+    }
   };
   ev.on_failed = [weak](const absl::Status& why) {
     if (auto s = weak.lock()) {
+      s->loop_->AssertInLoop();
       s->Finish(s->phase_ == Phase::kLive ? v1::CALL_OUTCOME_ENDED : v1::CALL_OUTCOME_FAILED,
                 absl::StrCat("media: ", why.message()), /*tell_meta=*/true);
     }
   };
   ev.on_audio = [weak](absl::Span<const int16_t> pcm, absl::Duration waited) {
-    if (auto s = weak.lock()) s->CallerAudio(pcm, waited);
+    if (auto s = weak.lock()) {
+      s->loop_->AssertInLoop();
+      s->CallerAudio(pcm, waited);
+    }
   };
   ev.on_played = [m = env_->metrics](absl::Duration late) {
     m->to_caller_seconds->Observe(absl::ToDoubleSeconds(late));
@@ -93,7 +105,10 @@ void CallSession::Begin() {
   }
   media_ = *std::move(media);
   media_->Gather([weak](absl::StatusOr<LocalDescription> local) {
-    if (auto s = weak.lock()) s->Gathered(std::move(local));
+    if (auto s = weak.lock()) {
+      s->loop_->AssertInLoop();
+      s->Gathered(std::move(local));
+    }
   });
 }
 
@@ -107,7 +122,7 @@ void CallSession::Gathered(absl::StatusOr<LocalDescription> local) {
                        local->fingerprint_sha256};
   if (!env_->settings.network.public_ip.empty()) ours.origin_address = env_->settings.network.public_ip;
   answer_sdp_ = BuildSdpAnswer(sdp_, ours);
-  Graph(CallAction::kPreAccept, [weak = weak_from_this()](absl::Status s) {
+  Graph(CallAction::kPreAccept, [weak = weak_from_this()](absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) {
     if (auto self = weak.lock()) self->PreAccepted(s);
   });
 }
@@ -129,7 +144,7 @@ void CallSession::PreAccepted(const absl::Status& s) {
 void CallSession::MediaUp() {
   if (phase_ != Phase::kAnswering) return;
   env_->metrics->setup_seconds->Observe(absl::ToDoubleSeconds(absl::Now() - offered_at_));
-  Graph(CallAction::kAccept, [weak = weak_from_this()](absl::Status s) {
+  Graph(CallAction::kAccept, [weak = weak_from_this()](absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) {
     if (auto self = weak.lock()) self->Accepted(s);
   });
 }
@@ -153,18 +168,23 @@ void CallSession::Accepted(const absl::Status& s) {
                             {"pair", media_->stats().selected_pair}});
   limit_timer_ = loop_->After(env_->settings.max_duration, [weak = weak_from_this()] {
     if (auto self = weak.lock()) {
+      self->loop_->AssertInLoop();
       self->limit_timer_ = 0;
       self->Finish(v1::CALL_OUTCOME_ENDED, "the call reached --call_max_duration", true);
     }
   });
 }
 
+// `then` runs back on the loop.
 void CallSession::Graph(CallAction action, std::function<void(absl::Status)> then) {
-  env_->blocking->Submit([self = shared_from_this(), action, then = std::move(then)] {
+  env_->blocking->Submit([self = shared_from_this(), action, sdp = answer_sdp_,
+                          then = std::move(then)] {
     absl::Status s = self->env_->graph->ActOnCall(self->offer_.phone_number_id(),
-                                                  self->offer_.call_id(), action,
-                                                  self->answer_sdp_);
-    self->loop_->Post([s, then] { then(s); });
+                                                  self->offer_.call_id(), action, sdp);
+    self->loop_->Post([self, s, then] {
+      self->loop_->AssertInLoop();
+      then(s);
+    });
   });
 }
 
@@ -184,6 +204,7 @@ void CallSession::StartAgent() {
     std::shared_ptr<AgentSession> started;
     if (agent.ok()) started = *std::move(agent);
     self->loop_->Post([self, started, status = agent.status()] {
+      self->loop_->AssertInLoop();
       if (!status.ok()) {
         self->Finish(self->phase_ == Phase::kLive ? v1::CALL_OUTCOME_ENDED : v1::CALL_OUTCOME_FAILED,
                      absl::StrCat("agent: ", status.message()), true);
@@ -204,29 +225,30 @@ AgentEvents CallSession::AgentCallbacks() {
   MediaLoop* loop = loop_;
   auto hop = [weak, loop](std::function<void(CallSession*)> fn) {
     if (auto s = weak.lock()) loop->Post([s, fn = std::move(fn)] {
+      s->loop_->AssertInLoop();
       if (s->phase_ != Phase::kDone) fn(s.get());
     });
   };
   AgentEvents ev;
   ev.on_started = [hop](const std::string&, int in_rate, int out_rate) {
-    hop([in_rate, out_rate](CallSession* s) { s->AgentStarted(in_rate, out_rate); });
+    hop([in_rate, out_rate](CallSession* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) { s->AgentStarted(in_rate, out_rate); });
   };
   ev.on_audio = [hop](std::vector<int16_t> pcm, int64_t) {
-    hop([pcm = std::move(pcm)](CallSession* s) { s->AgentAudio(pcm); });
+    hop([pcm = std::move(pcm)](CallSession* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) { s->AgentAudio(pcm); });
   };
   ev.on_interruption = [hop](int64_t) {
-    hop([](CallSession* s) { s->CutAgentAudio(); });
+    hop([](CallSession* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) { s->CutAgentAudio(); });
   };
   ev.on_user_transcript = [hop, id = offer_.call_id()](const std::string& text) {
     LogInfo("call: the caller said", {{"call_id", id}, {"chars", static_cast<int64_t>(text.size())}});
-    hop([](CallSession* s) { s->caller_had_turn_ = true; });
+    hop([](CallSession* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) { s->caller_had_turn_ = true; });
   };
   ev.on_reply_end = [hop](ReplyEnd why) {
     if (why != ReplyEnd::kEndCall) return;
-    hop([](CallSession* s) { s->EndAfterPlayout("the agent ended the call (end_call)"); });
+    hop([](CallSession* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) { s->EndAfterPlayout("the agent ended the call (end_call)"); });
   };
   ev.on_closed = [hop](int code, const std::string& reason, bool) {
-    hop([code, reason](CallSession* s) {
+    hop([code, reason](CallSession* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) {
       s->agent_.reset();  // closed: nothing to close
       s->EndAfterPlayout(absl::StrCat("the agent's conversation closed (", code,
                                       reason.empty() ? "" : ": ", reason, ")"));
@@ -317,7 +339,10 @@ void CallSession::GoodbyePoll() {
     return;
   }
   goodbye_timer_ = loop_->After(kGoodbyePoll, [weak = weak_from_this()] {
-    if (auto self = weak.lock()) self->GoodbyePoll();
+    if (auto self = weak.lock()) {
+      self->loop_->AssertInLoop();
+      self->GoodbyePoll();
+    }
   });
 }
 

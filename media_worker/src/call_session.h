@@ -72,43 +72,51 @@ class CallSession : public std::enable_shared_from_this<CallSession> {
 
  private:
   enum class Phase { kAnswering, kLive, kEnding, kDone };
-  void Begin();
-  void Gathered(absl::StatusOr<LocalDescription> local);
-  void PreAccepted(const absl::Status& s);
-  void MediaUp();
-  void Accepted(const absl::Status& s);
-  void StartAgent();
+  // These run on the call's loop (media_loop.h). AgentCallbacks runs on a
+  // blocking thread: it only hops to the loop.
+  void Begin() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void Gathered(absl::StatusOr<LocalDescription> local)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void PreAccepted(const absl::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void MediaUp() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void Accepted(const absl::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void StartAgent() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
   AgentEvents AgentCallbacks();
-  void AgentStarted(int input_rate, int output_rate);
-  void CallerAudio(absl::Span<const int16_t> pcm, absl::Duration waited);
-  void BargeIn(absl::Span<const int16_t> pcm);
-  void CutAgentAudio();
-  void AgentAudio(const std::vector<int16_t>& pcm);
-  void EndAfterPlayout(std::string reason);
-  void GoodbyePoll();
-  void Finish(v1::CallOutcome outcome, std::string reason, bool tell_meta);
-  void Graph(CallAction action, std::function<void(absl::Status)> then);
+  void AgentStarted(int input_rate, int output_rate) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void CallerAudio(absl::Span<const int16_t> pcm, absl::Duration waited)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void BargeIn(absl::Span<const int16_t> pcm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void CutAgentAudio() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void AgentAudio(const std::vector<int16_t>& pcm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void EndAfterPlayout(std::string reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void GoodbyePoll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void Finish(v1::CallOutcome outcome, std::string reason, bool tell_meta)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void Graph(CallAction action, std::function<void(absl::Status)> then)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
 
   const CallEnv* const env_;
   MediaLoop* const loop_;
   const v1::CallOffer offer_;
   const SdpOffer sdp_;
   const absl::Time offered_at_;
-  // Media-loop state.
-  Phase phase_ = Phase::kAnswering;
-  std::string answer_sdp_;
-  bool pre_accepted_ = false;
-  std::shared_ptr<CallMedia> media_;
-  std::shared_ptr<AgentSession> agent_;
-  std::unique_ptr<class CallResampling> resampling_;
-  absl::Time live_at_;
-  absl::Duration speech_run_;
-  bool speaking_ = false;
-  bool caller_had_turn_ = false;  // the agent transcribed the caller once
-  unsigned limit_timer_ = 0, goodbye_timer_ = 0;
-  absl::Time goodbye_since_;
-  std::string goodbye_reason_;
-  std::shared_ptr<CallSession> self_;  // until Finish
+  // Media-loop state (media_loop.h).
+  Phase phase_ ABSL_GUARDED_BY(media_thread) = Phase::kAnswering;
+  std::string answer_sdp_ ABSL_GUARDED_BY(media_thread);
+  bool pre_accepted_ ABSL_GUARDED_BY(media_thread) = false;
+  std::shared_ptr<CallMedia> media_ ABSL_GUARDED_BY(media_thread);
+  std::shared_ptr<AgentSession> agent_ ABSL_GUARDED_BY(media_thread);
+  std::unique_ptr<class CallResampling> resampling_ ABSL_GUARDED_BY(media_thread);
+  absl::Time live_at_ ABSL_GUARDED_BY(media_thread);
+  absl::Duration speech_run_ ABSL_GUARDED_BY(media_thread);
+  bool speaking_ ABSL_GUARDED_BY(media_thread) = false;
+  // The agent transcribed the caller once.
+  bool caller_had_turn_ ABSL_GUARDED_BY(media_thread) = false;
+  unsigned limit_timer_ ABSL_GUARDED_BY(media_thread) = 0;
+  unsigned goodbye_timer_ ABSL_GUARDED_BY(media_thread) = 0;
+  absl::Time goodbye_since_ ABSL_GUARDED_BY(media_thread);
+  std::string goodbye_reason_ ABSL_GUARDED_BY(media_thread);
+  std::shared_ptr<CallSession> self_ ABSL_GUARDED_BY(media_thread);  // until Finish
 };
 
 }  // namespace bridge::media_worker

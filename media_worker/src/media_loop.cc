@@ -3,6 +3,9 @@
 #include <glib.h>
 #include <pthread.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 namespace bridge::media_worker {
 namespace {
 
@@ -63,6 +66,7 @@ unsigned MediaLoop::AddTicker(std::function<void(int64_t now_us)> fn) {
     g_source_set_callback(
         source,
         [](gpointer self) -> gboolean {
+          static_cast<MediaLoop*>(self)->AssertInLoop();
           static_cast<MediaLoop*>(self)->Tick();
           return G_SOURCE_CONTINUE;
         },
@@ -94,5 +98,13 @@ void MediaLoop::Tick() {
 }
 
 bool MediaLoop::InLoop() const { return g_main_context_is_owner(context_); }
+
+// Always on: code confined to a loop running elsewhere is a data race on
+// a call's media, and the check is one uncontended lock.
+void MediaLoop::AssertInLoop() const {
+  if (InLoop()) return;
+  std::fprintf(stderr, "MediaLoop: loop-confined code ran off its media thread\n");
+  std::abort();
+}
 
 }  // namespace bridge::media_worker

@@ -8,16 +8,27 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <memory>
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/time/time.h"
 
 typedef struct _GMainContext GMainContext;
 typedef struct _GMainLoop GMainLoop;
 
 namespace bridge::media_worker {
+
+// "On a media thread", as a capability for clang's -Wthread-safety, so that
+// the confinement above is checked, not only written down: loop-confined
+// state is ABSL_GUARDED_BY(media_thread) and the functions that touch it
+// ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread). Nothing is ever locked: code
+// that starts running on a loop (a posted task, a timer, a ticker, a libnice
+// callback) says so first with MediaLoop::AssertInLoop, which checks it at
+// run time too. One capability stands for every loop: the analysis proves
+// "on a media thread", the run-time check "on this object's own loop".
+class ABSL_LOCKABLE MediaThread {};
+inline MediaThread media_thread;
 
 class MediaLoop {
  public:
@@ -40,22 +51,26 @@ class MediaLoop {
   // hundred calls pacing 20 ms packets cost 200 wakeups a second, not 5000.
   // Media thread only; a ticker may remove itself (or another) from `fn`.
   static constexpr absl::Duration kTick = absl::Milliseconds(5);
-  unsigned AddTicker(std::function<void(int64_t now_us)> fn);
-  void RemoveTicker(unsigned id);
+  unsigned AddTicker(std::function<void(int64_t now_us)> fn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  void RemoveTicker(unsigned id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
   // True on the media thread.
   bool InLoop() const;
+  // Tells the analysis this runs on a media thread (see MediaThread), and
+  // aborts when it is not this loop's.
+  void AssertInLoop() const ABSL_ASSERT_EXCLUSIVE_LOCK(media_thread);
 
   GMainContext* context() const { return context_; }
 
  private:
-  void Tick();
+  void Tick() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
 
   GMainContext* context_;
   GMainLoop* loop_;
   // Media thread only; shared so a ticker that removes itself outlives its call.
-  std::map<unsigned, std::shared_ptr<std::function<void(int64_t)>>> tickers_;
-  unsigned next_ticker_ = 1;
-  unsigned tick_source_ = 0;
+  std::map<unsigned, std::shared_ptr<std::function<void(int64_t)>>> tickers_
+      ABSL_GUARDED_BY(media_thread);
+  unsigned next_ticker_ ABSL_GUARDED_BY(media_thread) = 1;
+  unsigned tick_source_ ABSL_GUARDED_BY(media_thread) = 0;
   std::thread thread_;
 };
 

@@ -17,6 +17,7 @@ template <typename Fn>
 void OnLoop(media_worker::MediaLoop* loop, Fn fn) {
   absl::Notification done;
   loop->Post([&] {
+    loop->AssertInLoop();
     fn();
     done.Notify();
   });
@@ -29,7 +30,7 @@ SimCaller::SimCaller(media_worker::MediaLoop* loop, SimCallerOptions options)
     : loop_(loop), options_(std::move(options)), identity_(*media_worker::DtlsIdentity::Generate()) {}
 
 SimCaller::~SimCaller() {
-  OnLoop(loop_, [this] {
+  OnLoop(loop_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_worker::media_thread) {
     if (media_) media_->Close();
     media_.reset();
   });
@@ -39,6 +40,7 @@ absl::StatusOr<std::string> SimCaller::Call() {
   absl::StatusOr<std::string> offer = absl::UnknownError("not gathered");
   absl::Notification gathered;
   loop_->Post([&] {
+    loop_->AssertInLoop();
     media_worker::CallMediaOptions o;
     o.network.local_ips = options_.local_ips;
     o.lite = options_.ice_lite;
@@ -109,7 +111,7 @@ absl::Status SimCaller::AwaitAnswer(absl::Duration timeout) {
       absl::StatusOr<media_worker::SdpOffer> answer = media_worker::ParseSdpOffer(a.value("sdp", ""));
       if (!answer.ok()) return answer.status();
       absl::Status s;
-      OnLoop(loop_, [&] { s = media_->Connect(*answer); });
+      OnLoop(loop_, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_worker::media_thread) { s = media_->Connect(*answer); });
       return s;
     }
     seen = static_cast<int>(all.size());
@@ -128,6 +130,7 @@ absl::Status SimCaller::AwaitConnected(absl::Duration timeout) {
 
 void SimCaller::Say(std::vector<int16_t> pcm) {
   loop_->Post([this, pcm = std::move(pcm)] {
+    loop_->AssertInLoop();
     if (media_) media_->Play(pcm);
   });
 }
@@ -159,7 +162,7 @@ absl::Status SimCaller::Hangup() {
 
 media_worker::CallMediaStats SimCaller::Stats() {
   media_worker::CallMediaStats s;
-  OnLoop(loop_, [&] {
+  OnLoop(loop_, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_worker::media_thread) {
     if (media_) s = media_->stats();
   });
   return s;

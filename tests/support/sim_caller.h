@@ -50,7 +50,7 @@ class SimCaller {
   std::shared_ptr<const media_worker::DtlsIdentity> identity_;
   std::string call_id_;
   absl::Mutex mu_;
-  std::shared_ptr<media_worker::CallMedia> media_;  // touched on the loop
+  std::shared_ptr<media_worker::CallMedia> media_ ABSL_GUARDED_BY(media_worker::media_thread);
   bool connected_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status failed_ ABSL_GUARDED_BY(mu_);
   size_t loud_ ABSL_GUARDED_BY(mu_) = 0;

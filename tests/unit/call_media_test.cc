@@ -41,7 +41,7 @@ struct Side {
   std::vector<int16_t> heard ABSL_GUARDED_BY(mu);
   bool connected ABSL_GUARDED_BY(mu) = false;
   absl::Status failed ABSL_GUARDED_BY(mu);
-  std::shared_ptr<CallMedia> media;  // touched on the loop only
+  std::shared_ptr<CallMedia> media ABSL_GUARDED_BY(media_thread);
 
   CallMediaEvents Events() {
     CallMediaEvents ev;
@@ -77,6 +77,7 @@ struct Call {
   ~Call() {
     absl::Notification done;
     loop.Post([&] {
+      loop.AssertInLoop();
       if (caller.media) caller.media->Close();
       if (worker.media) worker.media->Close();
       caller.media.reset();
@@ -91,6 +92,7 @@ struct Call {
     absl::Status result;
     absl::Notification done;
     loop.Post([&, caller_lite, tamper_fingerprint] {
+      loop.AssertInLoop();
       CallMediaOptions co;
       co.network.local_ips = {"127.0.0.1"};
       co.lite = caller_lite;
@@ -99,7 +101,8 @@ struct Call {
       auto c = CallMedia::Create(&loop, caller_id, co, caller.Events());
       if (!c.ok()) { result = c.status(); done.Notify(); return; }
       caller.media = *c;
-      caller.media->Gather([&, caller_lite, tamper_fingerprint](absl::StatusOr<LocalDescription> l) {
+      caller.media->Gather([&, caller_lite, tamper_fingerprint](absl::StatusOr<LocalDescription> l)
+                               ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) {
         if (!l.ok()) { result = l.status(); done.Notify(); return; }
         SdpAnswerParams p{l->ice_ufrag, l->ice_pwd, l->candidates, l->fingerprint_sha256};
         if (tamper_fingerprint) p.fingerprint_sha256[0] = p.fingerprint_sha256[0] == 'A' ? 'B' : 'A';
@@ -112,7 +115,8 @@ struct Call {
         auto w = CallMedia::Create(&loop, worker_id, wo, worker.Events());
         if (!w.ok()) { result = w.status(); done.Notify(); return; }
         worker.media = *w;
-        worker.media->Gather([&, offer = *offer](absl::StatusOr<LocalDescription> wl) {
+        worker.media->Gather([&, offer = *offer](absl::StatusOr<LocalDescription> wl)
+                                 ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) {
           if (!wl.ok()) { result = wl.status(); done.Notify(); return; }
           SdpAnswerParams wp{wl->ice_ufrag, wl->ice_pwd, wl->candidates, wl->fingerprint_sha256};
           absl::StatusOr<SdpOffer> answer = ParseSdpOffer(BuildSdpAnswer(offer, wp));
@@ -129,6 +133,7 @@ struct Call {
 
   void PlayTones() {
     loop.Post([this] {
+      loop.AssertInLoop();
       caller.media->Play(Tone(440, 16000, absl::Seconds(1)));
       worker.media->Play(Tone(1000, 16000, absl::Seconds(1)));
     });
@@ -155,6 +160,7 @@ TEST(CallMediaTest, AnsweringAnIceLiteOffererLikeMetaCarriesAudioBothWays) {
   absl::Notification got;
   CallMediaStats stats;
   call.loop.Post([&] {
+    call.loop.AssertInLoop();
     stats = call.worker.media->stats();
     got.Notify();
   });
@@ -190,6 +196,7 @@ TEST(CallMediaTest, ACallerThatStopsAnsweringLosesConsentAndTheCallFails) {
   ASSERT_TRUE(call.worker.Await([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return call.worker.connected; }));
   absl::Notification gone;
   call.loop.Post([&] {
+    call.loop.AssertInLoop();
     call.caller.media->Close();  // silently: no packet says goodbye
     call.caller.media.reset();
     gone.Notify();
@@ -210,6 +217,7 @@ TEST(CallMediaTest, CandidatesUseThePortRangeAndAnnounceThePublicAddress) {
   std::shared_ptr<CallMedia> media;
   absl::Notification done;
   loop.Post([&] {
+    loop.AssertInLoop();
     CallMediaOptions o;
     o.network.local_ips = {"127.0.0.1"};
     o.network.port_min = 47100;
@@ -240,6 +248,7 @@ TEST(CallMediaTest, CandidatesUseThePortRangeAndAnnounceThePublicAddress) {
   EXPECT_NE(port, 0) << "a port in 47100-47199: " << c;
   absl::Notification closed;
   loop.Post([&] {
+    loop.AssertInLoop();
     media->Close();
     media.reset();
     closed.Notify();

@@ -415,11 +415,11 @@ void Calls(const HttpRequest& req, HttpResponse& res, SimCore& core) {
   if (call_id.empty()) return Fail(res, MissingParamError("call_id"));
   const json caller = core.state().CallerOf(call_id);
   if (caller.is_null()) return Fail(res, InvalidParamError(absl::StrCat("Unknown call_id ", call_id)));
-  // An ended call (hung up, rejected, terminated) takes no more actions: a
-  // business that answers a call the caller already left learns it here.
-  if (caller.value("ended", false)) {
-    return Fail(res, InvalidParamError(absl::StrCat("Call ", call_id, " has ended")));
-  }
+  // An ended call (hung up, rejected, terminated, not accepted in time) takes
+  // no more actions: a business that answers a call the caller already left
+  // learns it here.
+  const GraphError ended = InvalidParamError(absl::StrCat("Call ", call_id, " has ended"));
+  if (caller.value("ended", false)) return Fail(res, ended);
   const bool with_sdp = action == "pre_accept" || action == "accept";
   if (!with_sdp && action != "reject" && action != "terminate") {
     return Fail(res, BadValueError("Param action must be one of pre_accept, accept, reject, terminate."));
@@ -434,7 +434,7 @@ void Calls(const HttpRequest& req, HttpResponse& res, SimCore& core) {
   }
   json record = {{"call_id", call_id}, {"action", action}};
   if (with_sdp) record["sdp"] = session["sdp"];
-  core.state().RecordCallAction(std::move(record));
+  if (!core.state().RecordCallAction(std::move(record))) return Fail(res, ended);
   if (!with_sdp) {
     core.QueueCallEnd(call_id, caller, action == "reject" ? "REJECTED" : "COMPLETED", 0);
   }

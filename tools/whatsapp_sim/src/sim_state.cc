@@ -240,11 +240,16 @@ std::optional<absl::Time> SimState::NextAcceptDeadline() const {
   return next;
 }
 
-void SimState::RecordCallAction(json action) {
+bool SimState::RecordCallAction(json action) {
   absl::MutexLock lock(&mu_);
-  if (action.value("action", "") == "accept") accept_by_.erase(action.value("call_id", ""));
+  const std::string call_id = action.value("call_id", "");
+  if (auto it = callers_.find(call_id); it != callers_.end() && it->second.value("ended", false)) {
+    return false;
+  }
+  if (action.value("action", "") == "accept") accept_by_.erase(call_id);
   action["at"] = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", NowLocked(), absl::UTCTimeZone());
   call_actions_.push_back(std::move(action));
+  return true;
 }
 
 json SimState::CallActions(size_t min_count, absl::Duration wait) {

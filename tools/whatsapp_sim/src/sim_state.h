@@ -102,7 +102,9 @@ class SimState {
   // The call ended (its terminate webhook is queued): CallerOf says "ended".
   void EndCall(const std::string& call_id);
   // Records {call_id, action, ...}; an accept stops the call's accept window.
-  void RecordCallAction(nlohmann::json action);
+  // False, recording nothing, when the call has ended (checked under the lock
+  // that ends calls, so an accept cannot slip in after the window closed).
+  bool RecordCallAction(nlohmann::json action);
   // Ends the calls whose accept window has passed without an accept and
   // returns them with their callers (for Meta's FAILED terminate webhook).
   std::vector<std::pair<std::string, nlohmann::json>> EndUnacceptedCalls();
