@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <cstdio>
+#include <deque>
+#include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/synchronization/mutex.h"
@@ -16,10 +18,15 @@ namespace {
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
 std::atomic<bool> g_json{false};
 absl::Mutex g_write_mu;
-std::string& ServiceName() {
-  static std::string name = "bridge";
-  return name;
-}
+// Never changed once published: a line being formatted on another thread
+// keeps reading the name it loaded while InitLogging publishes another (tests
+// call it again mid-run to change the level; TSan saw a std::string
+// assignment here race with a websocket thread's log line). Names published
+// are kept for the process's life; processes name themselves once.
+const std::string kDefaultService = "bridge";
+std::atomic<const std::string*> g_service{&kDefaultService};
+absl::Mutex g_names_mu;
+const std::string& ServiceName() { return *g_service.load(std::memory_order_acquire); }
 
 const char* LevelName(LogLevel l) {
   switch (l) {
@@ -65,7 +72,12 @@ bool ParseLogFormat(absl::string_view s, LogFormat* out) {
 }
 
 void InitLogging(absl::string_view service, LogLevel level, LogFormat format) {
-  ServiceName() = std::string(service);
+  if (ServiceName() != service) {
+    absl::MutexLock lock(&g_names_mu);
+    static auto* names = new std::deque<std::string>();  // stable addresses
+    names->emplace_back(service);
+    g_service.store(&names->back(), std::memory_order_release);
+  }
   g_level = static_cast<int>(level);
   g_json = format == LogFormat::kJson;
 }

@@ -66,6 +66,12 @@ struct Side {
     mu.AwaitWithTimeout(absl::Condition(&cond), absl::Seconds(30));
     return failed.ok() && pred();
   }
+  bool AwaitConnected() {
+    return Await([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return connected; });
+  }
+  bool AwaitHeard(size_t samples) {
+    return Await([this, samples]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return heard.size() >= samples; });
+  }
 };
 
 struct Call {
@@ -141,13 +147,13 @@ struct Call {
 };
 
 void ExpectAudioFlowsBothWays(Call& call) {
-  ASSERT_TRUE(call.worker.Await([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return call.worker.connected; }));
-  ASSERT_TRUE(call.caller.Await([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return call.caller.connected; }));
+  ASSERT_TRUE(call.worker.AwaitConnected());
+  ASSERT_TRUE(call.caller.AwaitConnected());
   call.PlayTones();
   // Silence flows from the first tick; the tones follow: 1.5 s of audio
   // holds all of each.
-  ASSERT_TRUE(call.worker.Await([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return call.worker.heard.size() >= 24000; }));
-  ASSERT_TRUE(call.caller.Await([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return call.caller.heard.size() >= 24000; }));
+  ASSERT_TRUE(call.worker.AwaitHeard(24000));
+  ASSERT_TRUE(call.caller.AwaitHeard(24000));
   absl::MutexLock a(&call.worker.mu), b(&call.caller.mu);
   EXPECT_NEAR(DominantHz(call.worker.heard, 16000), 440, 20);
   EXPECT_NEAR(DominantHz(call.caller.heard, 16000), 1000, 40);
@@ -193,7 +199,7 @@ TEST(CallMediaTest, ACertificateThatDoesNotMatchTheFingerprintEndsTheCall) {
 TEST(CallMediaTest, ACallerThatStopsAnsweringLosesConsentAndTheCallFails) {
   Call call;
   ASSERT_TRUE(call.Place(/*caller_lite=*/true).ok());
-  ASSERT_TRUE(call.worker.Await([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return call.worker.connected; }));
+  ASSERT_TRUE(call.worker.AwaitConnected());
   absl::Notification gone;
   call.loop.Post([&] {
     call.loop.AssertInLoop();
