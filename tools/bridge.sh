@@ -265,9 +265,12 @@ NAMES=()
 PREFIXERS=()
 RUN_DIR=""
 
+# stop_all [RC]: stops every process and exits RC: 0 on Ctrl-C or SIGTERM,
+# the failure's status when `up` could not start or a process died.
 stop_all() {
+  local rc=${1:-0}
   trap - INT TERM EXIT
-  ((${#PIDS[@]})) || exit 0
+  ((${#PIDS[@]})) || exit "$rc"
   say "stopping ${NAMES[*]}"
   local i
   for i in "${!PIDS[@]}"; do kill -TERM "${PIDS[$i]}" 2>/dev/null || true; done
@@ -286,7 +289,7 @@ stop_all() {
   wait "${PIDS[@]}" "${PREFIXERS[@]}" 2>/dev/null || true
   rm -f "$RUN_DIR"/*.fifo
   say "all stopped"
-  exit 0
+  exit "$rc"
 }
 
 # start NAME BINARY ARGS...: runs it with name-prefixed output and a log file.
@@ -400,7 +403,14 @@ wait_http() {
 serve_on_ports() {
   local name=$1 starter=$2 p picked=0
   shift 2
-  for p in "$@"; do ((p == 0)) && picked=1; done
+  for p in "$@"; do
+    ((p == 0)) && picked=1
+    # A port given and already served: the health check would be answered by
+    # whatever holds it, so say so now.
+    if ((p != 0)) && (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      die "$name: port $p is already in use by another process (give another, or 0 to pick a free one)"
+    fi
+  done
   for _ in 1 2 3 4 5; do
     local ports=()
     for p in "$@"; do
@@ -522,7 +532,8 @@ cmd_up() {
   ((cluster)) && data="${BRIDGE_DATA_DIR:-$ROOT/data/cluster}"
   RUN_DIR="${BRIDGE_RUN_DIR:-$data/run}"
   mkdir -p "$RUN_DIR"
-  trap stop_all INT TERM EXIT
+  trap 'stop_all 0' INT TERM
+  trap 'stop_all $?' EXIT
   local bin="$BUILD_DIR" host="${BRIDGE_HOST:-127.0.0.1}"
   local sims=0
   have_real_accounts || sims=1
@@ -635,7 +646,7 @@ cmd_up() {
   # Stay in the foreground until a child dies or we are told to stop.
   wait -n "${PIDS[@]}" || true
   say "a process exited; stopping the rest"
-  stop_all
+  stop_all 1
 }
 
 case "${1:-}" in
