@@ -256,7 +256,7 @@ void Coordinator::Dispatch(SessionEntry* s) {
       a->set_conversation_id(s->session.conversation_id());
       a->set_handoff_tool(options_.handoff_tool);
       a->set_handoff_message(options_.handoff_message);
-      FillMemory(s, a);
+      FillMemory(s, a->mutable_recent_transcript());
       w->channel->Send(std::move(assign));
       // Durable, so that after a controller restart the session waits for
       // this worker to say what it ran (Reconcile) instead of running twice.

@@ -300,7 +300,10 @@ class Coordinator {
   // A worker's result as a transcript entry (its lines, latency, outcome).
   void RecordExchange(SessionEntry* s, const v1::Turn& turn, const v1::TurnResult& r,
                       double queue_ms, Txn* txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FillMemory(SessionEntry* s, v1::SessionAssignment* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The user's last exchanges as context lines for `s`'s next conversation
+  // (a session's assignment, a call's offer); counts them on the session.
+  void FillMemory(SessionEntry* s, google::protobuf::RepeatedPtrField<std::string>* lines)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PruneMemory(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LoadMemory(const std::vector<KeyValue>& records) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status AddLinkedKeys(std::vector<std::string>* keys) ABSL_LOCKS_EXCLUDED(mu_);

@@ -95,6 +95,9 @@ void Coordinator::OfferCall(const v1::CallEvent& call, WorkerEntry* w,
   *offer->mutable_from() = call.from();
   offer->set_sdp(call.sdp());
   offer->set_refuse_reason(refuse_reason);
+  if (refuse_reason.empty()) {
+    FillMemory(sessions_.at(call.call_id()).get(), offer->mutable_recent_transcript());
+  }
   w->channel->Send(std::move(m));
   if (refuse_reason.empty()) metrics_.calls->Add({{"outcome", "offered"}}).Increment();
   LogInfo(refuse_reason.empty() ? "call offered" : "call offered to be refused",

@@ -107,7 +107,8 @@ void Coordinator::Record(SessionEntry* s, v1::TranscriptEntry e, Txn* txn) {
 }
 
 // The user's last exchanges within memory_ttl, as context lines.
-void Coordinator::FillMemory(SessionEntry* s, v1::SessionAssignment* a) {
+void Coordinator::FillMemory(SessionEntry* s,
+                             google::protobuf::RepeatedPtrField<std::string>* lines) {
   const v1::Session& ss = s->session;
   std::vector<const v1::TranscriptEntry*> entries;
   const absl::Time oldest = absl::Now() - options_.memory_ttl;
@@ -126,7 +127,7 @@ void Coordinator::FillMemory(SessionEntry* s, v1::SessionAssignment* a) {
   if (entries.size() > keep) entries.erase(entries.begin(), entries.end() - static_cast<long>(keep));
   for (const auto* e : entries) {
     for (const auto& l : e->lines()) {
-      a->add_recent_transcript(absl::StrCat(SpeakerName(l.speaker()), ": ", l.text()));
+      lines->Add(absl::StrCat(SpeakerName(l.speaker()), ": ", l.text()));
     }
   }
   s->session.set_memory_turns_used(static_cast<int32_t>(entries.size()));

@@ -215,6 +215,10 @@ void CallSession::StartAgent() {
         return;
       }
       self->agent_ = started;
+      // What the caller wrote or said in voice notes before: the agent on
+      // the call knows it, as a new conversation in writing would.
+      const std::string context = EarlierExchangesContext(self->offer_.recent_transcript());
+      if (!context.empty()) started->SendContextualUpdate(context);
     });
   });
 }

@@ -44,6 +44,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "bridge/v1/worker_link.pb.h"
@@ -278,5 +280,14 @@ std::vector<std::string> SplitForWhatsApp(const std::string& text, size_t limit 
 // A stable id for the agent derived from the WhatsApp user, never equal to it.
 std::string DeriveUserId(const std::string& salt, const std::string& phone_number_id,
                          const std::string& user);
+
+// What a new agent conversation (a voice note's, a call's) is told of the
+// user's earlier exchanges ("user: …", "agent: …" lines, oldest first), as a
+// contextual_update; "" when there are none.
+template <typename Lines>
+std::string EarlierExchangesContext(const Lines& lines) {
+  if (lines.empty()) return "";
+  return absl::StrCat("Earlier in this WhatsApp conversation:\n", absl::StrJoin(lines, "\n"));
+}
 
 }  // namespace bridge::media_worker

@@ -8,7 +8,6 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "audio/ogg_opus_decoder.h"
 #include "audio/ogg_opus_encoder.h"
@@ -293,9 +292,7 @@ absl::Status SessionRunner::EnsureAgent(TurnCtx* t, bool welcome) {
   std::string context;
   {
     absl::MutexLock lock(&mu_);
-    if (!recent_.empty()) {
-      context = absl::StrCat("Earlier in this WhatsApp conversation:\n", absl::StrJoin(recent_, "\n"));
-    }
+    context = EarlierExchangesContext(recent_);
   }
   if (!context.empty()) agent_->SendContextualUpdate(context);
   return absl::OkStatus();

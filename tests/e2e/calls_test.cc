@@ -112,6 +112,30 @@ TEST(CallsTest, ACallIsAnsweredTheAgentHearsTheCallerAndAHangUpEndsIt) {
 
 // An agent that takes μ-law at 8 kHz and speaks PCM at 24 kHz: the call's
 // 16 kHz audio is resampled both ways.
+// A user who wrote before calling: the agent on the call is given the earlier
+// exchanges, as a new conversation in writing would be (memory, issue #13).
+TEST(CallsTest, TheAgentOnACallIsToldWhatTheCallerWroteBefore) {
+  BridgeCluster c(Calls());
+  AwaitWorkers(c, 1);
+  const std::string user = "15551230035";
+  c.UserSays(user, "text", "my name is Ana");
+  ASSERT_EQ(c.Outbox(user, 1).size(), 1u) << c.Logs();
+  c.SessionsAfterTurns(1);  // the exchange is recorded: it is the user's memory
+  media_worker::MediaLoop loop("caller");
+  SimCaller caller(&loop, {c.whatsapp_sim_http(), user});
+  Connect(caller, c);
+  caller.Say(ToneThenSilence());
+  // Answered: the context went before the caller's audio on the same socket.
+  ASSERT_TRUE(caller.AwaitHeard(8000, kWait)) << c.Logs();
+  // The written exchange's own conversation had nothing earlier to be told.
+  const json convs = c.Conversations(2)["conversations"];
+  ASSERT_EQ(convs.size(), 2u);
+  EXPECT_EQ(convs[0].value("contextual_updates", json::array()).size(), 0u) << convs.dump();
+  EXPECT_THAT(convs[1].value("contextual_updates", json::array()).dump(),
+              HasSubstr("user: my name is Ana"))
+      << convs.dump();
+}
+
 TEST(CallsTest, AnAgentAtOtherRatesIsResampledBothWays) {
   BridgeCluster c(Calls({"--input_format=ulaw_8000", "--output_format=pcm_24000"}));
   media_worker::MediaLoop loop("caller");
