@@ -281,6 +281,7 @@ class Coordinator {
   void SendCallEnd(const SessionEntry& s, const std::string& reason, bool terminate)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndCallOfLostWorker(SessionEntry* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecordCall(SessionEntry* s, const v1::CallReport& report) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   WorkerEntry* WorkerOf(WorkerChannel* channel) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unassign(SessionEntry* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The turn goes back to the head of its session's queue, to run again.

@@ -148,8 +148,26 @@ void Coordinator::OnCallReport(WorkerChannel* channel, const v1::CallReport& rep
     return;
   }
   if (report.outcome() != v1::CALL_OUTCOME_ENDED) s->session.set_last_error(report.reason());
+  if (report.lines_size() > 0) RecordCall(s, report);
   End(s, report.reason());
   DispatchAll();  // its capacity may be what a queued session waits for
+}
+
+// What was said on a call is one exchange of its session: the transcript
+// keeps it (Sessions.GetTranscript, the console, the transcript webhook) and
+// the caller's next conversation remembers it.
+void Coordinator::RecordCall(SessionEntry* s, const v1::CallReport& report) {
+  v1::TranscriptEntry e;
+  e.set_turn_id(report.call_id());
+  *e.mutable_lines() = report.lines();
+  e.set_outcome(v1::TURN_OUTCOME_DONE);
+  e.set_reason(report.reason());
+  e.set_conversation_id(report.conversation_id());
+  Txn txn;
+  Record(s, std::move(e), &txn);
+  CommitAsync(std::move(txn), [id = report.call_id()](absl::StatusOr<int64_t> r) {
+    if (!r.ok()) LogError("cannot record a call's transcript", {{"call_id", id}, {"error", r.status()}});
+  });
 }
 
 void Coordinator::SendCallEnd(const SessionEntry& s, const std::string& reason, bool terminate) {

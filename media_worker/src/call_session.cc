@@ -7,6 +7,7 @@
 #include "audio/resampler.h"
 #include "common/log.h"
 #include "session_runner.h"
+#include "turn_lines.h"
 
 namespace bridge::media_worker {
 
@@ -227,38 +228,65 @@ void CallSession::StartAgent() {
 AgentEvents CallSession::AgentCallbacks() {
   std::weak_ptr<CallSession> weak = weak_from_this();
   MediaLoop* loop = loop_;
+  // `fn` runs on the loop, and only while the call lasts.
   auto hop = [weak, loop](std::function<void(CallSession*)> fn) {
     if (auto s = weak.lock()) loop->Post([s, fn = std::move(fn)] {
       s->loop_->AssertInLoop();
       if (s->phase_ != Phase::kDone) fn(s.get());
     });
   };
+  // The lambdas handed to `hop` run there: ON_LOOP lets the analysis check them.
+#define ON_LOOP ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread)
   AgentEvents ev;
-  ev.on_started = [hop](const std::string&, int in_rate, int out_rate) {
-    hop([in_rate, out_rate](CallSession* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) { s->AgentStarted(in_rate, out_rate); });
+  ev.on_started = [hop](const std::string& conversation_id, int in_rate, int out_rate) {
+    hop([conversation_id, in_rate, out_rate](CallSession* s) ON_LOOP {
+      s->conversation_id_ = conversation_id;
+      s->AgentStarted(in_rate, out_rate);
+    });
   };
   ev.on_audio = [hop](std::vector<int16_t> pcm, int64_t) {
-    hop([pcm = std::move(pcm)](CallSession* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) { s->AgentAudio(pcm); });
+    hop([pcm = std::move(pcm)](CallSession* s) ON_LOOP { s->AgentAudio(pcm); });
   };
   ev.on_interruption = [hop](int64_t) {
-    hop([](CallSession* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) { s->CutAgentAudio(); });
+    hop([](CallSession* s) ON_LOOP { s->CutAgentAudio(); });
   };
   ev.on_user_transcript = [hop, id = offer_.call_id()](const std::string& text) {
     LogInfo("call: the caller said", {{"call_id", id}, {"chars", static_cast<int64_t>(text.size())}});
-    hop([](CallSession* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) { s->caller_had_turn_ = true; });
+    hop([text](CallSession* s) ON_LOOP {
+      s->caller_had_turn_ = true;
+      s->Said(v1::SPEAKER_USER, text);
+    });
+  };
+  ev.on_agent_response = [hop](const std::string& text) {
+    hop([text](CallSession* s) ON_LOOP { s->Said(v1::SPEAKER_AGENT, text); });
+  };
+  // After an interruption the agent says what it really got to say.
+  ev.on_agent_correction = [hop](const std::string& original, const std::string& corrected) {
+    hop([original, corrected](CallSession* s) ON_LOOP {
+      for (auto it = s->said_.rbegin(); it != s->said_.rend(); ++it) {
+        if (it->speaker() != v1::SPEAKER_AGENT || it->text() != original) continue;
+        it->set_text(corrected);
+        break;
+      }
+    });
   };
   ev.on_reply_end = [hop](ReplyEnd why) {
     if (why != ReplyEnd::kEndCall) return;
-    hop([](CallSession* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) { s->EndAfterPlayout("the agent ended the call (end_call)"); });
+    hop([](CallSession* s) ON_LOOP { s->EndAfterPlayout("the agent ended the call (end_call)"); });
   };
   ev.on_closed = [hop](int code, const std::string& reason, bool) {
-    hop([code, reason](CallSession* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) {
+    hop([code, reason](CallSession* s) ON_LOOP {
       s->agent_.reset();  // closed: nothing to close
       s->EndAfterPlayout(absl::StrCat("the agent's conversation closed (", code,
                                       reason.empty() ? "" : ": ", reason, ")"));
     });
   };
+#undef ON_LOOP
   return ev;
+}
+
+void CallSession::Said(v1::Speaker who, const std::string& text) {
+  if (!text.empty()) said_.push_back(SentLine(who, text, /*message_id=*/"", "call"));
 }
 
 void CallSession::AgentStarted(int input_rate, int output_rate) {
@@ -364,6 +392,9 @@ void CallSession::Finish(v1::CallOutcome outcome, std::string reason, bool tell_
   report.set_outcome(outcome);
   report.set_reason(reason);
   if (was_live) report.set_duration_ms(absl::ToInt64Milliseconds(absl::Now() - live_at_));
+  for (v1::TranscriptLine& l : said_) *report.add_lines() = std::move(l);
+  said_.clear();
+  report.set_conversation_id(conversation_id_);
   if (media_) {
     const CallMediaStats st = media_->stats();
     CallMetrics& m = *env_->metrics;

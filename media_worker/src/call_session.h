@@ -88,6 +88,8 @@ class CallSession : public std::enable_shared_from_this<CallSession> {
   void BargeIn(absl::Span<const int16_t> pcm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
   void CutAgentAudio() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
   void AgentAudio(const std::vector<int16_t>& pcm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
+  // Keeps a line of what was said, for the call's transcript.
+  void Said(v1::Speaker who, const std::string& text) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
   void EndAfterPlayout(std::string reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
   void GoodbyePoll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread);
   void Finish(v1::CallOutcome outcome, std::string reason, bool tell_meta)
@@ -116,6 +118,9 @@ class CallSession : public std::enable_shared_from_this<CallSession> {
   unsigned goodbye_timer_ ABSL_GUARDED_BY(media_thread) = 0;
   absl::Time goodbye_since_ ABSL_GUARDED_BY(media_thread);
   std::string goodbye_reason_ ABSL_GUARDED_BY(media_thread);
+  // What was said (CallReport.lines) and the agent's conversation.
+  std::vector<v1::TranscriptLine> said_ ABSL_GUARDED_BY(media_thread);
+  std::string conversation_id_ ABSL_GUARDED_BY(media_thread);
   std::shared_ptr<CallSession> self_ ABSL_GUARDED_BY(media_thread);  // until Finish
 };
 

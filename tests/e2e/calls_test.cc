@@ -108,6 +108,20 @@ TEST(CallsTest, ACallIsAnsweredTheAgentHearsTheCallerAndAHangUpEndsIt) {
       << "the agent socket closes with the call";
   EXPECT_THAT(CallSession(c, v1::SESSION_STATE_ENDED).end_reason(), HasSubstr("COMPLETED"));
   EXPECT_EQ(Actions(CallActions(c, 0)).size(), 2u) << "Meta knew: no terminate is sent";
+  // What was said is the call's transcript (committed after the session ended:
+  // the store is polled).
+  std::string said;
+  for (absl::Time until = absl::Now() + kWait; said.empty() && absl::Now() < until;) {
+    auto t = GetTranscript(c.controller_address(), caller.call_id(), c.admin_token());
+    ASSERT_TRUE(t.ok()) << t.status();
+    for (const v1::TranscriptEntry& e : t->entries()) {
+      for (const v1::TranscriptLine& l : e.lines()) absl::StrAppend(&said, l.speaker(), ":", l.text(), "\n");
+    }
+    if (said.empty()) absl::SleepFor(absl::Milliseconds(50));  // a bounded poll of the store
+  }
+  EXPECT_THAT(said, HasSubstr(absl::StrCat(v1::SPEAKER_USER, ":[audio")));  // the agent's transcript
+  EXPECT_THAT(said, HasSubstr("peak 440 Hz"));
+  EXPECT_THAT(said, HasSubstr(absl::StrCat(v1::SPEAKER_AGENT, ":")));
 }
 
 // An agent that takes μ-law at 8 kHz and speaks PCM at 24 kHz: the call's

@@ -92,6 +92,21 @@ absl::Status EndSession(const std::string& target, const std::string& session_id
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }
 
+absl::StatusOr<bridge::v1::GetTranscriptResponse> GetTranscript(const std::string& target,
+                                                                const std::string& session_id,
+                                                                const std::string& token) {
+  auto stub = bridge::v1::Sessions::NewStub(Channel(target));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  AttachToken(&ctx, token);
+  bridge::v1::GetTranscriptRequest req;
+  req.set_session_id(session_id);
+  bridge::v1::GetTranscriptResponse resp;
+  grpc::Status s = stub->GetTranscript(&ctx, req, &resp);
+  if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  return resp;
+}
+
 std::pair<int, std::string> CallEmpty(const std::string& target, const std::string& method) {
   grpc::GenericStub stub(Channel(target));
   grpc::ClientContext ctx;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "bridge/v1/sessions.pb.h"
 #include "bridge/v1/types.pb.h"
 
 namespace bridge::testing {
@@ -28,6 +29,11 @@ absl::StatusOr<std::vector<bridge::v1::Session>> ListSessions(const std::string&
 // Sessions.EndSession, as an operator (bridgectl end) calls it.
 absl::Status EndSession(const std::string& target, const std::string& session_id,
                         const std::string& token = "");
+
+// Sessions.GetTranscript of one session, as an operator.
+absl::StatusOr<bridge::v1::GetTranscriptResponse> GetTranscript(const std::string& target,
+                                                                const std::string& session_id,
+                                                                const std::string& token = "");
 
 std::pair<int, std::string> CallEmpty(const std::string& target, const std::string& method);
 
