@@ -193,9 +193,12 @@ cmd_test() {
 
 # ---- fuzz: the libFuzzer targets of tests/fuzz ------------------------------
 
-FUZZ_TARGETS=(fuzz_webhook fuzz_ogg_decoder fuzz_agent_messages fuzz_graph_response fuzz_dotenv)
+# The targets tests/fuzz/CMakeLists.txt builds (BRIDGE_FUZZ_TARGETS): one list,
+# so a new fuzzer is run too (the two call fuzzers were left out of a copy).
+mapfile -t FUZZ_TARGETS < <(sed -n '/set(BRIDGE_FUZZ_TARGETS/,/)/p' "$ROOT/tests/fuzz/CMakeLists.txt" |
+  grep -o 'fuzz_[a-z_]*')
 
-# Each target runs for --seconds (default 10, so about a minute for all five)
+# Each target runs for --seconds (default 10, so over a minute for all seven)
 # or --runs executions, whichever comes first, from its seed corpus
 # (tests/fuzz/corpus/NAME) plus what earlier runs found (build-asan/fuzz/corpus/
 # NAME), with its dictionary. Prints one line per target; exits 1 if any

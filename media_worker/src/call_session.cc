@@ -123,9 +123,10 @@ void CallSession::Gathered(absl::StatusOr<LocalDescription> local) {
                        local->fingerprint_sha256};
   if (!env_->settings.network.public_ip.empty()) ours.origin_address = env_->settings.network.public_ip;
   answer_sdp_ = BuildSdpAnswer(sdp_, ours);
-  Graph(CallAction::kPreAccept, [weak = weak_from_this()](absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) {
-    if (auto self = weak.lock()) self->PreAccepted(s);
-  });
+  Graph(CallAction::kPreAccept,
+        [weak = weak_from_this()](absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) {
+          if (auto self = weak.lock()) self->PreAccepted(s);
+        });
 }
 
 void CallSession::PreAccepted(const absl::Status& s) {
@@ -145,9 +146,10 @@ void CallSession::PreAccepted(const absl::Status& s) {
 void CallSession::MediaUp() {
   if (phase_ != Phase::kAnswering) return;
   env_->metrics->setup_seconds->Observe(absl::ToDoubleSeconds(absl::Now() - offered_at_));
-  Graph(CallAction::kAccept, [weak = weak_from_this()](absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) {
-    if (auto self = weak.lock()) self->Accepted(s);
-  });
+  Graph(CallAction::kAccept,
+        [weak = weak_from_this()](absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(media_thread) {
+          if (auto self = weak.lock()) self->Accepted(s);
+        });
 }
 
 void CallSession::Accepted(const absl::Status& s) {

@@ -19,6 +19,24 @@ std::shared_ptr<grpc::Channel> Channel(const std::string& target) {
 void SetDeadline(grpc::ClientContext* ctx) {
   ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
 }
+absl::Status FromGrpc(const grpc::Status& s) {
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+// One Sessions RPC to `target`, as an operator with `token`.
+template <typename Req, typename Resp>
+absl::StatusOr<Resp> CallSessions(
+    const std::string& target, const std::string& token,
+    grpc::Status (bridge::v1::Sessions::Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+    const Req& req) {
+  auto stub = bridge::v1::Sessions::NewStub(Channel(target));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  AttachToken(&ctx, token);
+  Resp resp;
+  if (grpc::Status s = ((*stub).*method)(&ctx, req, &resp); !s.ok()) return FromGrpc(s);
+  return resp;
+}
 }  // namespace
 
 absl::StatusOr<std::string> HealthStatus(const std::string& target, const std::string& service) {
@@ -74,37 +92,24 @@ absl::StatusOr<std::vector<bridge::v1::Session>> ListSessions(const std::string&
     req.set_include_ended(include_ended);
     return bridge::v1::Sessions::NewStub(channel)->ListSessions(&ctx, req, &resp);
   });
-  if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  if (!s.ok()) return FromGrpc(s);
   return std::vector<bridge::v1::Session>(resp.sessions().begin(), resp.sessions().end());
 }
 
 absl::Status EndSession(const std::string& target, const std::string& session_id,
                         const std::string& token) {
-  auto stub = bridge::v1::Sessions::NewStub(Channel(target));
-  grpc::ClientContext ctx;
-  SetDeadline(&ctx);
-  AttachToken(&ctx, token);
   bridge::v1::EndSessionRequest req;
   req.set_session_id(session_id);
   req.set_reason("operator");
-  bridge::v1::EndSessionResponse resp;
-  grpc::Status s = stub->EndSession(&ctx, req, &resp);
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  return CallSessions(target, token, &bridge::v1::Sessions::Stub::EndSession, req).status();
 }
 
 absl::StatusOr<bridge::v1::GetTranscriptResponse> GetTranscript(const std::string& target,
                                                                 const std::string& session_id,
                                                                 const std::string& token) {
-  auto stub = bridge::v1::Sessions::NewStub(Channel(target));
-  grpc::ClientContext ctx;
-  SetDeadline(&ctx);
-  AttachToken(&ctx, token);
   bridge::v1::GetTranscriptRequest req;
   req.set_session_id(session_id);
-  bridge::v1::GetTranscriptResponse resp;
-  grpc::Status s = stub->GetTranscript(&ctx, req, &resp);
-  if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-  return resp;
+  return CallSessions(target, token, &bridge::v1::Sessions::Stub::GetTranscript, req);
 }
 
 std::pair<int, std::string> CallEmpty(const std::string& target, const std::string& method) {
