@@ -141,7 +141,9 @@ void Coordinator::OnCallReport(WorkerChannel* channel, const v1::CallReport& rep
   auto it = sessions_.find(report.call_id());
   if (it == sessions_.end() || it->second->session.kind() != v1::SESSION_KIND_CALL) return;
   SessionEntry* s = it->second.get();
+  const bool ended = s->session.state() == v1::SESSION_STATE_ENDED;
   if (report.outcome() == v1::CALL_OUTCOME_ANSWERED) {
+    if (ended) return;  // the caller hung up while we accepted: it stays ended
     s->session.set_state(v1::SESSION_STATE_ACTIVE);
     *s->session.mutable_last_activity_at() = Ts(absl::Now());
     Notify(v1::SESSION_EVENT_TYPE_UPDATED, *s);
@@ -149,6 +151,14 @@ void Coordinator::OnCallReport(WorkerChannel* channel, const v1::CallReport& rep
   }
   if (report.outcome() != v1::CALL_OUTCOME_ENDED) s->session.set_last_error(report.reason());
   if (report.lines_size() > 0) RecordCall(s, report);
+  if (ended && report.outcome() != v1::CALL_OUTCOME_ENDED) {
+    // Meta's terminate webhook for our own reject can overtake the worker's
+    // report: the worker's reason is the cause, Meta's status ("the call
+    // ended (REJECTED)") only its consequence.
+    s->session.set_end_reason(report.reason());
+    Notify(v1::SESSION_EVENT_TYPE_UPDATED, *s);
+    return;
+  }
   End(s, report.reason());
   DispatchAll();  // its capacity may be what a queued session waits for
 }

@@ -388,6 +388,56 @@ TEST_F(CoordinatorTest, ConverseStreamsAreListedCountedAndGoneWhenTheyEnd) {
   EXPECT_EQ(coordinator_->ListWorkers(false)[0].active_sessions(), 1);
 }
 
+v1::WebhookEvent Call(v1::CallEventType type, const std::string& call_id, const std::string& status = "") {
+  v1::WebhookEvent ev;
+  v1::CallEvent* c = ev.mutable_call();
+  c->set_type(type);
+  c->set_call_id(call_id);
+  c->set_phone_number_id("106540352242922");
+  c->mutable_from()->set_wa_id("111111111");
+  c->set_sdp("v=0");
+  c->set_status(status);
+  return ev;
+}
+
+// Meta's terminate webhook for our own reject can come before the worker's
+// report: the call's session ends with the worker's reason, not Meta's
+// status. A late ANSWERED does not bring a call the caller left back.
+TEST_F(CoordinatorTest, ACallEndsWithTheWorkersReasonWhicheverArrivesFirst) {
+  RecordingChannel w;
+  AttachWorker(&w, "w1");
+  auto session = [this](const std::string& id) {
+    v1::ListSessionsRequest all;
+    all.set_include_ended(true);
+    for (const v1::Session& s : coordinator_->ListSessions(all)) {
+      if (s.session_id() == id) return s;
+    }
+    return v1::Session();
+  };
+  Deliver({Call(v1::CALL_EVENT_TYPE_CONNECT, "wacid.1")});
+  ASSERT_EQ(w.Messages().size(), 1u);
+  EXPECT_EQ(w.Messages()[0].call_offer().call_id(), "wacid.1");
+  Deliver({Call(v1::CALL_EVENT_TYPE_TERMINATE, "wacid.1", "REJECTED")});
+  EXPECT_EQ(session("wacid.1").end_reason(), "the call ended (REJECTED)");
+  v1::CallReport r;
+  r.set_call_id("wacid.1");
+  r.set_outcome(v1::CALL_OUTCOME_REJECTED);
+  r.set_reason("calls are off on this worker (--calls=off)");
+  coordinator_->OnCallReport(&w, r);
+  EXPECT_EQ(session("wacid.1").state(), v1::SESSION_STATE_ENDED);
+  EXPECT_EQ(session("wacid.1").end_reason(), r.reason());
+  EXPECT_EQ(session("wacid.1").last_error(), r.reason());
+
+  Deliver({Call(v1::CALL_EVENT_TYPE_CONNECT, "wacid.2")});
+  Deliver({Call(v1::CALL_EVENT_TYPE_TERMINATE, "wacid.2", "COMPLETED")});
+  r.set_call_id("wacid.2");
+  r.set_outcome(v1::CALL_OUTCOME_ANSWERED);
+  r.set_reason("");
+  coordinator_->OnCallReport(&w, r);
+  EXPECT_EQ(session("wacid.2").state(), v1::SESSION_STATE_ENDED);
+  EXPECT_EQ(session("wacid.2").end_reason(), "the call ended (COMPLETED)");
+}
+
 TEST_F(CoordinatorTest, ABsuidSessionNeverSplitsWhenThePhoneComesAndGoes) {
   RecordingChannel w;
   AttachWorker(&w, "w1");
