@@ -267,7 +267,8 @@ class Coordinator {
   WorkerEntry* PickWorker(const SessionEntry& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A `calls` webhook entry (coordinator_calls.cc).
   Outcome OnCallEvent(const v1::CallEvent& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void StartCallSession(const v1::CallEvent& call, WorkerEntry* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  SessionEntry* StartCallSession(const v1::CallEvent& call, WorkerEntry* w)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Offers a call to a worker, holds it while none is attached, or has one
   // refuse it when none has room; false when it is still held.
   bool PlaceCall(const v1::CallEvent& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -276,7 +277,7 @@ class Coordinator {
   // Places the held calls a worker can take now; lets go of the ones held
   // too long to be answered in Meta's accept window.
   void PlaceHeldCalls(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AddEphemeralSession(v1::Session s, WorkerEntry* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  SessionEntry* AddEphemeralSession(v1::Session s, WorkerEntry* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Tells the call's worker it ends; `terminate`: it tells Meta too.
   void SendCallEnd(const SessionEntry& s, const std::string& reason, bool terminate)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

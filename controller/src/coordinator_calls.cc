@@ -87,7 +87,7 @@ bool Coordinator::PlaceCall(const v1::CallEvent& call) {
 
 void Coordinator::OfferCall(const v1::CallEvent& call, WorkerEntry* w,
                             const std::string& refuse_reason) {
-  StartCallSession(call, w);
+  SessionEntry* s = StartCallSession(call, w);
   v1::ControllerMessage m;
   v1::CallOffer* offer = m.mutable_call_offer();
   offer->set_call_id(call.call_id());
@@ -96,7 +96,7 @@ void Coordinator::OfferCall(const v1::CallEvent& call, WorkerEntry* w,
   offer->set_sdp(call.sdp());
   offer->set_refuse_reason(refuse_reason);
   if (refuse_reason.empty()) {
-    FillMemory(sessions_.at(call.call_id()).get(), offer->mutable_recent_transcript());
+    FillMemory(s, offer->mutable_recent_transcript());
   }
   w->channel->Send(std::move(m));
   if (refuse_reason.empty()) metrics_.calls->Add({{"outcome", "offered"}}).Increment();
@@ -119,7 +119,8 @@ void Coordinator::PlaceHeldCalls(absl::Time now) {
 
 // Listed from the offer on (PENDING while it is answered), so an operator
 // sees a call ringing and where.
-void Coordinator::StartCallSession(const v1::CallEvent& call, WorkerEntry* w) {
+Coordinator::SessionEntry* Coordinator::StartCallSession(const v1::CallEvent& call,
+                                                       WorkerEntry* w) {
   v1::Session s;
   s.set_session_id(call.call_id());
   s.set_kind(v1::SESSION_KIND_CALL);
@@ -128,7 +129,7 @@ void Coordinator::StartCallSession(const v1::CallEvent& call, WorkerEntry* w) {
   s.set_user_id(call.from().user_id());
   s.set_profile_name(call.from().profile_name());
   s.set_state(v1::SESSION_STATE_PENDING);
-  AddEphemeralSession(std::move(s), w);
+  return AddEphemeralSession(std::move(s), w);
 }
 
 void Coordinator::OnCallReport(WorkerChannel* channel, const v1::CallReport& report) {

@@ -274,7 +274,7 @@ void Coordinator::StartConverseSession(WorkerChannel* channel, const v1::Session
 
 // A stream's or a call's session: on `w` from the start, counted against
 // its capacity, never persisted (it does not survive its worker).
-void Coordinator::AddEphemeralSession(v1::Session s, WorkerEntry* w) {
+Coordinator::SessionEntry* Coordinator::AddEphemeralSession(v1::Session s, WorkerEntry* w) {
   auto e = std::make_unique<SessionEntry>();
   s.set_worker_id(w->worker.worker_id());
   *s.mutable_created_at() = Ts(absl::Now());
@@ -283,9 +283,11 @@ void Coordinator::AddEphemeralSession(v1::Session s, WorkerEntry* w) {
   w->worker.set_active_sessions(w->worker.active_sessions() + 1);
   e->durable = true;  // nothing to persist
   Notify(v1::SESSION_EVENT_TYPE_CREATED, *e);
+  SessionEntry* added = e.get();
   const std::string id = e->session.session_id();
   sessions_[id] = std::move(e);
   UpdateGauges();
+  return added;
 }
 
 void Coordinator::Detach(WorkerChannel* channel, const std::string& why) {

@@ -211,7 +211,7 @@ void CallMedia::OnStateChanged(NiceAgent*, unsigned, unsigned, unsigned state, v
     // After media flowed, FAILED means consent expired (RFC 7675): the
     // caller stopped answering our checks, as a phone that lost its network does.
     self->Fail(absl::UnavailableError(
-        self->connected() ? "consent lost: the caller stopped answering ICE checks for 30 s"
+        self->connected() ? "consent lost: the caller stopped answering ICE checks (RFC 7675)"
                           : "ICE failed: no candidate pair reached the caller"));
     return;
   }

@@ -246,7 +246,9 @@ bool SimState::RecordCallAction(json action) {
   if (auto it = callers_.find(call_id); it != callers_.end() && it->second.value("ended", false)) {
     return false;
   }
-  if (action.value("action", "") == "accept") accept_by_.erase(call_id);
+  // accept answers the call; reject and terminate end it (their webhook is
+  // queued next): either way the window no longer fails it.
+  if (action.value("action", "") != "pre_accept") accept_by_.erase(call_id);
   action["at"] = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", NowLocked(), absl::UTCTimeZone());
   call_actions_.push_back(std::move(action));
   return true;

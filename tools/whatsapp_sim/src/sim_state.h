@@ -101,7 +101,8 @@ class SimState {
   nlohmann::json CallerOf(const std::string& call_id) const;  // null if unknown
   // The call ended (its terminate webhook is queued): CallerOf says "ended".
   void EndCall(const std::string& call_id);
-  // Records {call_id, action, ...}; an accept stops the call's accept window.
+  // Records {call_id, action, ...}; any action but pre_accept stops the call's
+  // accept window.
   // False, recording nothing, when the call has ended (checked under the lock
   // that ends calls, so an accept cannot slip in after the window closed).
   bool RecordCallAction(nlohmann::json action);
